@@ -1,0 +1,85 @@
+"""``darknet-py``: Darknet's command line, verb for verb.
+
+``darknet-py detector test|demo|map|valid|train|calc_anchors …`` and ``darknet-py partial …``
+take Darknet's positional arguments and single-dash flags (``-thresh 0.25``, ``-dont_show``).
+Each command lives in its own module under :mod:`darknet_py.commands` that defines ``COMMAND`` (a
+click command) and ``GROUP`` (``"detector"``, ``"data"``, ``"cfg"`` or ``None`` for top level);
+this module discovers and registers them.
+
+Errors a user can cause are :class:`~darknet_py.errors.DarknetError`: printed on one line, exit
+code 1 (runtime) or 2 (usage). ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from .errors import DarknetError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class DarknetGroup(click.Group):
+    """A click group that turns DarknetError into a one-line message and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DarknetError as e:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"darknet-py: {e.kind}: {e}", err=True)
+            sys.stdout.flush()
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("darknet-py: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=DarknetGroup, context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.version_option(package_name="darknet-py", prog_name="darknet-py")
+def main(debug: bool) -> None:
+    """Darknet (AlexeyAB) in PyTorch: same cfgs, same .weights, same numbers.
+
+    Commands mirror `darknet`: `darknet-py detector test obj.data yolo.cfg yolo.weights img.jpg`.
+    """
+
+
+@main.group(cls=DarknetGroup, context_settings=CONTEXT)
+def detector() -> None:
+    """Object detection: test, demo, map, valid, train, calc_anchors (as `darknet detector`)."""
+
+
+@main.group(cls=DarknetGroup, context_settings=CONTEXT)
+def data() -> None:
+    """Dataset tools: VOC XML to YOLO labels, train/valid/test splits."""
+
+
+@main.group(cls=DarknetGroup, context_settings=CONTEXT)
+def cfg() -> None:
+    """Cfg tools: write a custom cfg for N classes, show a network's layer table."""
+
+
+GROUPS = {"detector": detector, "data": data, "cfg": cfg, None: main}
+
+
+def _register_commands() -> None:
+    from . import commands
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{commands.__name__}.{info.name}")
+        cmd = getattr(mod, "COMMAND", None)
+        if cmd is None:
+            continue
+        GROUPS[getattr(mod, "GROUP", None)].add_command(cmd)
+
+
+_register_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

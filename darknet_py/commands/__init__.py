@@ -1,0 +1,1 @@
+"""One module per command. Each defines ``COMMAND`` (click) and ``GROUP`` (see ``cli.py``)."""

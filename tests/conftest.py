@@ -1,0 +1,34 @@
+"""Shared fixtures: where the reference data lives, and cached model runs.
+
+Reference data (Darknet oracle outputs, weights, images, datasets) is found through
+``DARKNET_PY_REFDATA``, defaulting to ``<repo>/../shared``.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REFDATA = Path(os.environ.get("DARKNET_PY_REFDATA", REPO.parent / "shared")).resolve()
+
+
+def refpath(*parts) -> Path:
+    return REFDATA.joinpath(*parts)
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference file missing: {path} (set DARKNET_PY_REFDATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def refdata() -> Path:
+    if not REFDATA.is_dir():
+        pytest.skip(f"reference data folder not found: {REFDATA} (set DARKNET_PY_REFDATA)")
+    return REFDATA
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

@@ -61,6 +61,12 @@ class WeightsHeader:
 
     @classmethod
     def unpack(cls, data: bytes, path: str) -> "WeightsHeader":
+        if data.startswith(b"version https://git-lfs"):
+            raise WeightsError("this is a Git LFS pointer, not the weights: fetch the real file "
+                               "(git lfs pull) or download it directly", file=path)
+        if data[:15].lower().startswith((b"<!doctype", b"<html")):
+            raise WeightsError("this is an HTML page, not a weights file (a failed download?)",
+                               file=path)
         if len(data) < 12:
             raise WeightsError(f"file is {len(data)} bytes, too short for a Darknet weights header "
                                "(at least 16 bytes)", file=path)
@@ -111,10 +117,14 @@ class WeightsReader:
         """Return the next ``n`` floats (a copy); raise if the file ends first."""
         if n > self.remaining:
             where = f"layer {self.layer_index} " if self.layer_index is not None else ""
+            hint = "is this the right cfg for these weights, or a truncated download?"
+            if self.floats.tobytes().count(b"\xef\xbf\xbd") > 16:
+                hint = ("the file is full of UTF-8 replacement bytes (EF BF BD): it was saved "
+                        "as text somewhere; download it again in binary mode")
             raise WeightsError(
                 f"file ends early: {where}needs {n} floats for its {what} but only "
                 f"{self.remaining} remain (file has {self.floats.size} floats after the header); "
-                "is this the right cfg for these weights?", file=self.path, value=n)
+                f"{hint}", file=self.path, value=n)
         out = self.floats[self.pos:self.pos + n].astype(np.float32, copy=True)
         self.pos += n
         return out
@@ -234,3 +244,12 @@ def save_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional
 def count_weight_floats(net: "Network", cutoff: Optional[int] = None) -> int:
     n = len(net.layers) if cutoff is None else min(cutoff, len(net.layers))
     return sum(layer.num_weight_floats() for layer in net.layers[:n])
+
+
+def format_load_report(report: LoadReport) -> str:
+    """Darknet's ``load_weights_upto`` messages for a finished load."""
+    h = report.header
+    bits = 64 if h.seen_is_64bit else 32
+    return (f"Loading weights from {report.path}...\n"
+            f" seen {bits}, trained: {h.seen // 1000} K-images ({h.seen // 64000} Kilo-batches_64) \n"
+            f"Done! Loaded {report.layers_loaded} layers from weights-file ")

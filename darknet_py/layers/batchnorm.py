@@ -53,8 +53,13 @@ class DarknetBatchNormFn(torch.autograd.Function):
 
 
 def batchnorm_train(x, scales, biases, rolling_mean, rolling_variance, momentum: float):
-    """Normalise with batch statistics and update the rolling ones in place (no grad)."""
-    out, mean, var = DarknetBatchNormFn.apply(x, scales, biases)
+    """Normalise with batch statistics and update the rolling ones in place (no grad).
+
+    Statistics are always computed in float32 (under AMP the conv output may be fp16/bf16).
+    """
+    if x.dtype != torch.float32:
+        x = x.float()
+    out, mean, var = DarknetBatchNormFn.apply(x, scales.float(), biases.float())
     with torch.no_grad():
         rolling_mean.mul_(1.0 - momentum).add_(mean.detach(), alpha=momentum)
         rolling_variance.mul_(1.0 - momentum).add_(var.detach(), alpha=momentum)

@@ -10,9 +10,9 @@ import click
 from ..errors import DataError, UsageError
 
 
-def flag(name: str, **kw):
+def flag(name: str, dest: Optional[str] = None, **kw):
     """A Darknet single-dash option (``-thresh``) that also accepts ``--thresh``."""
-    return click.option(f"-{name}", f"--{name}", name.replace("-", "_"), **kw)
+    return click.option(f"-{name}", f"--{name}", dest or name.replace("-", "_"), **kw)
 
 
 def eprint(*args) -> None:

@@ -1,0 +1,162 @@
+"""``darknet-py detector demo obj.data cfg weights video.mp4`` (Darknet's ``demo``).
+
+Reads a video file (or camera ``-c N`` when no file is given) with OpenCV, detects objects in
+each frame, prints ``Objects:`` with one line per detection and ``FPS:… AVG_FPS:…`` per frame, and
+with ``-out_filename`` writes the annotated video (MJPG in an .avi like Darknet, or any container
+OpenCV can write, at the source's FPS). Frames are resized like Darknet's demo does
+(``cv::resize`` bilinear, or letterbox), so detections can differ slightly from ``detector test``
+on the same picture, exactly as in Darknet. ``-benchmark`` times the network only (no drawing, no
+output). Frames are batched (``-batch N``) when that helps throughput on a GPU.
+``-json_port`` and ``-mjpeg_port`` (network streaming) are not implemented.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+import numpy as np
+import torch
+
+from ..errors import DataError, UsageError
+from ._common import check_file, eprint, flag
+from ._detect_common import device_from_index, make_detector
+
+GROUP = "detector"
+
+
+def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch.Tensor:
+    """A BGR uint8 frame -> (3, h, w) RGB float input as Darknet's demo builds it."""
+    import cv2
+    fh, fw = frame.shape[:2]
+    if letter_box:
+        from ..image import letterbox_size
+        nw, nh = letterbox_size(fw, fh, w, h)
+        small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((h, w, 3), 127, np.uint8)
+        y0, x0 = (h - nh) // 2, (w - nw) // 2
+        canvas[y0:y0 + nh, x0:x0 + nw] = small
+        small = canvas
+    else:
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+    rgb = np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1))
+    return torch.from_numpy(rgb).to(torch.float32) * np.float32(1.0 / 255.0)
+
+
+@click.command("demo")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.argument("weights", type=click.Path(dir_okay=False))
+@click.argument("video", required=False)
+@flag("c", "cam_index", type=int, default=0, show_default=True, help="Camera index when no video.")
+@flag("thresh", type=float, default=0.25, show_default=True)
+@flag("hier", "hier_thresh", type=float, default=0.5, show_default=True)
+@flag("out_filename", type=click.Path(dir_okay=False), default=None,
+      help="Write the annotated video here (.avi = MJPG like Darknet; .mp4 = mp4v).")
+@flag("ext_output", is_flag=True, help="Print box coordinates.")
+@flag("dont_show", is_flag=True, help="No window (darknet-py never opens one; accepted).")
+@flag("letter_box", is_flag=True)
+@flag("benchmark", is_flag=True, help="Measure network speed only: no drawing or output video.")
+@flag("batch", type=int, default=1, show_default=True, help="Frames per forward pass.")
+@flag("i", "gpu_index", type=int, default=0, show_default=True)
+@flag("half", is_flag=True, help="fp16 forward on CUDA.")
+@flag("out", "json_out", type=click.Path(dir_okay=False), default=None,
+      help="Write Darknet's per-frame JSON.")
+def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filename, ext_output,
+            dont_show, letter_box, benchmark, batch, gpu_index, half, json_out):
+    """Detect objects in every frame of VIDEO (or a camera)."""
+    import cv2
+    from ..draw import JsonOutWriter, detection_lines, draw_detections
+    from ..image import image_to_bgr_uint8
+    check_file(data, "data file")
+    if batch < 1:
+        raise UsageError("-batch must be >= 1")
+    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,
+                        device_from_index(gpu_index), half=half)
+    print("Demo")
+    if video:
+        check_file(video, "video file")
+        print(f"video file: {video}")
+        cap = cv2.VideoCapture(video)
+    else:
+        print(f"Webcam index: {cam_index}")
+        cap = cv2.VideoCapture(cam_index)
+    if not cap.isOpened():
+        raise DataError("cannot open the video stream", file=video or f"camera {cam_index}")
+    src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    writer = None
+    tmp_out = None
+    jw = JsonOutWriter(json_out) if json_out else None
+    frames = 0
+    avg_fps = 0.0
+    t_start = time.perf_counter()
+    try:
+        done = False
+        while not done:
+            batch_frames = []
+            while len(batch_frames) < batch:
+                ok, frame = cap.read()
+                if not ok:
+                    done = True
+                    break
+                batch_frames.append(frame)
+            if not batch_frames:
+                break
+            t0 = time.perf_counter()
+            x = torch.stack([frame_to_input(f, det.net.width, det.net.height, det.letter_box)
+                             for f in batch_frames])
+            sets = det.detect_batch(x, [(f.shape[1], f.shape[0]) for f in batch_frames])
+            fps = len(batch_frames) / max(1e-9, time.perf_counter() - t0)
+            for frame, dets in zip(batch_frames, sets):
+                frames += 1
+                avg_fps = frames / max(1e-9, time.perf_counter() - t_start)
+                if benchmark:
+                    print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
+                    continue
+                print("Objects:\n")
+                lines = detection_lines(dets, det.names, thresh, ext_output,
+                                        (frame.shape[1], frame.shape[0]))
+                for line in lines:
+                    print(line)
+                print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
+                if jw is not None:
+                    jw.add(dets, det.names, None)
+                if out_filename:
+                    rgb = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))
+                                           ).to(torch.float32) / 255.0
+                    drawn = image_to_bgr_uint8(draw_detections(rgb, dets, det.names, thresh,
+                                                               det.classes))
+                    if writer is None:
+                        tmp_out = _temp_name(out_filename)
+                        writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
+                                              drawn.shape[0])
+                    writer.write(drawn)
+            sys.stdout.flush()
+    finally:
+        cap.release()
+        if jw is not None:
+            jw.close()
+        if writer is not None:
+            writer.release()
+            os.replace(tmp_out, out_filename)
+            print("output_video_writer closed. ")
+    print("input video stream closed. ")
+    if frames == 0:
+        raise DataError("the video has no readable frames", file=video or f"camera {cam_index}")
+
+
+def _temp_name(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, f".{stem}.partial{ext}")
+
+
+def _open_writer(tmp: str, final: str, fps: float, w: int, h: int):
+    import cv2
+    ext = os.path.splitext(final)[1].lower()
+    fourcc = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "XVID"}.get(ext, "MJPG")
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h), True)
+    if not writer.isOpened():
+        raise DataError(f"OpenCV cannot write a {fourcc} video here", file=final)
+    return writer

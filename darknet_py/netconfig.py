@@ -7,7 +7,7 @@ from typing import List
 from .cfg import Section
 from .errors import CfgError
 
-POLICIES = ("constant", "step", "exp", "poly", "steps", "sig", "random", "sgdr")
+POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "random", "sgdr")
 
 
 @dataclass
@@ -183,7 +183,7 @@ class NetConfig:
                 c.seq_scales = (sq + [1.0] * n)[:n]
         elif c.policy == "exp":
             c.gamma = s.float("gamma", 1.0)
-        elif c.policy == "sig":
+        elif c.policy == "sigmoid":
             c.gamma = s.float("gamma", 1.0)
             c.step = s.int("step", 1)
         return c

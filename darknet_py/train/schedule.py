@@ -1,0 +1,127 @@
+"""Darknet's learning-rate schedule: ``get_current_rate`` and ``get_current_batch`` (``network.c``).
+
+The rate is computed the way Darknet's C code computes it: the cfg values are ``float``s, the
+``pow``/``exp``/``cos`` calls run in double precision and the result is returned as a ``float``,
+so :func:`learning_rate` reproduces Darknet's numbers to the last bit in ordinary cases.
+
+Policies (``[net] policy=``): ``constant``, ``step`` (``step``, ``scale``), ``steps`` (``steps``,
+``scales``), ``exp`` (``gamma``), ``poly`` (``power``, ``max_batches``), ``sigmoid`` (written
+``sig`` in :class:`~darknet_py.netconfig.NetConfig`; ``gamma``, ``step``), ``random`` (``power``)
+and ``sgdr`` (``learning_rate_min``, ``sgdr_cycle``, ``sgdr_mult``). Every policy is preceded by the
+``burn_in`` warm-up ``learning_rate * (batch_num / burn_in) ** power``.
+"""
+from __future__ import annotations
+
+import math
+import random as _random
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..netconfig import NetConfig
+
+__all__ = ["images_per_iteration", "current_batch", "learning_rate", "update_batch"]
+
+
+def _f32(v: float) -> float:
+    """Round to float32 (Darknet keeps every cfg number and the returned rate in a ``float``)."""
+    return float(np.float32(v))
+
+
+def images_per_iteration(cfg: NetConfig) -> int:
+    """``net.batch * net.subdivisions``: images consumed by one iteration (``seen`` increment).
+
+    Darknet's ``net.batch`` is ``batch / subdivisions`` (integer division) times ``time_steps``.
+    """
+    subdivisions = max(1, int(cfg.subdivisions))
+    mini_batch = (int(cfg.batch) // subdivisions) * max(1, int(cfg.time_steps))
+    return max(1, mini_batch * subdivisions)
+
+
+def update_batch(cfg: NetConfig, gpu: bool = True) -> int:
+    """The ``batch`` that ``update_network`` passes to the layers' update functions.
+
+    CPU: ``net.batch * net.subdivisions``; the GPU build also multiplies by
+    ``get_sequence_value`` (``subdivisions / sequential_subdivisions``, at least 1).
+    """
+    n = images_per_iteration(cfg)
+    if gpu:
+        seq_sub = int(getattr(cfg, "sequential_subdivisions", 0) or 0)
+        sequence = max(1, int(cfg.subdivisions) // seq_sub) if seq_sub else 1
+        n *= sequence
+    return n
+
+
+def current_batch(seen: int, cfg: NetConfig) -> int:
+    """``get_current_batch``: the iteration number, ``seen / (net.batch * net.subdivisions)``."""
+    return int(seen) // images_per_iteration(cfg)
+
+
+def learning_rate(cfg: NetConfig, batch_num: int,
+                  uniform: Optional[Callable[[], float]] = None) -> float:
+    """``get_current_rate`` for iteration ``batch_num`` (see :func:`current_batch`).
+
+    ``uniform`` draws from U(0, 1) for ``policy=random`` (default: Python's ``random.random``;
+    Darknet uses ``rand()``, so that policy is random in both and cannot match draw for draw).
+    """
+    b = int(batch_num)
+    lr = _f32(cfg.learning_rate)
+    power = _f32(cfg.power)
+    burn_in = int(cfg.burn_in)
+    if b < burn_in:
+        frac = _f32(np.float32(b) / np.float32(burn_in))
+        return _f32(lr * math.pow(frac, power))
+    policy = str(cfg.policy).lower()
+    if policy == "constant":
+        return lr
+    if policy == "step":
+        step = max(1, int(cfg.step))  # Darknet would divide by zero; step >= 1 in practice
+        return _f32(lr * math.pow(_f32(cfg.scale), b // step))
+    if policy == "steps":
+        rate = np.float32(lr)
+        for step, scale in zip(cfg.steps, cfg.scales):
+            if int(step) > b:
+                return float(rate)
+            rate = np.float32(rate * np.float32(scale))
+        return float(rate)
+    if policy == "exp":
+        return _f32(lr * math.pow(_f32(cfg.gamma), b))
+    if policy == "poly":
+        frac = _f32(np.float32(1) - np.float32(b) / np.float32(cfg.max_batches))
+        return _f32(lr * _pow(frac, power))
+    if policy == "random":
+        u = (uniform or _random.random)()
+        return _f32(lr * math.pow(u, power))
+    if policy in ("sig", "sigmoid"):
+        z = float(np.float32(_f32(cfg.gamma)) * np.float32(b - int(cfg.step)))
+        return _f32(lr * (1.0 / (1.0 + _exp(z))))
+    if policy == "sgdr":
+        last_start = 0
+        cycle = int(cfg.sgdr_cycle)
+        mult = int(cfg.sgdr_mult)
+        while last_start + cycle < b:
+            last_start += cycle
+            cycle *= mult
+            if cycle <= 0:  # Darknet would loop forever on sgdr_cycle=0
+                break
+        lr_min = _f32(cfg.learning_rate_min)
+        phase = float(np.float32(b - last_start)) * 3.14159265 / cycle if cycle else 0.0
+        span = _f32(np.float32(lr) - np.float32(lr_min))  # float - float in C
+        return _f32(lr_min + 0.5 * span * (1.0 + math.cos(phase)))
+    # Darknet: "Policy is weird!" -> the base rate
+    return lr
+
+
+def _pow(base: float, exponent: float) -> float:
+    """C ``pow`` semantics for the cases Python's ``math.pow`` rejects (negative base)."""
+    try:
+        return math.pow(base, exponent)
+    except ValueError:
+        return float("nan")
+
+
+def _exp(z: float) -> float:
+    try:
+        return math.exp(z)
+    except OverflowError:
+        return float("inf")

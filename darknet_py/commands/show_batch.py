@@ -1,0 +1,91 @@
+"""``darknet-py detector show_batch obj.data yolo.cfg [-n 16] [-out_dir DIR] [-seed N]``
+
+Writes augmented training samples with their truth boxes drawn, as Darknet's ``detector train
+... -show_imgs`` saves ``aug_*.jpg`` (``load_data_detection``), without training and headless.
+The augmentation options come from the cfg's ``[net]`` and last detection layer; images and
+labels from ``train=`` of the data file.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import click
+import numpy as np
+
+from ..data.augment import AugmentConfig
+from ..data.datacfg import read_data_cfg, read_list, read_names
+from ..data.dataset import DetectionDataset
+from ..errors import DataError, UsageError
+
+GROUP = "detector"
+
+# Darknet draws the -show_imgs boxes with draw_box_width(..., 1, 150, 100, 50) (RGB)
+BOX_RGB = (150, 100, 50)
+
+
+def draw_truth(image_chw: np.ndarray, truth: np.ndarray, names: Optional[List[str]] = None,
+               thickness: int = 1) -> np.ndarray:
+    """uint8 BGR picture of a (C,h,w) float image with its (max_boxes,5) truth boxes drawn."""
+    import cv2
+    img = (np.clip(image_chw, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    bgr = np.ascontiguousarray(img[:, :, ::-1])
+    h, w = bgr.shape[:2]
+    color = BOX_RGB[::-1]
+    n = int(np.argmax(truth[:, 0] == 0)) if (truth[:, 0] == 0).any() else truth.shape[0]
+    for x, y, bw, bh, cls in truth[:n]:
+        left, right = int((x - bw / 2) * w), int((x + bw / 2) * w)
+        top, bot = int((y - bh / 2) * h), int((y + bh / 2) * h)
+        cv2.rectangle(bgr, (left, top), (right, bot), color, thickness)
+        label = names[int(cls)] if names and 0 <= int(cls) < len(names) else str(int(cls))
+        cv2.putText(bgr, label, (max(left, 0) + 1, max(top, 0) + 10), cv2.FONT_HERSHEY_PLAIN,
+                    0.8, color, 1, cv2.LINE_AA)
+    return bgr
+
+
+def show_batch(datacfg: str, cfgfile: str, n: int = 16, out_dir: str = ".",
+               seed: Optional[int] = None) -> List[str]:
+    """Write ``n`` augmented samples to ``out_dir``; returns the written paths."""
+    import cv2
+    if n < 1:
+        raise UsageError(f"-n must be >= 1, got {n}")
+    data = read_data_cfg(datacfg)
+    paths = read_list(data.train_or_default("data/train.txt"))
+    cfg = AugmentConfig.from_cfg(cfgfile)
+    names = None
+    names_file = data.names_or_default()
+    if os.path.exists(names_file):
+        names = read_names(names_file)
+    ds = DetectionDataset(paths, cfg, seed=seed)
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    written = []
+    for k in range(n):
+        index = int(order[k % len(order)])
+        image, truth = ds[index]
+        out = os.path.join(out_dir, f"aug_{k:04d}.jpg")
+        if not cv2.imwrite(out, draw_truth(image.numpy(), truth.numpy(), names)):
+            raise DataError("cannot write image", file=out)
+        nbox = int((truth[:, 0] > 0).sum())
+        print(f"{out}: {paths[index]} ({nbox} boxes)")
+        written.append(out)
+    return written
+
+
+@click.command("show_batch", context_settings={"ignore_unknown_options": True,
+                                               "help_option_names": ["-h", "--help"]})
+@click.argument("datacfg", type=click.Path(dir_okay=False))
+@click.argument("cfgfile", type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=int, default=16, show_default=True, help="Samples to write.")
+@click.option("-out_dir", "out_dir", default=".", show_default=True, help="Output folder.")
+@click.option("-seed", "seed", type=int, default=None, help="Random seed (reproducible output).")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def COMMAND(datacfg: str, cfgfile: str, n: int, out_dir: str, seed: Optional[int],
+            extra) -> None:
+    """Write augmented training samples with their boxes (Darknet's -show_imgs, headless)."""
+    show_batch(datacfg, cfgfile, n=n, out_dir=out_dir, seed=seed)
+    sys.stdout.flush()

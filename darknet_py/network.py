@@ -54,7 +54,7 @@ class Network(nn.Module):
         self.sections = sections[1:]
         if not self.sections:
             raise CfgError("cfg has a [net] section but no layers", file=cfg_path)
-        ctx = BuildContext(net=self.config, cfg_path=cfg_path)
+        ctx = BuildContext(net=self.config, cfg_path=cfg_path, batch=self.batch)
         layers: List[Layer] = []
         for index, section in enumerate(self.sections):
             cls = layer_class(section)
@@ -155,9 +155,12 @@ class Network(nn.Module):
         return outputs  # type: ignore[return-value]
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+        """(B, C, H, W) with the cfg's channels. Any H, W the layers can take is accepted (Darknet's
+        ``random=1`` training resizes the network); the cfg size is what inference uses."""
+        if x.dim() != 4 or x.shape[1] != self.config.channels:
             c, h, w = self.input_shape
-            raise ValueError(f"network input must be (B, {c}, {h}, {w}), got {tuple(x.shape)}")
+            raise ValueError(f"network input must be (B, {c}, H, W) (cfg size {h}x{w}), "
+                             f"got {tuple(x.shape)}")
 
     # ------------------------------------------------------------------ inference helpers
     def fuse(self) -> "Network":

@@ -1,0 +1,77 @@
+"""``darknet-py detector train obj.data cfg [weights]`` (Darknet's ``train_detector``).
+
+Starts from a full or partial weights file (``yolov4.conv.137``, ``yolov4-tiny.conv.29``: the
+layers it holds are found from its size) or from scratch; resumes from ``<cfg>_last.weights``
+continuing the iteration count from its ``seen`` (``-clear`` restarts it at 0). Checkpoints go to
+``backup=`` as Darknet names them; ``-map`` evaluates mAP on ``valid=`` every
+max(100, ``-mAP_epochs`` epochs) iterations after burn_in and writes ``<cfg>_best.weights``.
+``chart.png`` (loss and mAP) is written headless. Ctrl-C or SIGTERM finishes the iteration,
+saves ``_last.weights`` and exits 0.
+
+Devices: CPU; one CUDA GPU (``-gpus 0``) with mixed precision by default (``-no_amp`` turns it
+off); several GPUs ``-gpus 0,1`` through DDP, one process per GPU (started here with torchrun's
+machinery, or run the command under ``torchrun`` yourself; on CPU under torchrun it uses gloo).
+Darknet's ``-mjpeg_port``, ``-json_port`` and ``-show_imgs`` windows are not implemented
+(``detector show_batch`` writes the augmented images instead).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..errors import UsageError
+from ._common import check_file, flag, parse_gpus
+
+GROUP = "detector"
+
+
+@click.command("train")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.argument("weights", required=False, type=click.Path(dir_okay=False))
+@flag("map", "calc_map", is_flag=True, help="Compute mAP on valid= during training (chart.png).")
+@flag("dont_show", is_flag=True, help="No window (darknet-py never opens one; accepted).")
+@flag("clear", is_flag=True, help="Restart the iteration count at 0 (ignore seen).")
+@flag("gpus", type=str, default=None, help="GPU indices, e.g. 0 or 0,1,2,3.")
+@flag("thresh", type=float, default=0.25, show_default=True, help="-map: confidence threshold.")
+@flag("iou_thresh", type=float, default=0.5, show_default=True, help="-map: IoU threshold.")
+@flag("mAP_epochs", "map_epochs", type=int, default=4, show_default=True,
+      help="-map: evaluate every N epochs (at least every 100 iterations).")
+@flag("no_amp", is_flag=True, help="CUDA: train in fp32 (mixed precision is on by default).")
+@flag("workers", type=int, default=2, show_default=True, help="Data loader processes.")
+@flag("seed", type=int, default=None, help="Seed the augmentation (reproducible runs).")
+@flag("verbose", is_flag=True, help="Print Darknet's per-layer 'v3 (...)' loss lines.")
+@flag("nan_skip", is_flag=True, help="Skip a batch whose loss is NaN/inf instead of stopping.")
+@flag("max_batches", type=int, default=None,
+      help="Override [net] max_batches (quick experiments).")
+@flag("cache_images", is_flag=True, help="Keep decoded images in RAM.")
+def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_thresh, map_epochs,
+            no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images):
+    """Train a detector on the images of obj.data's train= list."""
+    from ..train.trainer import TrainOptions, Trainer
+    check_file(data, "data file")
+    check_file(cfg, "cfg file")
+    if weights is not None:
+        check_file(weights, "weights file")
+    gpu_list = parse_gpus(gpus)
+    if workers < 0:
+        raise UsageError("-workers must be >= 0")
+    opts = TrainOptions(data=data, cfg=cfg, weights=weights, clear=clear, dont_show=dont_show,
+                        calc_map=calc_map, thresh=thresh, iou_thresh=iou_thresh,
+                        map_epochs=map_epochs, gpus=gpu_list, amp=False if no_amp else None,
+                        workers=workers, seed=seed, verbose=verbose,
+                        nan_policy="skip" if nan_skip else "stop", max_batches=max_batches,
+                        cache_images=cache_images)
+    if len(gpu_list) > 1 and "WORLD_SIZE" not in os.environ:
+        _launch_ddp(len(gpu_list))
+        return
+    Trainer(opts).run()
+
+
+def _launch_ddp(nproc: int) -> None:
+    """Re-run this command as ``nproc`` DDP processes (torchrun's elastic launcher)."""
+    from torch.distributed.run import main as torchrun_main
+    argv = ["--standalone", f"--nproc_per_node={nproc}", "-m", "darknet_py.cli"] + sys.argv[1:]
+    torchrun_main(argv)

@@ -1,0 +1,411 @@
+"""``detector train``: Darknet's ``train_detector`` loop on CPU, one GPU, or several via DDP.
+
+One iteration = ``subdivisions`` mini-batches of ``batch/subdivisions`` images whose gradients
+accumulate (Darknet's ``train_network``), then one Darknet SGD update with the learning rate of
+the policy at the new iteration. The printed loss is Darknet's: the mean over yolo layers of
+``l.cost``, averaged over the mini-batches and divided by the mini-batch size.
+
+Multi-GPU follows Darknet's semantics with torch DDP: every process trains a full ``batch`` of
+its own images, the learning rate is multiplied by the number of processes, and gradients are
+averaged (Darknet instead averages weights every few iterations). Rank 0 prints, evaluates and
+writes checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from ..errors import DarknetError, DataError, UsageError
+from ..network import Network
+from .chart import TrainChart
+from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    cfg: str
+    weights: Optional[str] = None
+    clear: bool = False
+    dont_show: bool = True
+    calc_map: bool = False
+    thresh: float = 0.25
+    iou_thresh: float = 0.5
+    map_epochs: int = 4
+    gpus: List[int] = field(default_factory=list)
+    amp: Optional[bool] = None          # default: on for CUDA
+    channels_last: Optional[bool] = None
+    workers: int = 2
+    seed: Optional[int] = None
+    verbose: bool = False                # Darknet's per-layer "v3 (...)" lines
+    nan_policy: str = "stop"             # stop | skip
+    max_batches: Optional[int] = None    # override [net] max_batches (tests, quick runs)
+    chart: bool = True
+    show_imgs: bool = False
+    cache_images: bool = False
+
+
+class TrainingStopped(DarknetError):
+    kind = "training stopped"
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, out=None):
+        self.opts = opts
+        self.out = out or sys.stdout
+        self.rank, self.world = _dist_info()
+        self.is_main = self.rank == 0
+        self.device = self._pick_device()
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ setup
+    def _pick_device(self) -> torch.device:
+        if self.opts.gpus and torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            gpu = self.opts.gpus[local % len(self.opts.gpus)]
+            if gpu >= torch.cuda.device_count():
+                raise UsageError(f"-gpus names GPU {gpu} but only {torch.cuda.device_count()} "
+                                 "are visible")
+            torch.cuda.set_device(gpu)
+            return torch.device("cuda", gpu)
+        return torch.device("cpu")
+
+    def log(self, text: str = "", end: str = "\n") -> None:
+        if self.is_main:
+            print(text, end=end, file=self.out)
+            self.out.flush()
+
+    def setup(self) -> None:
+        from ..data.datacfg import read_data_cfg, read_list, read_names
+        o = self.opts
+        self.data_cfg = read_data_cfg(o.data)
+        self.train_list = self.data_cfg.train_or_default()
+        self.train_paths = read_list(self.train_list)
+        if not self.train_paths:
+            raise DataError("the train list has no images", file=self.train_list)
+        self.net = Network.from_cfg(o.cfg)
+        cfgc = self.net.config
+        if o.max_batches is not None:
+            cfgc.max_batches = o.max_batches
+        if cfgc.batch * cfgc.subdivisions == 1 and cfgc.batch == 1:
+            raise UsageError("batch=1 cannot train: set batch=64 subdivisions=16 (or similar) in "
+                             f"{o.cfg}")
+        if not self.net.heads:
+            raise UsageError(f"{o.cfg} has no [yolo] layer to train")
+        classes = self.net.heads[-1].classes
+        data_classes = self.data_cfg.classes_or_default(classes)
+        if data_classes != classes:
+            raise DataError(f"classes={data_classes} in {o.data} but classes={classes} in the "
+                            f"[yolo] layers of {o.cfg}", file=o.data)
+        self.classes = classes
+        names_path = self.data_cfg.names_or_default()
+        self.names = read_names(names_path) if os.path.exists(names_path) else \
+            [str(i) for i in range(classes)]
+        self.base = basecfg(o.cfg)
+        self.backup = self.data_cfg.backup_or_default()
+        if self.is_main:
+            os.makedirs(self.backup, exist_ok=True)
+            if not os.access(self.backup, os.W_OK):
+                raise DataError("backup folder is not writable", file=self.backup)
+        self.log(self.base)
+        if o.weights:
+            rep = self.net.load_weights(o.weights, cutoff=_partial_cutoff(self.net, o.weights))
+            self.log(f"Loaded {rep.layers_loaded} layers from weights-file {o.weights}, "
+                     f"seen {rep.header.seen}")
+        if o.clear:
+            self.net.seen = 0
+        self.net.to(self.device)
+        if self._channels_last():
+            self.net.to(memory_format=torch.channels_last)
+        self.images_per_iter = cfgc.batch  # Darknet's net.batch * net.subdivisions
+        self.iteration = int(self.net.seen) // max(1, self.images_per_iter)
+        self.save_policy = CheckpointPolicy(
+            self.backup, self.base,
+            save_every=self.data_cfg.saveweights_or_default(cfgc.max_batches),
+            save_last_every=self.data_cfg.savelast_or_default(),
+            iter_save=self.iteration, iter_save_last=self.iteration)
+        self.log(f"Weights are saved after: {self.save_policy.save_every} iterations. Last weights "
+                 f"(*_last.weight) are stored every {self.save_policy.save_last_every} iterations. ")
+        from .optim import DarknetSGD
+        lr_scale = self.world  # Darknet: learning_rate *= ngpus
+        self.optimizer = DarknetSGD(self.net, cfgc, lr_multiplier=lr_scale)
+        self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
+                 f"Decay: {cfgc.decay:g}")
+        for h in self.net.heads:
+            self.log(f" Detection layer: {h.index} - type = {28 if h.table_name == 'yolo' else 0} ")
+        self.model = self.net
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                _RawHeads(self.net), device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
+        self.use_amp = (self.device.type == "cuda") if o.amp is None else bool(o.amp)
+        if self.use_amp and self.device.type != "cuda":
+            self.use_amp = False
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
+        self.source = self._make_source()
+
+    def _channels_last(self) -> bool:
+        if self.opts.channels_last is not None:
+            return self.opts.channels_last
+        return self.device.type == "cuda"
+
+    def _make_source(self) -> "_BatchSource":
+        from ..data.augment import AugmentConfig
+        from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
+        cfgc = self.net.config
+        aug = AugmentConfig.from_cfg(self.opts.cfg)
+        seed = self.opts.seed if self.opts.seed is not None else int(time.time())
+        seed += 1000 * self.rank           # every process draws its own images, as Darknet's GPUs
+        dataset = DetectionDataset(self.train_paths, aug, seed=seed,
+                                   cache_images=self.opts.cache_images)
+        schedule = None
+        if aug.random:
+            schedule = MultiScaleSchedule(cfgc.width, cfgc.height, aug.random, aug.resize_step,
+                                          cfgc.max_batches, cfgc.mini_batch)
+        loader = make_loader(dataset, cfgc.batch, cfgc.subdivisions,
+                             num_workers=self.opts.workers, seed=seed, multiscale=schedule,
+                             max_batches=cfgc.max_batches, start_iteration=self.iteration)
+        return _BatchSource(loader)
+
+    # ------------------------------------------------------------------ one iteration
+    def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor):
+        from .loss import yolo_loss
+        w, h = x.shape[3], x.shape[2]
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            raw = self.model(x, raw_heads=True) if self.world == 1 else self.model(x)
+        costs, stats = [], []
+        for head, r in zip(self.net.heads, raw):
+            cost, st, _ = yolo_loss(r.float(), truth, head, w, h)
+            costs.append(cost)
+            stats.append((head.index, st))
+        total = torch.stack(costs).sum()
+        return total, costs, stats
+
+    def train_iteration(self) -> float:
+        cfgc = self.net.config
+        subdiv = cfgc.subdivisions
+        net_loss = 0.0
+        self.optimizer.zero_grad()
+        bad = False
+        for _ in range(subdiv):
+            x, truth = self.source.next_minibatch()
+            x = x.to(self.device, non_blocking=True)
+            if self._channels_last():
+                x = x.contiguous(memory_format=torch.channels_last)
+            truth = truth.to(self.device)
+            total, costs, stats = self._forward_loss(x, truth)
+            if not torch.isfinite(total):
+                bad = True
+            self.scaler.scale(total).backward()
+            self.net.seen += x.shape[0]
+            net_loss += float(sum(float(c.detach()) for c in costs) / len(costs))
+            if self.opts.verbose:
+                for idx, st in stats:
+                    self.log(st.line(idx))
+        loss = net_loss / (subdiv * max(1, cfgc.mini_batch))
+        if self.world > 1:
+            t = torch.tensor([loss, float(bad)], device=self.device)
+            torch.distributed.all_reduce(t)
+            loss, bad = float(t[0]) / self.world, bool(t[1] > 0)
+        if bad or not math.isfinite(loss):
+            return float("nan")
+        self.iteration += 1
+        self.optimizer.step(self.iteration, scaler=self.scaler)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_map(self) -> float:
+        from ..metrics.evaluate import evaluate_network_map
+        valid = self.data_cfg.valid_or_default(self.train_list)
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            result = evaluate_network_map(self.net, valid, self.names, self.classes,
+                                          thresh=self.opts.thresh,
+                                          iou_thresh=self.opts.iou_thresh,
+                                          letter_box=bool(self.net.config.letter_box),
+                                          difficult=getattr(self.data_cfg, "difficult", None),
+                                          out=self.out)
+        finally:
+            self.net.train(was_training)
+        return float(result.map)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str) -> None:
+        if not self.is_main:
+            return
+        self.log(f"Saving weights to {path}")
+        self.net.seen = self.iteration * self.images_per_iter
+        self.net.save_weights(path)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        self.setup()
+        o, cfgc = self.opts, self.net.config
+        self.net.train()
+        avg_loss = -1.0
+        best_map = -1.0
+        last_map = -1.0
+        iter_map = self.iteration
+        avg_time = -1.0
+        old_handlers = self._install_signal_handlers()
+        last_good = None
+        try:
+            while self.iteration < cfgc.max_batches:
+                if self._stop_requested:
+                    break
+                t0 = time.time()
+                loss = self.train_iteration()
+                if not math.isfinite(loss):
+                    msg = (f"loss is {loss} at iteration {self.iteration + 1}")
+                    if o.nan_policy == "skip":
+                        self.log(f" {msg}: batch skipped")
+                        self.optimizer.zero_grad()
+                        continue
+                    hint = (f"; the last good weights are {last_good}" if last_good else
+                            "; no checkpoint was written yet")
+                    raise TrainingStopped(msg + hint + " (lower learning_rate, check labels, or "
+                                          "pass -nan_skip to skip such batches)")
+                if avg_loss < 0 or avg_loss != avg_loss:
+                    avg_loss = loss
+                avg_loss = avg_loss * 0.9 + loss * 0.1
+                it = self.iteration
+                elapsed = time.time() - t0
+                remaining = (cfgc.max_batches - it) * elapsed / 3600
+                avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
+                if o.calc_map:
+                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths) *
+                                             self.world, self.images_per_iter, cfgc.burn_in)
+                    self.log(f"\n (next mAP calculation at {nxt} iterations) ", end="")
+                    if last_map > 0:
+                        self.log(f"\n Last accuracy mAP@{o.iou_thresh:0.2f} = {last_map * 100:2.2f} "
+                                 f"%, best = {best_map * 100:2.2f} % ", end="")
+                self.log(f"\n {it}: {loss:f}, {avg_loss:f} avg loss, {self.optimizer.rate(it):f} "
+                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter * self.world} "
+                         f"images, {avg_time:f} hours left")
+                self.chart.add_loss(it, avg_loss)
+                if o.calc_map and (it >= next_map_iteration(
+                        iter_map, o.map_epochs, len(self.train_paths) * self.world,
+                        self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
+                    iter_map = it
+                    if self.is_main:
+                        last_map = self.evaluate_map()
+                        self.log(f"\n mean_average_precision (mAP@{o.iou_thresh:0.2f}) = "
+                                 f"{last_map:f} ")
+                        self.chart.add_map(it, last_map)
+                        if last_map >= best_map:
+                            best_map = last_map
+                            self.log("New best mAP!")
+                            self.save(self.save_policy.path("best"))
+                    _barrier(self.world)
+                if self.save_policy.numbered_due(it):
+                    self.save(self.save_policy.path(str(it)))
+                    last_good = self.save_policy.path(str(it))
+                if self.save_policy.last_due(it):
+                    self.save(self.save_policy.path("last"))
+                    last_good = self.save_policy.path("last")
+                if o.chart and self.is_main:
+                    self.chart.save(self.backup if not o.dont_show else ".", self.base, avg_time)
+            if self._stop_requested:
+                self.save(self.save_policy.path("last"))
+                self.log("Interrupted: last weights saved; resume with the same command and "
+                         f"{self.save_policy.path('last')}")
+                return
+            self.save(self.save_policy.path("final"))
+            self.log("If you want to train from the beginning, then use flag in the end of "
+                     "training command: -clear ")
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            self.source.close()
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self):
+        if not self.is_main and self.world > 1:
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.log(f"\n signal {signum}: finishing this iteration, then saving _last.weights")
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return old
+
+    @staticmethod
+    def _restore_signal_handlers(old):
+        for sig, h in (old or {}).items():
+            signal.signal(sig, h)
+
+
+class _BatchSource:
+    """Endless mini-batches from the DataLoader (a new pass over the list when one ends)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self._it = iter(loader)
+
+    def next_minibatch(self):
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            return next(self._it)
+
+    def close(self) -> None:
+        self._it = None
+
+
+class _RawHeads(torch.nn.Module):
+    """Wraps the network so DDP's forward returns the raw head inputs."""
+
+    def __init__(self, net: Network):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x, raw_heads=True)
+
+
+def _partial_cutoff(net: Network, path: str) -> Optional[int]:
+    """Darknet loads a partial file (yolov4.conv.137) silently; find how many layers it holds."""
+    from ..weights import WeightsHeader
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = WeightsHeader.unpack(f.read(24), path)
+    floats = (size - header.nbytes) // 4
+    total = 0
+    for layer in net.layers:
+        if floats == total:
+            return layer.index
+        total += layer.num_weight_floats()
+    return None
+
+
+def _dist_info():
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    if ws > 1:
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()

@@ -18,9 +18,8 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import List, Optional
 
-import numpy as np
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
@@ -232,9 +231,7 @@ class Trainer:
             result = evaluate_network_map(self.net, valid, self.names, self.classes,
                                           thresh=self.opts.thresh,
                                           iou_thresh=self.opts.iou_thresh,
-                                          letter_box=bool(self.net.config.letter_box),
-                                          difficult=getattr(self.data_cfg, "difficult", None),
-                                          out=self.out)
+                                          difficult=self.data_cfg.difficult, out=self.out)
         finally:
             self.net.train(was_training)
         return float(result.map)

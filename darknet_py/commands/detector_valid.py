@@ -1,0 +1,143 @@
+"""``darknet-py detector valid obj.data cfg weights`` (Darknet's ``validate_detector``).
+
+Detections at threshold 0.001, hier 0.5, NMS 0.6 (the cfg's ``nms_kind``) on boxes in pixels of
+the original image, written to ``results=`` (default ``results/``) as Darknet does:
+
+* ``eval=coco``: ``<results>/coco_results.json`` (COCO image id = leading digits of the file
+  name, Darknet's COCO category ids); with ``-coco_json instances.json`` (or ``coco_json=`` in
+  obj.data) the file is then scored with pycocotools (AP@[.5:.95], AP50, AP75, …);
+* otherwise (``eval=voc``, the default): ``<results>/comp4_det_test_<class>.txt`` per class with
+  ``<image id> <prob> <xmin> <ymin> <xmax> <ymax>`` (1-based pixel corners).
+
+Images are decoded by a pool of threads and run through the network in batches (``-batch``).
+``eval=imagenet``, ``bdd`` and ``kitti`` are not implemented (a clear error says so).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import List
+
+import click
+import numpy as np
+import torch
+
+from ..errors import DataError, UsageError
+from ._common import check_file, eprint, flag, load_network
+
+GROUP = "detector"
+
+VALID_THRESH = 0.001
+VALID_HIER = 0.5
+VALID_NMS = 0.6
+
+
+def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
+    """(class, line) pairs of ``print_detector_detections`` for one image (pixel boxes)."""
+    boxes = dets.boxes.detach().cpu().numpy().astype(np.float32)
+    probs = dets.probs.detach().cpu().numpy().astype(np.float32)
+    out = []
+    for i in range(boxes.shape[0]):
+        x, y, w, h = (float(v) for v in boxes[i])
+        xmin = np.float32(x - w / 2.0 + 1)
+        xmax = np.float32(x + w / 2.0 + 1)
+        ymin = np.float32(y - h / 2.0 + 1)
+        ymax = np.float32(y + h / 2.0 + 1)
+        xmin, ymin = max(xmin, np.float32(1)), max(ymin, np.float32(1))
+        xmax, ymax = min(xmax, np.float32(width)), min(ymax, np.float32(height))
+        for j in np.nonzero(probs[i])[0]:
+            out.append((int(j), "%s %f %f %f %f %f\n" % (image_id, probs[i, j], xmin, ymin,
+                                                          xmax, ymax)))
+    return out
+
+
+@click.command("valid")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.argument("weights", type=click.Path(dir_okay=False))
+@click.argument("outfile", required=False)
+@flag("coco_json", type=click.Path(dir_okay=False), default=None,
+      help="COCO instances json: score the results with pycocotools.")
+@flag("batch", type=int, default=8, show_default=True, help="Images per forward pass.")
+@flag("workers", type=int, default=4, show_default=True, help="Image decoding threads.")
+@flag("i", "gpu_index", type=int, default=0, show_default=True)
+def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
+    """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
+    from ..data.datacfg import read_data_cfg, read_list, read_names
+    from ..image import load_image, prepare_input
+    from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results, \
+        scale_to_pixels
+    from ..metrics.evaluate import _head_codes
+    from ..nms import apply_nms, nms_params
+    from ..postprocess import get_network_boxes
+    from ..weights import atomic_write_bytes
+    from ._detect_common import device_from_index
+    if batch < 1 or workers < 1:
+        raise UsageError("-batch and -workers must be >= 1")
+    check_file(data, "data file")
+    d = read_data_cfg(data)
+    valid = d.valid_or_default("data/train.list")
+    names = read_names(d.names_or_default())
+    prefix = d.results_or_default()
+    kind = d.eval_or_default()
+    if kind not in ("coco", "voc"):
+        raise UsageError(f"eval={kind} in {data}: darknet-py writes eval=coco and eval=voc "
+                         "results only")
+    if coco_json is None and "coco_json" in d.options:
+        coco_json = d.options["coco_json"].value
+    device = device_from_index(gpu_index)
+    net = load_network(cfg, weights, device=device)
+    eprint(f"Learning Rate: {net.config.learning_rate:g}, Momentum: {net.config.momentum:g}, "
+           f"Decay: {net.config.decay:g}")
+    for index, code in _head_codes(net):
+        print(f" Detection layer: {index} - type = {code} ")
+    classes = net.classes
+    if len(names) < classes:
+        raise DataError(f"the names file has {len(names)} names but the cfg has "
+                        f"classes={classes}", file=d.names_or_default())
+    paths = read_list(check_file(valid, "valid list"))
+    if not paths:
+        raise DataError("the valid list is empty", file=valid)
+    if not os.path.isdir(prefix):
+        raise DataError(f"results folder '{prefix}' does not exist (results= in {data}; "
+                        "Darknet needs it too)", file=prefix)
+    nms_kind, beta = nms_params(net.heads)
+    letter_box = bool(net.config.letter_box)
+    coco_lines: List[str] = []
+    voc = [[] for _ in range(classes)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), batch):
+            chunk = paths[start:start + batch]
+            images = list(pool.map(lambda p: load_image(p, net.channels), chunk))
+            eprint(start + len(chunk))
+            x = torch.stack([prepare_input(im, net.width, net.height, letter_box)
+                             for im in images])
+            with torch.no_grad():
+                outs = net(x.to(net.device))
+            sizes = [(int(im.shape[2]), int(im.shape[1])) for im in images]
+            sets = get_network_boxes(list(zip(net.heads, [o.cpu() for o in outs])), net.width,
+                                     net.height, sizes, VALID_THRESH, VALID_HIER, letter_box)
+            for path, dets, (w, h) in zip(chunk, sets, sizes):
+                px = apply_nms(scale_to_pixels(dets, w, h), VALID_NMS, nms_kind, beta)
+                if kind == "coco":
+                    coco_lines += coco_result_lines(path, px, w, h, relative=False)
+                else:
+                    image_id = os.path.basename(path).split(".", 1)[0]
+                    for j, line in voc_lines(image_id, px, w, h):
+                        voc[j].append(line)
+    if kind == "coco":
+        out = os.path.join(prefix, (outfile or "coco_results") + ".json")
+        atomic_write_bytes(out, format_coco_results(coco_lines).encode())
+        print(f"Results written to {out} ({len(coco_lines)} detections)")
+        if coco_json:
+            stats = coco_evaluate(out, coco_json)
+            sys.stdout.write(stats.summary)
+            print(f"\n COCO AP@[.5:.95] = {stats['AP']:.4f}, AP50 = {stats['AP50']:.4f}, "
+                  f"AP75 = {stats['AP75']:.4f}")
+    else:
+        base = outfile or "comp4_det_test_"
+        for j in range(classes):
+            atomic_write_bytes(os.path.join(prefix, f"{base}{names[j]}.txt"),
+                               "".join(voc[j]).encode())
+        print(f"Results written to {prefix}/{base}<class>.txt")

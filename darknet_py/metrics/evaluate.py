@@ -1,0 +1,160 @@
+"""Detections and ground truth for Darknet's ``validate_detector_map``, and mAP of a network.
+
+:func:`collect_map_inputs` runs a network over a valid list the way ``validate_detector_map``
+does (objectness threshold 0.005, NMS 0.45 with the last head's ``nms_kind``, stretch or the cfg's
+letterbox) and reads each image's labels; :func:`evaluate_network_map` adds the metric and prints
+Darknet's report. ``detector map`` and ``detector train -map`` both use them.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, TextIO
+
+import numpy as np
+import torch
+
+from ..detections import DetectionSet
+from ..errors import DataError, UsageError
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr)
+
+
+#: ``validate_detector_map``'s fixed values
+MAP_OBJECTNESS_THRESH = 0.005
+MAP_NMS_THRESH = 0.45
+
+
+
+@dataclass
+class MapInputs:
+    """What the network and the label files give for a valid list (input of ``darknet_map``)."""
+
+    paths: List[str]
+    detections: List[DetectionSet]
+    truths: List[np.ndarray]
+    classes: int
+    #: (layer index, Darknet LAYER_TYPE code) of each detection head
+    heads: List[tuple]
+    missing_labels: List[str]
+
+
+def read_map_truths(image_path: str, on_missing: Optional[Callable[[str], None]] = None
+                    ) -> np.ndarray:
+    """The label rows Darknet's ``read_boxes`` returns for an image (``(M, 5)`` float32), via
+    :mod:`darknet_py.data` (path mapping and reader); no label file -> no rows."""
+    from ..data.labels import read_labels
+    from ..data.paths import label_path
+    lp = label_path(image_path, strict=False)
+    if lp is None:
+        eprint(f"Failed to infer label file name (check image extension is supported): "
+               f"{image_path} ")
+        return np.zeros((0, 5), np.float32)
+    lab = read_labels(lp)
+    if lab.missing:
+        if on_missing is not None:
+            on_missing(lp)
+        return np.zeros((0, 5), np.float32)
+    rows = lab.rows if lab.rows is not None else lab.boxes
+    return np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, 5)
+
+
+def detect_for_map(net, images: Sequence[str], letter_box: bool, batch_size: int = 1,
+                   progress: Optional[Callable[[int], None]] = None) -> List[DetectionSet]:
+    """Detections of each image as ``validate_detector_map`` makes them (threshold 0.005,
+    NMS 0.45 with the last head's kind), boxes relative to the original image."""
+    from ..image import load_image, prepare_input
+    from ..nms import apply_nms, nms_params
+    from ..postprocess import get_network_boxes
+    nms_kind, beta_nms = nms_params(net.heads)
+    out: List[DetectionSet] = []
+    channels = net.channels
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        originals = [load_image(p, channels) for p in chunk]
+        x = torch.stack([prepare_input(im, net.width, net.height, letter_box) for im in originals])
+        with torch.no_grad():
+            heads = net(x.to(net.device))
+        if letter_box:
+            sizes = [(int(im.shape[2]), int(im.shape[1])) for im in originals]
+        else:  # Darknet passes w = h = 1 with relative boxes when stretching
+            sizes = [(1, 1)] * len(chunk)
+        dets = get_network_boxes(list(zip(net.heads, [h.cpu() for h in heads])), net.width,
+                                 net.height, sizes, MAP_OBJECTNESS_THRESH, 0.0, letter_box)
+        for d, im in zip(dets, originals):
+            d = apply_nms(d, MAP_NMS_THRESH, nms_kind, beta_nms)
+            d.image_size = (int(im.shape[2]), int(im.shape[1]))
+            out.append(d)
+        if progress is not None:
+            progress(start + len(chunk))
+    return out
+
+
+def _head_codes(net) -> List[tuple]:
+    from ..postprocess import HEAD_TYPE_CODES, head_kind
+    return [(layer.index, HEAD_TYPE_CODES[head_kind(layer)]) for layer in net.heads]
+
+
+def collect_map_inputs(cfg: str, weights: Optional[str], images: Sequence[str],
+                       net=None, batch_size: int = 1, quiet: bool = True,
+                       progress: Optional[Callable[[int], None]] = None,
+                       on_missing_label: Optional[Callable[[str], None]] = None) -> MapInputs:
+    """Run the network over ``images`` and read their labels (all but the metric itself)."""
+    if net is None:
+        from ..commands._common import load_network
+        net = load_network(str(cfg), None if weights is None else str(weights), batch=1,
+                           quiet=quiet)
+    if not net.heads:
+        raise UsageError("the network has no detection layer ([yolo], [region], "
+                         "[Gaussian_yolo]); detector map needs one", value=str(cfg))
+    letter_box = bool(getattr(net.config, "letter_box", 0))
+    missing: List[str] = []
+
+    def note_missing(lp: str) -> None:
+        missing.append(lp)
+        if on_missing_label is not None:
+            on_missing_label(lp)
+
+    dets = detect_for_map(net, list(images), letter_box, batch_size, progress)
+    truths = [read_map_truths(p, note_missing) for p in images]
+    return MapInputs(list(images), dets, truths, int(net.classes), _head_codes(net), missing)
+
+
+
+def read_difficult_truths(difficult_list: str, count: int) -> List[np.ndarray]:
+    """Labels of the ``difficult=`` list (parallel to ``valid=``, VOC2007)."""
+    from ..data.datacfg import read_list
+    dif_images = read_list(difficult_list)
+    if len(dif_images) < count:
+        raise DataError(f"the difficult list has {len(dif_images)} images, the valid list "
+                        f"{count}", file=difficult_list)
+    return [read_map_truths(p) for p in dif_images[:count]]
+
+
+def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: int,
+                         thresh: float = 0.25, iou_thresh: float = 0.5, map_points: int = 0,
+                         letter_box: Optional[bool] = None, difficult: Optional[str] = None,
+                         batch_size: int = 4, out: Optional[TextIO] = None):
+    """mAP of ``net`` on the images of ``valid_list``, printing Darknet's report to ``out``.
+
+    ``letter_box`` is accepted for symmetry but, as in Darknet, the cfg's ``letter_box`` decides.
+    """
+    from ..data.datacfg import read_list
+    from . import darknet_map, format_map_report
+    out = out or sys.stdout
+    images = read_list(valid_list)
+    if not images:
+        raise DataError("the valid list is empty", file=valid_list)
+    print("\n calculation mAP (mean average precision)...", file=out)
+    for index, code in _head_codes(net):
+        print(f" Detection layer: {index} - type = {code} ", file=out)
+    inputs = collect_map_inputs("", None, images, net=net, batch_size=batch_size)
+    dif = read_difficult_truths(difficult, len(images)) if difficult else None
+    result = darknet_map(inputs.detections, inputs.truths, classes, list(names),
+                         iou_thresh=iou_thresh, thresh=thresh, map_points=map_points,
+                         difficult_truths=dif)
+    out.write(format_map_report(result, progress=True, footer=False))
+    out.flush()
+    return result

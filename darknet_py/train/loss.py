@@ -45,6 +45,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .. import boxes as _boxes
+
 from ..errors import DataError
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -70,80 +72,35 @@ BoxT = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 # ------------------------------------------------------------------------------------------
 # box.c, vectorised: every function takes boxes as (x, y, w, h) tuples of equally shaped tensors
 # ------------------------------------------------------------------------------------------
-def _intersection(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_intersection``: overlap area, 0 when the boxes do not overlap."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ow = torch.minimum(ax + aw / 2, bx + bw / 2) - torch.maximum(ax - aw / 2, bx - bw / 2)
-    oh = torch.minimum(ay + ah / 2, by + bh / 2) - torch.maximum(ay - ah / 2, by - bh / 2)
-    return torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
+def _stacked(b: BoxT) -> torch.Tensor:
+    return torch.stack(torch.broadcast_tensors(*b), dim=-1)
 
 
 def box_iou(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_iou``: intersection over union, 0 when either is 0."""
-    inter = _intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    bad = (inter == 0) | (union == 0)
-    return torch.where(bad, torch.zeros_like(inter), inter / torch.where(bad, torch.ones_like(union), union))
-
-
-def _enclosing(a: BoxT, b: BoxT) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Width and height of ``box_c`` (the smallest box containing both)."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    top = torch.minimum(ay - ah / 2, by - bh / 2)
-    bot = torch.maximum(ay + ah / 2, by + bh / 2)
-    left = torch.minimum(ax - aw / 2, bx - bw / 2)
-    right = torch.maximum(ax + aw / 2, bx + bw / 2)
-    return right - left, bot - top
+    """``box_iou`` on (x, y, w, h) tuples (the one implementation is :mod:`darknet_py.boxes`)."""
+    return _boxes.box_iou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
 
 
 def box_giou(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_giou``: IoU minus the empty fraction of the enclosing box."""
-    cw, ch = _enclosing(a, b)
-    c = cw * ch
-    iou = box_iou(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - _intersection(a, b)
-    safe_c = torch.where(c == 0, torch.ones_like(c), c)
-    return torch.where(c == 0, iou, iou - (c - union) / safe_c)
+    return _boxes.box_giou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
 
 
 def box_diou(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_diou``: IoU minus (centre distance^2 / enclosing diagonal^2) ** 0.6 (Darknet's 0.6)."""
-    cw, ch = _enclosing(a, b)
-    c = cw * cw + ch * ch
-    iou = box_iou(a, b)
-    d = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
-    safe_c = torch.where(c == 0, torch.ones_like(c), c)
-    return torch.where(c == 0, iou, iou - torch.pow(d / safe_c, 0.6))
+    return _boxes.box_diou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
+
+
+def box_ciou(a: BoxT, b: BoxT) -> torch.Tensor:
+    return _boxes.box_ciou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
+
+
+def box_iou_kind(a: BoxT, b: BoxT, kind: str) -> torch.Tensor:
+    """``box_iou_kind``: iou / giou / diou / ciou by name (anything else: iou)."""
+    return _boxes.box_iou_kind(*torch.broadcast_tensors(_stacked(a), _stacked(b)), kind)
 
 
 def _atan_diff(a: BoxT, b: BoxT) -> torch.Tensor:
     """atan(b.w/b.h) - atan(a.w/a.h): the aspect-ratio term of CIoU (b is the truth)."""
     return torch.atan(b[2] / b[3]) - torch.atan(a[2] / a[3])
-
-
-def box_ciou(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_ciou``: IoU minus normalised centre distance and the aspect-ratio penalty."""
-    cw, ch = _enclosing(a, b)
-    c = cw * cw + ch * ch
-    iou = box_iou(a, b)
-    u = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
-    safe_c = torch.where(c == 0, torch.ones_like(c), c)
-    ar = 4 / (math.pi * math.pi) * _atan_diff(a, b) ** 2
-    alpha = ar / (1 - iou + ar + 0.000001)
-    return torch.where(c == 0, iou, iou - (u / safe_c + alpha * ar))
-
-
-def box_iou_kind(a: BoxT, b: BoxT, kind: str) -> torch.Tensor:
-    """``box_iou_kind``: iou / giou / diou / ciou by name (anything else: iou)."""
-    if kind == "giou":
-        return box_giou(a, b)
-    if kind == "diou":
-        return box_diou(a, b)
-    if kind == "ciou":
-        return box_ciou(a, b)
-    return box_iou(a, b)
 
 
 def dx_box_iou(pred: BoxT, truth: BoxT, iou_loss: str) -> BoxT:

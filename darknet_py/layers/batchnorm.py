@@ -19,37 +19,35 @@ BN_EPS = 0.00001
 
 
 class DarknetBatchNormFn(torch.autograd.Function):
-    """Training-mode BN over (B, C, H, W) with Darknet's forward and backward formulas."""
+    """Training-mode BN over (B, C, H, W) with Darknet's forward and backward formulas.
+
+    Darknet's backward (``mean_delta``, ``variance_delta``, ``normalize_delta``) is the usual
+    batch-norm gradient written with the inverse std it normalised with, so torch's fused
+    ``native_batch_norm_backward`` given that inverse std computes it exactly (and the scale and
+    bias gradients ``sum(delta * x_norm)``, ``sum(delta)``).
+    """
 
     @staticmethod
     def forward(ctx, x, scales, biases):
-        n = x.shape[0] * x.shape[2] * x.shape[3]
-        mean = x.mean(dim=(0, 2, 3))
-        xc = x - mean.view(1, -1, 1, 1)
-        var = (xc * xc).sum(dim=(0, 2, 3)) / max(n - 1, 1)
-        inv_std = 1.0 / torch.sqrt(var + BN_EPS)
-        x_norm = xc * inv_std.view(1, -1, 1, 1)
-        ctx.save_for_backward(xc, x_norm, inv_std, scales)
-        ctx.n = n
-        out = x_norm * scales.view(1, -1, 1, 1) + biases.view(1, -1, 1, 1)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)   # Darknet: unbiased
+        inv_std = torch.rsqrt(var + BN_EPS)
+        out = torch.nn.functional.batch_norm(x, mean, var, scales, biases, False, 0.0, BN_EPS)
+        ctx.save_for_backward(x, scales, mean, inv_std)
         return out, mean, var
 
     @staticmethod
     def backward(ctx, grad_out, _gm, _gv):
-        xc, x_norm, inv_std, scales = ctx.saved_tensors
-        n = ctx.n
-        g = grad_out
-        grad_scales = (g * x_norm).sum(dim=(0, 2, 3))
-        grad_biases = g.sum(dim=(0, 2, 3))
-        d = g * scales.view(1, -1, 1, 1)
-        # Darknet: mean_delta = sum(d) * -1/sqrt(var+eps)
-        mean_delta = d.sum(dim=(0, 2, 3)) * (-inv_std)
-        # variance_delta = sum(d * (x-mean)) * -.5 * (var+eps)^(-3/2)
-        variance_delta = (d * xc).sum(dim=(0, 2, 3)) * (-0.5) * inv_std.pow(3)
-        grad_x = (d * inv_std.view(1, -1, 1, 1)
-                  + variance_delta.view(1, -1, 1, 1) * 2.0 * xc / n
-                  + mean_delta.view(1, -1, 1, 1) / n)
-        return grad_x, grad_scales, grad_biases
+        x, scales, mean, inv_std = ctx.saved_tensors
+        gx, gs, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_out.contiguous(memory_format=_memory_format(x)), x, scales, None, None, mean,
+            inv_std, True, BN_EPS, [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+                                    ctx.needs_input_grad[2]])
+        return gx, gs, gb
+
+
+def _memory_format(x: torch.Tensor):
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
 
 
 def batchnorm_train(x, scales, biases, rolling_mean, rolling_variance, momentum: float):

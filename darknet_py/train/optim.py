@@ -160,6 +160,7 @@ class DarknetSGD(torch.optim.Optimizer):
             rate = group["lr"] * group["lr_scale"]
             batch = group["batch"]
             decay = group["weight_decay"]
+            repair = group["fix_nan"] and group["decay"] and not _all_finite(group["params"])
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -168,7 +169,7 @@ class DarknetSGD(torch.optim.Optimizer):
                     state["updates"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 updates: torch.Tensor = state["updates"]
                 updates.sub_(p.grad)  # Darknet's backward adds -dLoss/dparam
-                if group["fix_nan"] and group["decay"]:
+                if repair:
                     _reset_nan_inf_(updates)
                     _fix_nan_inf_weights_(p)
                 if group["adam"]:
@@ -205,6 +206,15 @@ class DarknetSGD(torch.optim.Optimizer):
         vhat = v / (1 - B2 ** t)
         p.add_(rate * mhat / (vhat.sqrt() + eps))
         updates.zero_()
+
+
+def _all_finite(params) -> bool:
+    """One host sync for a whole group: are every parameter and its gradient finite?
+
+    A sum is NaN/inf exactly when some element is (or it overflows, which also warrants the
+    careful per-tensor path)."""
+    sums = [t.sum() for p in params for t in (p, p.grad) if t is not None]
+    return True if not sums else bool(torch.isfinite(torch.stack(sums)).all())
 
 
 def _reset_nan_inf_(t: torch.Tensor) -> None:

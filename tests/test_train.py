@@ -110,3 +110,22 @@ def test_bad_inputs_are_one_line_errors(work, tmp_path):
     bad_cfg.write_text((work / "small.cfg").read_text().replace("filters=24", "filters=25", 1))
     r = run_cli("detector", "train", work / "obj.data", bad_cfg, cwd=work)
     assert r.returncode == 1 and "filters=24" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ddp_two_gloo_processes_on_cpu(work):
+    """-gpus semantics through DDP: 2 processes (gloo), each a full batch; rank 0 logs/saves."""
+    out = work / "ddp_backup"
+    data = work / "ddp.data"
+    data.write_text((work / "obj.data").read_text().replace("backup=backup", f"backup={out}"))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", "2", "-m", "darknet_py.cli", "detector", "train",
+                        str(data), "small.cfg", "yolov4-tiny.conv.29", "-dont_show",
+                        "-max_batches", "2", "-workers", "0", "-seed", "5"],
+                       cwd=work, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert iteration_numbers(r.stdout) == [1, 2]            # printed once (rank 0)
+    assert re.search(r"(?m)^ 2: .* 8 images, ", r.stdout)   # 2 processes x batch 2 x 2 its
+    assert r.stdout.count("small_final.weights") == 1                     # saved by rank 0 only
+    net = Network.from_cfg(work / "small.cfg")
+    net.load_weights(out / "small_final.weights")
+    assert net.seen == 4

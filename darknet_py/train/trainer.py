@@ -50,6 +50,9 @@ class TrainOptions:
     chart: bool = True
     show_imgs: bool = False
     cache_images: bool = False
+    #: with nan_policy="skip": stop after this many NaN/inf batches in a row (the weights have
+    #: diverged and every later batch would be skipped too)
+    max_nan_skips: int = 100
 
 
 class TrainingStopped(DarknetError):
@@ -64,6 +67,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = self._pick_device()
         self._stop_requested = False
+        #: the last checkpoint written (what a NaN stop points the user at)
+        self.last_good: Optional[str] = None
 
     # ------------------------------------------------------------------ setup
     def _pick_device(self) -> torch.device:
@@ -87,6 +92,10 @@ class Trainer:
         o = self.opts
         self.data_cfg = read_data_cfg(o.data)
         self.train_list = self.data_cfg.train_or_default()
+        if self.data_cfg.train is None and not os.path.exists(self.train_list):
+            raise DataError(f"no train= line, and Darknet's default list {self.train_list} does "
+                            "not exist: add train=<file listing the training images>",
+                            file=o.data)
         self.train_paths = read_list(self.train_list)
         if not self.train_paths:
             raise DataError("the train list has no images", file=self.train_list)
@@ -122,6 +131,13 @@ class Trainer:
         if o.clear:
             self.net.seen = 0
         self.net.to(self.device)
+        # BN rolling statistics move like the Darknet build for this device: 0.1 in its CPU
+        # path, 0.01 (cuDNN's exponentialAverageFactor) on GPU
+        from ..layers.convolutional import BN_MOMENTUM_CPU, BN_MOMENTUM_GPU
+        for layer in self.net.layers:
+            if hasattr(layer, "bn_momentum"):
+                layer.bn_momentum = BN_MOMENTUM_GPU if self.device.type == "cuda" \
+                    else BN_MOMENTUM_CPU
         if self._channels_last():
             self.net.to(memory_format=torch.channels_last)
         self.images_per_iter = cfgc.batch  # Darknet's net.batch * net.subdivisions
@@ -238,11 +254,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str) -> None:
+        """Write a checkpoint atomically; never one with NaN/inf weights (that would replace a
+        good file with a useless one), then the run stops naming the last good checkpoint."""
         if not self.is_main:
             return
+        bad = _first_nonfinite_layer(self.net)
+        if bad is not None:
+            raise TrainingStopped(
+                f"the weights of layer {bad} became NaN/inf at iteration {self.iteration}; "
+                f"{path} was not written; {self._last_good_hint()} (lower learning_rate or "
+                "check the labels)")
         self.log(f"Saving weights to {path}")
         self.net.seen = self.iteration * self.images_per_iter
         self.net.save_weights(path)
+        self.last_good = path
+
+    def _last_good_hint(self) -> str:
+        if self.last_good:
+            return f"the last good weights are {self.last_good}"
+        return "no checkpoint was written yet"
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -255,7 +285,7 @@ class Trainer:
         iter_map = self.iteration
         avg_time = -1.0
         old_handlers = self._install_signal_handlers()
-        last_good = None
+        nan_in_a_row = 0
         try:
             while self.iteration < cfgc.max_batches:
                 if self._stop_requested:
@@ -264,14 +294,18 @@ class Trainer:
                 loss = self.train_iteration()
                 if not math.isfinite(loss):
                     msg = (f"loss is {loss} at iteration {self.iteration + 1}")
+                    nan_in_a_row += 1
                     if o.nan_policy == "skip":
                         self.log(f" {msg}: batch skipped")
                         self.optimizer.zero_grad()
-                        continue
-                    hint = (f"; the last good weights are {last_good}" if last_good else
-                            "; no checkpoint was written yet")
-                    raise TrainingStopped(msg + hint + " (lower learning_rate, check labels, or "
-                                          "pass -nan_skip to skip such batches)")
+                        if nan_in_a_row < max(1, o.max_nan_skips):
+                            continue
+                        raise TrainingStopped(
+                            f"{msg}, {nan_in_a_row} batches in a row: the weights have diverged; "
+                            f"{self._last_good_hint()} (lower learning_rate, check labels)")
+                    raise TrainingStopped(f"{msg}; {self._last_good_hint()} (lower learning_rate, "
+                                          "check labels, or pass -nan_skip to skip such batches)")
+                nan_in_a_row = 0
                 if avg_loss < 0 or avg_loss != avg_loss:
                     avg_loss = loss
                 avg_loss = avg_loss * 0.9 + loss * 0.1
@@ -306,10 +340,8 @@ class Trainer:
                     _barrier(self.world)
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
-                    last_good = self.save_policy.path(str(it))
                 if self.save_policy.last_due(it):
                     self.save(self.save_policy.path("last"))
-                    last_good = self.save_policy.path("last")
                 if o.chart and self.is_main:
                     self.chart.save(self.backup if not o.dont_show else ".", self.base, avg_time)
             if self._stop_requested:
@@ -389,6 +421,15 @@ def _partial_cutoff(net: Network, path: str) -> Optional[int]:
         if floats == total:
             return layer.index
         total += layer.num_weight_floats()
+    return None
+
+
+def _first_nonfinite_layer(net: Network) -> Optional[int]:
+    """Index of the first layer whose parameters or buffers hold NaN/inf, else ``None``."""
+    for layer in net.layers:
+        for t in list(layer.parameters(recurse=True)) + list(layer.buffers(recurse=True)):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return layer.index
     return None
 
 

@@ -111,7 +111,13 @@ def _rows(output: torch.Tensor, n: int, entries: int, kind: str) -> Tuple[torch.
             raise UsageError(f"{kind} output has {c} channels, expected {n}*{entries}={n * entries}")
         rows = output.reshape(b, n, entries, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * n, entries)
         return rows, h, w
-    raise UsageError(f"{kind} output must be (B, C, H, W), got shape {tuple(output.shape)}")
+    if output.dim() == 5 and output.shape[3] == n and output.shape[4] >= entries:
+        # [region]'s l.output as RegionLayer.activate gives it: (B, h, w, num, entries), already
+        # Darknet's candidate order (cell-major, then anchor)
+        b, h, w = output.shape[:3]
+        return output[..., :entries].reshape(b, h * w * n, entries), h, w
+    raise UsageError(f"{kind} output must be (B, C, H, W) or (B, H, W, num, entries), got shape "
+                     f"{tuple(output.shape)}")
 
 
 def correct_boxes(boxes: torch.Tensor, image_w: int, image_h: int, net_w: int, net_h: int,

@@ -99,6 +99,8 @@ class Trainer:
         self.train_paths = read_list(self.train_list)
         if not self.train_paths:
             raise DataError("the train list has no images", file=self.train_list)
+        if o.seed is not None:       # -seed also fixes the initialisation of untrained layers
+            torch.manual_seed(o.seed)
         self.net = Network.from_cfg(o.cfg)
         cfgc = self.net.config
         if o.max_batches is not None:
@@ -123,6 +125,7 @@ class Trainer:
             os.makedirs(self.backup, exist_ok=True)
             if not os.access(self.backup, os.W_OK):
                 raise DataError("backup folder is not writable", file=self.backup)
+            self._remove_stale_temp_files()
         self.log(self.base)
         if o.weights:
             rep = self.net.load_weights(o.weights, cutoff=_partial_cutoff(self.net, o.weights))
@@ -167,6 +170,19 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
         self.source = self._make_source()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete the hidden temp files a killed run left mid-save (``.<cfg>_last.weights.*.tmp``,
+        written by :func:`darknet_py.weights.atomic_write_bytes`): never a checkpoint itself."""
+        import glob
+        pattern = os.path.join(glob.escape(self.backup),
+                               f".{glob.escape(self.base)}_*.weights.*.tmp")
+        for path in glob.glob(pattern):
+            try:
+                os.unlink(path)
+                self.log(f"removed {path} (a save interrupted by a crash)")
+            except OSError:
+                pass
 
     def _channels_last(self) -> bool:
         if self.opts.channels_last is not None:

@@ -1,4 +1,10 @@
 """darknet-py: AlexeyAB's Darknet in PyTorch: same cfgs, same .weights, same numbers."""
+import os as _os
+
+# OpenMP threads that spin while idle steal the CPU from the data loader and from each other on
+# small machines (measured: 5x slower inference under load, docs/benchmarks.md). Passive waiting
+# is the default here unless the user set the variable; it must be set before torch is imported.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .errors import CfgError, DarknetError, DataError, UsageError, WeightsError
 
 __version__ = "0.1.0"

@@ -133,20 +133,28 @@ def _to_float(text: str, section: Section, opt: Option, key: str) -> float:
     return v
 
 
+#: Darknet reads integers with ``atoi`` into a C ``int``
+INT_MIN, INT_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
 def _to_int(text: str, section: Section, opt: Option, key: str) -> int:
     t = _clean_value(text)
     try:
-        return int(t)
+        v = int(t)
     except ValueError:
-        pass
-    # atoi("1.0") == 1: accept an integral float written with a decimal point
-    try:
-        v = float(t)
-    except ValueError:
-        raise section.error(f"option '{key}' expects an integer, got '{text}'", opt, text) from None
-    if not math.isfinite(v) or v != int(v):
-        raise section.error(f"option '{key}' expects an integer, got '{text}'", opt, text)
-    return int(v)
+        # atoi("1.0") == 1: accept an integral float written with a decimal point
+        try:
+            f = float(t)
+        except ValueError:
+            raise section.error(f"option '{key}' expects an integer, got '{text}'", opt,
+                                text) from None
+        if not math.isfinite(f) or f != int(f):
+            raise section.error(f"option '{key}' expects an integer, got '{text}'", opt, text)
+        v = int(f)
+    if not INT_MIN <= v <= INT_MAX:
+        # atoi overflows here (undefined behaviour in C); no Darknet option needs such a value
+        raise section.error(f"option '{key}' = {t} is out of range for a 32-bit integer", opt, text)
+    return v
 
 
 def parse_cfg_text(text: str, file: str = "<cfg>") -> List[Section]:
@@ -178,18 +186,24 @@ def parse_cfg_text(text: str, file: str = "<cfg>") -> List[Section]:
     return sections
 
 
+#: the largest cfg read (Darknet's biggest are about 50 KiB)
+MAX_CFG_BYTES = 64 << 20
+
+
 def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
     """Read and parse a cfg file; errors name the file (and line)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_CFG_BYTES + 1)  # bounded: /dev/zero or a mistaken huge file
     except FileNotFoundError:
         raise CfgError("cfg file not found", file=path) from None
     except IsADirectoryError:
         raise CfgError("cfg path is a directory, not a file", file=path) from None
     except OSError as e:
         raise CfgError(f"cannot read cfg file: {e.strerror}", file=path) from None
+    if len(data) > MAX_CFG_BYTES:
+        raise CfgError(f"not a cfg file: larger than {MAX_CFG_BYTES >> 20} MiB", file=path)
     if b"\x00" in data:
         raise CfgError("not a text cfg file (contains NUL bytes)", file=path)
     try:

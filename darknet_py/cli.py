@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import warnings
 
 import click
 
@@ -37,6 +38,17 @@ class DarknetGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("darknet-py: interrupted", err=True)
             ctx.exit(130)
+        except (MemoryError, RuntimeError) as e:
+            # a machine too small for a (valid) cfg/image size: say so in one line
+            text = str(e)
+            if not isinstance(e, MemoryError) and not any(
+                    k in text for k in ("can't allocate memory", "out of memory", "CUDA out of")):
+                raise
+            if ctx.find_root().params.get("debug"):
+                raise
+            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            click.echo(f"darknet-py: out of memory: {first}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=DarknetGroup, context_settings=CONTEXT)
@@ -47,6 +59,13 @@ def main(debug: bool) -> None:
 
     Commands mirror `darknet`: `darknet-py detector test obj.data yolo.cfg yolo.weights img.jpg`.
     """
+    if not debug:
+        warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as ``darknet-py: warning: <message>`` (no source location), like errors."""
+    return f"darknet-py: warning: {message}\n"
 
 
 @main.group(cls=DarknetGroup, context_settings=CONTEXT)

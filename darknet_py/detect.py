@@ -43,7 +43,10 @@ class Detector:
     """A loaded detection network with Darknet's ``detector test`` pre- and post-processing.
 
     Args:
-        cfg: the ``.cfg`` file.
+        cfg: the ``.cfg`` file, or a ``.onnx`` file made by ``darknet-py export`` (run with
+            onnxruntime on the CPU; then ``weights``, ``width`` and ``height`` stay ``None``,
+            ``names`` defaults to the names stored at export, and Darknet's own NMS is applied
+            whether or not the file has the ONNX NMS op).
         weights: a Darknet ``.weights`` file (or ``None`` for random weights).
         names: class names: a list, a ``.names`` file, or ``None`` (class numbers as names).
         device: torch device for the forward pass.
@@ -61,9 +64,19 @@ class Detector:
                  width: Optional[int] = None, height: Optional[int] = None):
         from .network import Network
 
-        self.net = Network.from_cfg(cfg, batch=1, width=width, height=height)
-        if weights is not None:
-            self.net.load_weights(weights)
+        if os.fspath(cfg).lower().endswith(".onnx"):  # a `darknet-py export` file
+            from .onnx_runtime import OnnxModel
+
+            if weights is not None or width or height:
+                raise UsageError("an ONNX export already holds its weights and input size: "
+                                 "give no weights, width or height", value=os.fspath(cfg))
+            self.net = OnnxModel(cfg)
+            if names is None:
+                names = self.net.names
+        else:
+            self.net = Network.from_cfg(cfg, batch=1, width=width, height=height)
+            if weights is not None:
+                self.net.load_weights(weights)
         if not self.net.heads:
             raise UsageError("this cfg has no detection head ([yolo], [region] or [Gaussian_yolo])",
                              value=os.fspath(cfg))
@@ -140,9 +153,13 @@ class Detector:
         outs = self.net(x.to(self.device, self.dtype))
         ms = (time.perf_counter() - t0) * 1000.0 / max(1, x.shape[0])
         self.last_forward_ms += [ms] * x.shape[0]
-        heads = [(layer, out.to("cpu", torch.float32)) for layer, out in zip(self.net.heads, outs)]
-        sets = get_network_boxes(heads, w, h, list(image_sizes), self.thresh, self.hier_thresh,
-                                 self.letter_box)
+        if getattr(self.net, "decoded", False):  # an ONNX export made with --with-decode
+            sets = self.net.detection_sets(outs, list(image_sizes), self.thresh, self.letter_box)
+        else:
+            heads = [(layer, out.to("cpu", torch.float32))
+                     for layer, out in zip(self.net.heads, outs)]
+            sets = get_network_boxes(heads, w, h, list(image_sizes), self.thresh,
+                                     self.hier_thresh, self.letter_box)
         if self.nms:
             sets = [apply_nms(d, self.nms, self.nms_kind, self.beta_nms) for d in sets]
         return sets

@@ -21,7 +21,7 @@ class DarknetError(Exception):
 
     def __init__(self, message: str, file: Optional[str] = None, line: Optional[int] = None,
                  value: object = None):
-        self.message = message
+        self.message = _strip_worker_traceback(message)
         self.file = None if file is None else str(file)
         self.line = line
         self.value = value
@@ -33,6 +33,21 @@ class DarknetError(Exception):
             where = self.file if self.line is None else f"{self.file}:{self.line}"
             where += ": "
         return f"{where}{self.message}"
+
+
+def _strip_worker_traceback(message: str) -> str:
+    """The error's own one-line message when it was raised in a DataLoader worker.
+
+    PyTorch re-raises a worker's exception in the main process as ``type(err)(text)`` where
+    ``text`` is ``"Caught DataError in DataLoader worker process 0.\nOriginal Traceback ..."``;
+    the last line of that traceback is ``"darknet_py.errors.DataError: <message>"``.
+    """
+    if not isinstance(message, str) or not message.startswith("Caught ") \
+            or "\nOriginal Traceback" not in message:
+        return message
+    last = [ln for ln in message.splitlines() if ln.strip()][-1]
+    _, sep, own = last.partition(": ")
+    return own if sep else last
 
 
 class CfgError(DarknetError):

@@ -21,8 +21,9 @@ the first source row/column (Darknet divides by zero there).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -65,6 +66,9 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
         flag = cv2.IMREAD_UNCHANGED
     if not os.path.isfile(path_str):
         raise DataError("cannot load image: file not found", file=path_str)
+    problem = jpeg_problem(path_str)
+    if problem:
+        raise DataError(f"cannot load image: {problem}", file=path_str)
     mat = cv2.imread(path_str, flag)
     if mat is None:
         # cv2.imread cannot open some non-ASCII paths on some platforms: decode from bytes instead
@@ -89,6 +93,57 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
     # ``data / 255.0f`` as the oracle's -Ofast build computes it: a multiply by the float32
     # reciprocal (differs from a true division by 1 ulp for some bytes); bit-exact with the oracle
     return torch.from_numpy(chw).to(torch.float32) * _INV_255
+
+
+#: a JPEG marker inside entropy-coded data: FF followed by neither 00 (a stuffed FF), a restart
+#: marker D0-D7, nor another FF (fill byte)
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+#: markers without a length field
+_JPEG_STANDALONE = frozenset([0x01] + list(range(0xD0, 0xD8)))
+
+
+def jpeg_problem(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why a JPEG file is cut short, or ``None`` (also for files that are not JPEG).
+
+    libjpeg decodes a truncated JPEG without an error (it prints ``Premature end of JPEG file`` and
+    fills the rest grey), so ``cv2.imread`` and Darknet use a half-grey image. Here the file's
+    marker segments are walked from SOI to EOI; data after EOI is allowed, a file that ends
+    before EOI is reported. Deliberate difference from Darknet (which detects on it anyway).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    n = len(data)
+    if n < 2 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos = 2
+    while True:
+        while pos + 1 < n and data[pos] == 0xFF and data[pos + 1] == 0xFF:
+            pos += 1                                      # fill bytes before a marker
+        if pos + 2 > n:
+            break
+        if data[pos] != 0xFF:
+            return None                                  # unexpected layout: leave it to OpenCV
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return None                                  # EOI: complete
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            break
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if end > n:
+            break
+        pos = end
+        if marker == 0xDA:                               # SOS: scan data up to the next marker
+            m = _JPEG_MARKER.search(data, pos)
+            if m is None:
+                break
+            pos = m.start()
+    return f"the JPEG file is truncated ({n} bytes, no end-of-image marker)"
 
 
 def image_size(image: torch.Tensor) -> Tuple[int, int]:

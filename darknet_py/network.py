@@ -20,7 +20,7 @@ from torch import nn
 
 from .cfg import Section, read_cfg
 from .errors import CfgError, WeightsError
-from .layers.base import BuildContext, Layer
+from .layers.base import BuildContext, Layer, max_alloc_floats
 from .netconfig import NetConfig, find_net_section
 from .registry import layer_class
 from .weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
@@ -31,6 +31,28 @@ PathLike = Union[str, os.PathLike]
 #: per-layer options every section may carry (read by Darknet's parse_network_cfg loop)
 COMMON_LAYER_OPTIONS = ("clip", "onlyforward", "dont_update", "burnin_update", "stopbackward",
                         "train_only_bn", "dontload", "dontloadscales", "learning_rate")
+
+
+def _check_layer_size(layer: Layer, section: Section, limit: int) -> None:
+    """A layer's output (per image) must be a positive shape within the size limit (checked at
+    build time, before any forward pass allocates it)."""
+    shape = tuple(int(v) for v in layer.out_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise section.error(f"this layer's output would be {shape[2]}x{shape[1]}x{shape[0]} "
+                            "(width x height x channels): check its options", value=shape)
+    oc, oh, ow = shape
+    gib = oc * oh * ow * 4 / (1 << 30)
+    if oc * oh * ow > limit:
+        raise section.error(f"this layer's output {ow}x{oh}x{oc} is too large ({gib:.1f} GiB per "
+                            "image; raise the limit with DARKNET_PY_MAX_ALLOC_GIB)", value=shape)
+
+
+def _as_layer_input(layer: Layer, out: torch.Tensor) -> torch.Tensor:
+    """A head's output as later layers read it: Darknet hands them the same memory as
+    ``(B, c, h, w)`` ([region] keeps its records in ``(B, h, w, num, size)`` order)."""
+    if out.dim() == 4:
+        return out
+    return out.reshape(out.shape[0], *layer.out_shape)
 
 
 class Network(nn.Module):
@@ -56,9 +78,23 @@ class Network(nn.Module):
             raise CfgError("cfg has a [net] section but no layers", file=cfg_path)
         ctx = BuildContext(net=self.config, cfg_path=cfg_path, batch=self.batch)
         layers: List[Layer] = []
+        limit = max_alloc_floats()
+        c, h, w = self.input_shape
+        if c * h * w > limit:
+            raise CfgError(f"[net] input {w}x{h}x{c} is too large ({c * h * w * 4 / (1 << 30):.1f} "
+                           "GiB per image; raise the limit with DARKNET_PY_MAX_ALLOC_GIB)",
+                           file=cfg_path, line=net_section.line, value=(w, h, c))
+        total_weights = 0
         for index, section in enumerate(self.sections):
             cls = layer_class(section)
             layer = cls(index, section, ctx)
+            _check_layer_size(layer, section, limit)
+            total_weights += layer.num_weight_floats()
+            if total_weights > limit:
+                gib = total_weights * 4 / (1 << 30)
+                raise section.error(f"the network's weights reach {gib:.1f} GiB at this layer, "
+                                    "more than the limit (raise it with DARKNET_PY_MAX_ALLOC_GIB)",
+                                    value=total_weights)
             for key in COMMON_LAYER_OPTIONS:
                 section.str(key, None)
             layer.learning_rate_scale = section.float("learning_rate", 1.0)
@@ -137,6 +173,7 @@ class Network(nn.Module):
             out = layer(prev, outputs)
             if layer.is_head:
                 heads.append(prev if raw_heads else out)
+                out = _as_layer_input(layer, out)
             outputs[layer.index] = out
             prev = out
             for i in self._free_after.get(layer.index, ()):
@@ -148,10 +185,11 @@ class Network(nn.Module):
         """Every layer's output (for layer-by-layer comparisons)."""
         self._check_input(x)
         outputs: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        inputs: List[Optional[torch.Tensor]] = [None] * len(self.layers)
         prev = x
         for layer in self.layers:
-            prev = layer(prev, outputs)
-            outputs[layer.index] = prev
+            outputs[layer.index] = layer(prev, inputs)
+            prev = inputs[layer.index] = _as_layer_input(layer, outputs[layer.index])
         return outputs  # type: ignore[return-value]
 
     def _check_input(self, x: torch.Tensor) -> None:

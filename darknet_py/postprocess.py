@@ -111,11 +111,14 @@ def _rows(output: torch.Tensor, n: int, entries: int, kind: str) -> Tuple[torch.
             raise UsageError(f"{kind} output has {c} channels, expected {n}*{entries}={n * entries}")
         rows = output.reshape(b, n, entries, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * n, entries)
         return rows, h, w
-    if output.dim() == 5 and output.shape[3] == n and output.shape[4] >= entries:
-        # [region]'s l.output as RegionLayer.activate gives it: (B, h, w, num, entries), already
-        # Darknet's candidate order (cell-major, then anchor)
+    if output.dim() == 5 and output.shape[3] == n:
+        # [region]'s l.output as RegionLayer.activate gives it: Darknet's buffer, records
+        # (B, h, w, num, entries). Darknet's get_region_detections reads that buffer with the
+        # planar entry_index (upstream issue #522), so, to give Darknet's numbers, the same
+        # bytes are read here as a planar (B, num*entries, h, w) tensor.
         b, h, w = output.shape[:3]
-        return output[..., :entries].reshape(b, h * w * n, entries), h, w
+        planar = output.reshape(b, -1).reshape(b, n * output.shape[4], h, w)
+        return _rows(planar, n, entries, kind)
     raise UsageError(f"{kind} output must be (B, C, H, W) or (B, H, W, num, entries), got shape "
                      f"{tuple(output.shape)}")
 

@@ -17,6 +17,7 @@ trip is byte-identical) or Darknet's current 0.2.5 for a new file.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 import warnings
@@ -67,6 +68,9 @@ class WeightsHeader:
         if data[:15].lower().startswith((b"<!doctype", b"<html")):
             raise WeightsError("this is an HTML page, not a weights file (a failed download?)",
                                file=path)
+        if len(data) >= 12 and all(32 <= b < 127 or b in (9, 10, 13) for b in data[:12]):
+            raise WeightsError("this is a text file, not a Darknet weights file (its header is "
+                               f"readable text: {data[:12].decode('ascii')!r})", file=path)
         if len(data) < 12:
             raise WeightsError(f"file is {len(data)} bytes, too short for a Darknet weights header "
                                "(at least 16 bytes)", file=path)
@@ -89,29 +93,54 @@ class WeightsHeader:
 
 
 class WeightsReader:
-    """Sequential float32 reader that knows which layer is reading, for error messages."""
+    """Sequential float32 reader that knows which layer is reading, for error messages.
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    ``max_floats`` (what the layers to load can need at most) bounds what is read into memory: a
+    huge or endless file (``/dev/zero``) costs no more than the network's own weights. The size
+    of the rest is taken from the file system (``body_bytes``; ``None`` for a pipe).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], max_floats: Optional[int] = None):
         self.path = os.fspath(path)
         try:
             with open(self.path, "rb") as f:
-                data = f.read()
+                st = os.fstat(f.fileno())
+                regular = stat.S_ISREG(st.st_mode)
+                head = f.read(64)  # the header, and enough to recognise LFS pointers, HTML
+                self.header = WeightsHeader.unpack(head, self.path)
+                rest = head[self.header.nbytes:]
+                if max_floats is None:
+                    if not regular:
+                        raise WeightsError("weights path is not a regular file", file=self.path)
+                    rest += f.read()
+                else:
+                    want = max(0, 4 * max_floats - len(rest))
+                    rest += _read_upto(f, want)
+                    rest = rest[:4 * max_floats]
+                body_bytes = st.st_size - self.header.nbytes if regular else None
         except FileNotFoundError:
             raise WeightsError("weights file not found", file=self.path) from None
         except IsADirectoryError:
             raise WeightsError("weights path is a directory, not a file", file=self.path) from None
         except OSError as e:
             raise WeightsError(f"cannot read weights file: {e.strerror}", file=self.path) from None
-        self.header = WeightsHeader.unpack(data, self.path)
-        body = data[self.header.nbytes:]
-        self.trailing_bytes = len(body) % 4
-        self.floats = np.frombuffer(body[: len(body) - self.trailing_bytes], dtype="<f4")
+        #: bytes after the header in the whole file (None when unknown: a pipe or device)
+        self.body_bytes: Optional[int] = body_bytes
+        self.trailing_bytes = len(rest) % 4
+        self.floats = np.frombuffer(rest, dtype="<f4", count=len(rest) // 4)
         self.pos = 0
         self.layer_index: Optional[int] = None
 
     @property
     def remaining(self) -> int:
         return self.floats.size - self.pos
+
+    @property
+    def bytes_left(self) -> int:
+        """Bytes of the file not consumed by the layers read so far."""
+        if self.body_bytes is None:
+            return self.remaining * 4 + self.trailing_bytes
+        return self.body_bytes - 4 * self.pos
 
     def read(self, n: int, what: str = "weights") -> np.ndarray:
         """Return the next ``n`` floats (a copy); raise if the file ends first."""
@@ -121,9 +150,10 @@ class WeightsReader:
             if self.floats.tobytes().count(b"\xef\xbf\xbd") > 16:
                 hint = ("the file is full of UTF-8 replacement bytes (EF BF BD): it was saved "
                         "as text somewhere; download it again in binary mode")
+            total = self.floats.size if self.body_bytes is None else self.body_bytes // 4
             raise WeightsError(
                 f"file ends early: {where}needs {n} floats for its {what} but only "
-                f"{self.remaining} remain (file has {self.floats.size} floats after the header); "
+                f"{self.remaining} remain (file has {total} floats after the header); "
                 f"{hint}", file=self.path, value=n)
         out = self.floats[self.pos:self.pos + n].astype(np.float32, copy=True)
         self.pos += n
@@ -146,6 +176,18 @@ class WeightsWriter:
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         atomic_write_bytes(os.fspath(path), self.getvalue())
+
+
+def _read_upto(f, n: int) -> bytes:
+    """Read at most ``n`` bytes (fewer only at the end of the file)."""
+    chunks, got = [], 0
+    while got < n:
+        b = f.read(min(n - got, 1 << 24))
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -196,8 +238,9 @@ def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional
     has more data than those layers need, warns (or raises with ``strict_tail``), unless a
     ``cutoff`` was given (then the rest of the file is expected to hold later layers).
     """
-    reader = WeightsReader(path)
     n = len(net.layers) if cutoff is None else min(cutoff, len(net.layers))
+    # never read more than these layers can use (a huge file costs no more memory than the net)
+    reader = WeightsReader(path, max_floats=count_weight_floats(net, n))
     import torch
     with torch.no_grad():
         for layer in net.layers[:n]:
@@ -205,7 +248,7 @@ def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional
             if getattr(layer, "dontload", 0):
                 continue
             layer.read_weights(reader)
-    left = reader.remaining * 4 + reader.trailing_bytes
+    left = reader.bytes_left
     if left and cutoff is None:
         msg = (f"{reader.path}: {left} bytes left over after loading all {len(net.layers)} "
                "layers; the weights file is longer than the cfg needs")

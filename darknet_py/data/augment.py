@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Tuple
 
@@ -174,6 +175,8 @@ def load_image(path: str, channels: int = 3) -> Optional[np.ndarray]:
     """``load_image_mat_cv``: decode with OpenCV (``IMREAD_COLOR``: EXIF orientation applied,
     greyscale expanded to 3 channels), RGB order; ``None`` when the file cannot be decoded."""
     flag = cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE
+    if not os.path.isfile(path):
+        return None  # (the caller reports it; OpenCV would also print a WARN line per attempt)
     img = cv2.imread(path, flag)
     if img is None:
         return None

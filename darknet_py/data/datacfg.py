@@ -134,16 +134,24 @@ def _parse_int(value: str, key: str, file: str, line: int) -> int:
     return int(m.group(0))
 
 
+#: the largest .data file read (real ones are a few hundred bytes)
+MAX_DATA_CFG_CHARS = 16 << 20
+
+
 def read_data_cfg(path: PathLike) -> DataConfig:
     """Read an ``obj.data`` file (``read_data_cfg`` in ``option_list.c``)."""
     file = os.fspath(path)
     try:
         with open(file, "r", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
+            text = fh.read(MAX_DATA_CFG_CHARS + 1)  # bounded: /dev/zero or a mistaken huge file
     except FileNotFoundError:
         raise DataError("data file not found", file=file) from None
+    except IsADirectoryError:
+        raise DataError("data file is a directory, expected a text file", file=file) from None
     except OSError as e:
         raise DataError(f"cannot read data file: {e.strerror}", file=file) from None
+    if len(text) > MAX_DATA_CFG_CHARS:
+        raise DataError(f"not a .data file: larger than {MAX_DATA_CFG_CHARS >> 20} MiB", file=file)
     cfg = DataConfig(path=file)
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

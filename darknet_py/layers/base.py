@@ -29,6 +29,50 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Shape = Tuple[int, int, int]  # (channels, height, width)
 
+#: Sanity limit against hostile or mistyped cfgs (``filters=100000000``, ``size=100001``): the
+#: most float32 values a network may hold, as GiB (env ``DARKNET_PY_MAX_ALLOC_GIB``, default 2).
+#: One layer may hold half of it, one layer's output per image all of it. The largest cfgs of
+#: Darknet's cfg/ folder need 1.1 GiB of weights (cspx-p7-mish) and 0.4 GiB for one layer's
+#: weights (vgg-16's connected layer). Checked before anything is allocated; Darknet has no such
+#: limit (it calls calloc and dies or swaps).
+DEFAULT_MAX_ALLOC_GIB = 2.0
+
+
+def max_alloc_floats() -> int:
+    """The size limit above in float32 values."""
+    import os
+    try:
+        gib = float(os.environ.get("DARKNET_PY_MAX_ALLOC_GIB", DEFAULT_MAX_ALLOC_GIB))
+    except ValueError:
+        gib = DEFAULT_MAX_ALLOC_GIB
+    return int(gib * (1 << 30)) // 4
+
+
+#: Bounds for counts that size Python lists or training buffers (Darknet's cfgs use num <= 20
+#: anchors and max <= 200 boxes; these are far above any real use)
+MAX_ANCHORS = 65536
+MAX_BOXES = 1_000_000
+
+
+def check_range(section: Section, key: str, value: int, low: int, high: int) -> int:
+    """Raise :class:`CfgError` naming ``key``'s line unless ``low <= value <= high``."""
+    if not low <= value <= high:
+        line = next((o.line for o in section.options if o.key == key), section.line)
+        raise CfgError(f"[{section.type}] {key}={value} is out of range ({low}..{high})",
+                       file=section.file, line=line, value=value)
+    return value
+
+
+def check_weights_size(section: Section, count: int, what: str = "weights") -> None:
+    """Raise :class:`CfgError` (naming the section) before a layer allocates ``count`` floats
+    when that is more than one layer may hold (see :data:`DEFAULT_MAX_ALLOC_GIB`)."""
+    limit = max_alloc_floats() // 2
+    if count > limit:
+        raise section.error(
+            f"this layer would hold {count} {what} ({count * 4 / (1 << 30):.1f} GiB), more than "
+            f"the {limit * 4 / (1 << 30):.1f} GiB allowed for one layer: check filters/size/"
+            "output (raise the limit with DARKNET_PY_MAX_ALLOC_GIB)", value=count)
+
 
 @dataclass
 class BuildContext:
@@ -38,6 +82,8 @@ class BuildContext:
     shapes: List[Shape] = field(default_factory=list)
     layers: List["Layer"] = field(default_factory=list)
     cfg_path: str = "<cfg>"
+    #: images per forward pass (Network's batch); 0 when unknown (some tables print it)
+    batch: int = 0
 
     @property
     def index(self) -> int:

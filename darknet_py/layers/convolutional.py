@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import CfgError
 from .activations import get_activation
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer, check_weights_size, register
 from .batchnorm import BN_EPS, batchnorm_infer, batchnorm_train
 
 #: rolling-statistics momentum used in training (Darknet's GPU/cuDNN path uses 0.01, CPU 0.1)
@@ -95,8 +95,20 @@ class ConvolutionalLayer(Layer):
         if out_h < 1 or out_w < 1:
             raise s.error(f"output would be {out_w}x{out_h}: input {w}x{h} is too small for "
                           f"size={size} stride={stride_x}", value=(out_w, out_h))
+        if dilation > 1:
+            # Darknet sizes the output without the dilation but im2col fills it with the dilated
+            # kernel's geometry; both agree only when padding = (size-1)/2 (the usual case)
+            span = (size - 1) * dilation + 1
+            im2col_h = (h + 2 * padding * dilation - span) // stride_y + 1
+            im2col_w = (w + 2 * padding * dilation - span) // stride_x + 1
+            if (im2col_h, im2col_w) != (out_h, out_w):
+                raise s.error(f"dilation={dilation} with size={size} and padding={padding}: "
+                              f"Darknet allocates a {out_w}x{out_h} output but its im2col fills "
+                              f"{im2col_w}x{im2col_h}; use padding=(size-1)/2 (pad=1 with an odd "
+                              "size)", value=dilation)
         self.out_shape = (n, out_h, out_w)
         self.nweights = (c // groups) * n * size * size
+        check_weights_size(s, self.nweights)
         self.bflops = (2.0 * self.nweights * out_h * out_w) / 1e9
         if self.xnor:
             self.bflops /= 32
@@ -106,7 +118,8 @@ class ConvolutionalLayer(Layer):
             si = ctx.resolve(s, "share_index", share_index) if share_index < 0 else share_index
             if not 0 <= si < index or not isinstance(ctx.layers[si], ConvolutionalLayer):
                 raise s.error(f"share_index={share_index} must name an earlier [convolutional]")
-            other = ctx.layers[si]
+            # a layer that itself shares: use the weights it uses (Darknet copies the pointers)
+            other = ctx.layers[si]._owner()
             if other.weight.shape != (n, c // groups, size, size) or \
                     other.batch_normalize != self.batch_normalize:
                 raise s.error(f"share_index={share_index}: layer {si} has a different shape")

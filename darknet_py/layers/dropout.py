@@ -28,7 +28,9 @@ class DropoutLayer(Layer):
             raise s.error(f"probability must be in [0, 1), got {self.probability}")
         self.dropblock = s.int("dropblock", 0)
         self.dropblock_size_rel = s.float("dropblock_size_rel", 0.0)
-        self.dropblock_size_abs = int(s.float("dropblock_size_abs", 0.0))
+        # (a float in the cfg, used as an int; clamped so inf/1e30 do not overflow the int cast)
+        self.dropblock_size_abs = int(max(min(s.float("dropblock_size_abs", 0.0), 2.0 ** 31),
+                                          -2.0 ** 31))
         if self.dropblock_size_abs > w or self.dropblock_size_abs > h:
             self.dropblock_size_abs = min(w, h)
         if self.dropblock and not self.dropblock_size_rel and not self.dropblock_size_abs:
@@ -36,6 +38,9 @@ class DropoutLayer(Layer):
         if self.dropblock_size_rel and self.dropblock_size_abs:
             self.dropblock_size_rel = 0.0
         self.out_shape = self.in_shape
+        if not self.dropblock:
+            # make_dropout_layer sets l.w/l.h/l.c only for DropBlock (avg_outputs skips it otherwise)
+            self.darknet_in_shape = (0, 0, 0)
 
     def _block_size(self) -> int:
         _, h, w = self.in_shape

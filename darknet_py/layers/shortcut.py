@@ -50,6 +50,7 @@ class ShortcutLayer(Layer):
         self.from_sizes = [ctx.shapes[i][0] * ctx.shapes[i][1] * ctx.shapes[i][2]
                            for i in self.from_idx]
         self.same_shape = all(ctx.shapes[i] == self.in_shape for i in self.from_idx)
+        self.from_shapes = [ctx.shapes[i] for i in self.from_idx]
         self.out_shape = self.in_shape
         n = len(self.from_idx)
         self.nweights = 0
@@ -128,5 +129,11 @@ class ShortcutLayer(Layer):
     def table_line(self) -> str:
         c, h, w = self.out_shape
         src = "".join(f"{i}, " for i in self.from_idx)
-        return (f"Shortcut Layer: {src} wt = {self.weights_type}, wn = {self.weights_normalization}, "
+        line = (f"Shortcut Layer: {src} wt = {self.weights_type}, wn = {self.weights_normalization}, "
                 f"outputs:{w:4d} x{h:4d} x{c:4d} {self.bflops:5.3f} BF")
+        # parse_shortcut adds one line per input whose shape differs from the previous layer's
+        ic, ih, iw = self.in_shape
+        for fc, fh, fw in self.from_shapes:
+            if (fc, fh, fw) != (ic, ih, iw):
+                line += f"\n ({iw:4d} x{ih:4d} x{ic:4d}) + ({fw:4d} x{fh:4d} x{fc:4d}) "
+        return line

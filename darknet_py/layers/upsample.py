@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from .base import BuildContext, Layer, register
+from .maxpool import window_sum
 
 
 @register("upsample")
@@ -35,7 +36,7 @@ class UpsampleLayer(Layer):
         if self.reverse:
             _, oh, ow = self.out_shape
             x = x[:, :, : oh * s, : ow * s]
-            y = F.avg_pool2d(x, s, s, divisor_override=1)
+            y = window_sum(x, s, s)
         else:
             y = F.interpolate(x, scale_factor=s, mode="nearest") if s > 1 else x
         return y * self.scale if self.scale != 1.0 else y

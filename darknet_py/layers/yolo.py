@@ -11,12 +11,13 @@ Box decoding, NMS and the loss read the options kept on this object under Darkne
 from __future__ import annotations
 
 import os
+import warnings
 from typing import List, Optional, Sequence
 
 import torch
 
 from ..errors import CfgError
-from .base import BuildContext, Layer, register
+from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range, register
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
@@ -32,19 +33,27 @@ class YoloLayer(Layer):
         s = section
         c, h, w = self.in_shape
         self.classes = s.int("classes", 20)
-        self.total = s.int("num", 1)
+        self.total = check_range(s, "num", s.int("num", 1), 0, MAX_ANCHORS)
         if s.has("mask"):
             self.mask: List[int] = s.int_list("mask")
         else:
             self.mask = list(range(self.total))
         self.n = len(self.mask)
-        self.max_boxes = s.int("max", 200)
+        self.max_boxes = check_range(s, "max", s.int("max", 200), 0, MAX_BOXES)
         if self.classes < 1:
             raise s.error(f"classes must be >= 1, got {self.classes}")
+        anchors_in_cfg = len(s.float_list("anchors", [])) // 2
         for m in self.mask:
-            if not 0 <= m < self.total:
+            if m < 0 or (m >= self.total and m >= anchors_in_cfg):
                 raise s.error(f"mask index {m} is outside the {self.total} anchors (num={self.total})",
                               value=m)
+        beyond = [m for m in self.mask if m >= self.total]
+        if beyond:
+            # Darknet reads past its num*2 biases here (cspx-p7-mish.cfg has num=16 with
+            # mask 16..19 and 20 anchors); use the anchors= values the cfg gives
+            warnings.warn(f"{s.file}:{s.line}: [yolo] mask {beyond} >= num={self.total}: Darknet "
+                          "reads past its anchors array; darknet-py uses those entries of the "
+                          "anchors= list", stacklevel=2)
         expected = self.n * (self.classes + 4 + 1)
         if c != expected:
             raise CfgError(
@@ -93,7 +102,8 @@ class YoloLayer(Layer):
         anchors = s.float_list("anchors", [])
         if len(anchors) < 2 * self.total:
             anchors = anchors + [0.5] * (2 * self.total - len(anchors))  # Darknet's default bias
-        self.anchors: List[float] = anchors[: 2 * self.total]
+        keep = 2 * max([self.total] + [m + 1 for m in self.mask])
+        self.anchors: List[float] = anchors[:keep]
         self.out_shape = self.in_shape
         self.w, self.h = w, h
 

@@ -9,6 +9,7 @@ atomically to ``chart.png`` and ``chart_<cfg>.png`` like Darknet.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -28,6 +29,7 @@ class TrainChart:
     losses: List[Tuple[int, float]] = field(default_factory=list)
     maps: List[Tuple[int, float]] = field(default_factory=list)
     accuracy_name: str = "mAP%"
+    _write_failed: bool = field(default=False, repr=False)
 
     def add_loss(self, iteration: int, avg_loss: float) -> None:
         self.losses.append((iteration, float(avg_loss)))
@@ -92,6 +94,15 @@ class TrainChart:
         if ok:
             for name in ("chart.png", f"chart_{base}.png"):
                 p = os.path.join(folder, name)
-                atomic_write_bytes(p, buf.tobytes())
+                try:
+                    atomic_write_bytes(p, buf.tobytes())
+                except OSError as e:
+                    # the chart is a picture: a full disk or a read-only folder must not stop
+                    # training (the next checkpoint save reports a real problem)
+                    if not self._write_failed:
+                        warnings.warn(f"{p}: cannot write the chart ({e.strerror or e}); "
+                                      "training goes on", stacklevel=2)
+                    self._write_failed = True
+                    continue
                 paths.append(p)
         return paths

@@ -105,13 +105,15 @@ class MaxpoolLayer(Layer):
                 raise s.error(f"output would be {ow}x{oh}: input {w}x{h} too small for size "
                               f"{self.size}")
             self.out_shape = (c, oh, ow)
-            # forward pads the input to the windows' extent: refuse a window size that would
-            # make that buffer huge (size=1000000000 is read fine by Darknet's loops)
+            # forward pads the input to the windows' extent and takes size^2 values per output:
+            # a window far larger than the input (size=6548 on 24x24, Darknet loops over it as
+            # well) would take gigabytes and minutes for what is a global max. Refused; real cfgs
+            # stay far below (SPP's size=13 on a 1x1 map at small inputs is fine).
             padded = c * ((oh - 1) * self.stride_y + self.size) \
                 * ((ow - 1) * self.stride_x + self.size)
-            if padded > max_alloc_floats():
-                raise s.error(f"size={self.size} is far larger than the {w}x{h} input: the padded "
-                              f"input would need {padded * 4 / (1 << 30):.1f} GiB", value=self.size)
+            if self.size > max(64, 4 * max(h, w)) or padded > max_alloc_floats():
+                raise s.error(f"size={self.size} is far larger than the {w}x{h} input (at most "
+                              f"{max(64, 4 * max(h, w))} here)", value=self.size)
         oc, oh, ow = self.out_shape
         self.bflops = (self.size * self.size * c * oh * ow) / 1e9
 

@@ -426,17 +426,7 @@ class FastNetwork:
         # measured: a Winograd plan runs a batch of 4 ~10-20% faster image by image (the
         # activations of one image stay in cache); oneDNN-only plans gain from batching
         self.split_batch = any_winograd if split_batch is None else bool(split_batch)
-        n = len(self.steps)
-        last_use = list(range(n))
-        for layer in net.layers:
-            for i in layer.inputs:
-                last_use[i] = max(last_use[i], layer.index)
-            if layer.uses_previous and layer.index > 0:
-                last_use[layer.index - 1] = max(last_use[layer.index - 1], layer.index)
-        self._free_after: Dict[int, List[int]] = {}
-        for i, j in enumerate(last_use):
-            if i != j:
-                self._free_after.setdefault(j, []).append(i)
+        self._free_after: Dict[int, List[int]] = net.release_plan()
         self.head_indices = [l.index for l in net.heads]
         self._is_head = [l.is_head for l in net.layers]
         self._forward = self._eager_forward

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
-from typing import Dict, List, Optional, Sequence, TextIO, Union
+from typing import Dict, List, Optional, TextIO, Union
 
 import torch
 from torch import nn
@@ -135,6 +134,12 @@ class Network(nn.Module):
         self._free_after: Dict[int, List[int]] = {}
         for i, j in enumerate(last_use):
             self._free_after.setdefault(j, []).append(i)
+
+    def release_plan(self) -> Dict[int, List[int]]:
+        """Layer index -> earlier outputs no later layer reads once it has run (excluding its
+        own output): what ``forward`` frees, for other executors of the graph."""
+        return {j: [i for i in lst if i != j] for j, lst in self._free_after.items()
+                if any(i != j for i in lst)}
 
     # ------------------------------------------------------------------ properties
     @property

@@ -655,7 +655,7 @@ def test_state_dict_files_are_never_unpickled(tmp_path):
     evil = tmp_path / "evil.pt"
     marker = tmp_path / "PWNED"
     with open(evil, "wb") as f:
-        pickle.dump({"state_dict": _Payload(str(marker))}, f)
+        pickle.dump({"state_dict": _Payload(str(marker))}, f, protocol=2)
     torch.save({"state_dict": _Payload(str(marker))}, tmp_path / "evil_torch.pt")
     net = Network.from_cfg(CORPUS / "good" / "tiny.cfg")
     for path in (evil, tmp_path / "evil_torch.pt"):

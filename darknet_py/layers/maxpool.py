@@ -109,11 +109,16 @@ class MaxpoolLayer(Layer):
             # a window far larger than the input (size=6548 on 24x24, Darknet loops over it as
             # well) would take gigabytes and minutes for what is a global max. Refused; real cfgs
             # stay far below (SPP's size=13 on a 1x1 map at small inputs is fine).
-            padded = c * ((oh - 1) * self.stride_y + self.size) \
-                * ((ow - 1) * self.stride_x + self.size)
-            if self.size > max(64, 4 * max(h, w)) or padded > max_alloc_floats():
+            off = self.padding // 2               # what _padded adds before the input
+            padded = c * max(h + off, (oh - 1) * self.stride_y + self.size) \
+                * max(w + off, (ow - 1) * self.stride_x + self.size)
+            if self.size > max(64, 4 * max(h, w)):
                 raise s.error(f"size={self.size} is far larger than the {w}x{h} input (at most "
                               f"{max(64, 4 * max(h, w))} here)", value=self.size)
+            if padded > max_alloc_floats():
+                raise s.error(f"size={self.size}, padding={self.padding} and stride would pad the "
+                              f"{w}x{h} input to {padded * 4 / (1 << 30):.1f} GiB",
+                              value=self.padding)
         oc, oh, ow = self.out_shape
         self.bflops = (self.size * self.size * c * oh * ow) / 1e9
 

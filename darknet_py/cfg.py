@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
-from .errors import CfgError
+from .errors import CfgError, read_bounded
 
 _MISSING = object()
 
@@ -193,17 +193,7 @@ MAX_CFG_BYTES = 64 << 20
 def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
     """Read and parse a cfg file; errors name the file (and line)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CFG_BYTES + 1)  # bounded: /dev/zero or a mistaken huge file
-    except FileNotFoundError:
-        raise CfgError("cfg file not found", file=path) from None
-    except IsADirectoryError:
-        raise CfgError("cfg path is a directory, not a file", file=path) from None
-    except OSError as e:
-        raise CfgError(f"cannot read cfg file: {e.strerror}", file=path) from None
-    if len(data) > MAX_CFG_BYTES:
-        raise CfgError(f"not a cfg file: larger than {MAX_CFG_BYTES >> 20} MiB", file=path)
+    data = read_bounded(path, MAX_CFG_BYTES, CfgError, "cfg file")
     if b"\x00" in data:
         raise CfgError("not a text cfg file (contains NUL bytes)", file=path)
     try:

@@ -260,24 +260,15 @@ def sample_image_params(rng: np.random.Generator, cfg: AugmentConfig, ow: int, o
 
     if use_mixup == 3 and rng.integers(2) == 0:
         # move every 2nd image to the corner so that most of it stays visible
-        if flip:
-            if i_mixup == 0:
-                pleft, pright, pbot, ptop = pleft + pright, 0, pbot + ptop, 0
-            elif i_mixup == 1:
-                pright, pleft, pbot, ptop = pright + pleft, 0, pbot + ptop, 0
-            elif i_mixup == 2:
-                pleft, pright, ptop, pbot = pleft + pright, 0, ptop + pbot, 0
-            else:
-                pright, pleft, ptop, pbot = pright + pleft, 0, ptop + pbot, 0
+        # each quadrant keeps the side towards the mosaic centre (mirrored when flipped)
+        if (i_mixup in (0, 2)) != bool(flip):
+            pleft, pright = pleft + pright, 0
         else:
-            if i_mixup == 0:
-                pright, pleft, pbot, ptop = pright + pleft, 0, pbot + ptop, 0
-            elif i_mixup == 1:
-                pleft, pright, pbot, ptop = pleft + pright, 0, pbot + ptop, 0
-            elif i_mixup == 2:
-                pright, pleft, ptop, pbot = pright + pleft, 0, ptop + pbot, 0
-            else:
-                pleft, pright, ptop, pbot = pleft + pright, 0, ptop + pbot, 0
+            pright, pleft = pright + pleft, 0
+        if i_mixup in (0, 1):
+            pbot, ptop = pbot + ptop, 0
+        else:
+            ptop, pbot = ptop + pbot, 0
 
     swidth = ow - pleft - pright
     sheight = oh - ptop - pbot

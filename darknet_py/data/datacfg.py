@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-from ..errors import DataError
+from ..errors import DataError, read_bounded
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -141,17 +141,8 @@ MAX_DATA_CFG_CHARS = 16 << 20
 def read_data_cfg(path: PathLike) -> DataConfig:
     """Read an ``obj.data`` file (``read_data_cfg`` in ``option_list.c``)."""
     file = os.fspath(path)
-    try:
-        with open(file, "r", encoding="utf-8", errors="replace") as fh:
-            text = fh.read(MAX_DATA_CFG_CHARS + 1)  # bounded: /dev/zero or a mistaken huge file
-    except FileNotFoundError:
-        raise DataError("data file not found", file=file) from None
-    except IsADirectoryError:
-        raise DataError("data file is a directory, expected a text file", file=file) from None
-    except OSError as e:
-        raise DataError(f"cannot read data file: {e.strerror}", file=file) from None
-    if len(text) > MAX_DATA_CFG_CHARS:
-        raise DataError(f"not a .data file: larger than {MAX_DATA_CFG_CHARS >> 20} MiB", file=file)
+    text = read_bounded(file, MAX_DATA_CFG_CHARS, DataError, "data file").decode(
+        "utf-8", errors="replace")
     cfg = DataConfig(path=file)
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

@@ -15,9 +15,9 @@ __all__ = ["DarknetError", "CfgError", "WeightsError", "DataError", "UsageError"
 
 def __getattr__(name):  # lazy: importing the package must not import torch-heavy modules
     if name == "Network":
-        from .network import Network
+        from .model.network import Network
         return Network
     if name == "Detector":
-        from .detect import Detector
+        from .infer.detector import Detector
         return Detector
     raise AttributeError(name)

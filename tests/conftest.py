@@ -4,12 +4,15 @@ Reference data (Darknet oracle outputs, weights, images, datasets) is found thro
 ``DARKNET_PY_REFDATA``, defaulting to ``<repo>/../shared``.
 """
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 REFDATA = Path(os.environ.get("DARKNET_PY_REFDATA", REPO.parent / "shared")).resolve()
+# shared test helpers (cached model runs, training fixtures) live in tests/fixtures/
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 
 
 def refpath(*parts) -> Path:

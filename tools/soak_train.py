@@ -123,7 +123,7 @@ def check_weights_file(path: Path, cfg: Path) -> Tuple[bool, str, int]:
     """(whole and finite, why not, seen)."""
     import torch
     from darknet_py.errors import DarknetError
-    from darknet_py.network import Network
+    from darknet_py.model.network import Network
     try:
         net = Network.from_cfg(cfg)
         rep = net.load_weights(path, strict_tail=True)

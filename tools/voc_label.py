@@ -2,14 +2,14 @@
 """PASCAL VOC XML -> Darknet label files, the darknet-py counterpart of AlexeyAB's
 ``scripts/voc_label.py``.
 
-A thin wrapper around :func:`darknet_py.tools.voc.convert_voc_dataset`, taking the same options
+A thin wrapper around :func:`darknet_py.prep.voc.convert_voc_dataset`, taking the same options
 as ``darknet-py data voc2yolo``. Face-mask example::
 
     python tools/voc_label.py /path/facemask/annotations --names cfg/obj.names \\
         --map facemask --out-dir data/facemask
 
 Unlike the upstream script: no -1 centre shift unless ``--voc-shift``, boxes clamped to the image,
-6 decimals, class order from ``--names`` (see the module docstring of darknet_py.tools.voc).
+6 decimals, class order from ``--names`` (see the module docstring of darknet_py.prep.voc).
 """
 import sys
 from pathlib import Path

@@ -24,8 +24,8 @@ def load_network(cfg: str, weights: Optional[str], *, batch: int = 1, cutoff=Non
                  width=None, height=None, quiet: bool = False, fuse: bool = True,
                  device: str = "cpu"):
     """Build the network from a cfg, print Darknet's table, load weights, set eval mode."""
-    from ..network import Network
-    from ..weights import format_load_report
+    from ..model.network import Network
+    from ..model.weights import format_load_report
     net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
     if not quiet:
         net.print_table()

@@ -28,8 +28,8 @@ def names_from_data(data_path: str, classes: int) -> List[str]:
 
 def make_detector(data: str, cfg: str, weights: str, thresh: float, hier_thresh: float,
                   letter_box: bool, device: str, half: bool = False, batch_size: int = 1):
-    from ..detect import Detector
-    from ..weights import format_load_report, LoadReport
+    from ..infer.detector import Detector
+    from ..model.weights import format_load_report, LoadReport
     det = Detector(cfg, weights, names=None, device=device, half=half,
                    letter_box=True if letter_box else None, thresh=thresh,
                    hier_thresh=hier_thresh, batch_size=batch_size)

@@ -1,5 +1,5 @@
 """``darknet-py cfg custom``: a custom yolo-obj.cfg for N classes the way AlexeyAB's README says
-(see :mod:`darknet_py.tools.custom_cfg`)."""
+(see :mod:`darknet_py.prep.custom_cfg`)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -45,8 +45,8 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
           --width 416 --height 416 --max-batches 6400 --steps 4800,5400
     """
     from ..errors import UsageError
-    from ..tools.custom_cfg import write_custom_cfg
-    from ..tools.voc import read_names
+    from ..prep.custom_cfg import write_custom_cfg
+    from ..prep.voc import read_names
 
     if names is not None:
         n_names = len(read_names(names))
@@ -56,7 +56,7 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     if classes is None:
         raise UsageError("give --classes N or --names obj.names")
     if train_list is not None:
-        from ..tools.split import read_image_list
+        from ..prep.split import read_image_list
         train_images = max(train_images, len(read_image_list(train_list)[0]))
     step_values = None
     if steps is not None:

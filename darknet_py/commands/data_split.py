@@ -1,5 +1,5 @@
 """``darknet-py data split``: train/valid/test list files, obj.names and obj.data (see
-:mod:`darknet_py.tools.split`)."""
+:mod:`darknet_py.prep.split`)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -31,7 +31,7 @@ def COMMAND(source: str, names: str, out_dir: str, ratios: str, seed: int, strat
     Labels are found the way Darknet finds them (next to each image, or labels/ for JPEGImages/).
     With a test split, obj-test.data points valid= at test.txt for the final `detector map`.
     """
-    from ..tools.split import format_split_report, split_dataset
+    from ..prep.split import format_split_report, split_dataset
 
     result = split_dataset(source, out_dir, names, ratios=ratios, seed=seed, stratify=stratify,
                            root=root, backup=backup)

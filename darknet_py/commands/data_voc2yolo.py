@@ -1,5 +1,5 @@
 """``darknet-py data voc2yolo``: PASCAL VOC XML -> Darknet label files (see
-:mod:`darknet_py.tools.voc`; AlexeyAB's ``scripts/voc_label.py`` does this for VOC itself)."""
+:mod:`darknet_py.prep.voc`; AlexeyAB's ``scripts/voc_label.py`` does this for VOC itself)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -48,7 +48,7 @@ def COMMAND(sources: Sequence[str], names: str, maps: Sequence[str], out_dir: Op
     """
     import os
 
-    from ..tools.voc import convert_voc_dataset, format_report, parse_name_map
+    from ..prep.voc import convert_voc_dataset, format_report, parse_name_map
 
     result = convert_voc_dataset(
         sources, names, parse_name_map(maps), out_dir=out_dir, images_dir=images_dir,

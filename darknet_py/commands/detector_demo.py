@@ -31,7 +31,7 @@ def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch
     import cv2
     fh, fw = frame.shape[:2]
     if letter_box:
-        from ..image import letterbox_size
+        from ..infer.image import letterbox_size
         nw, nh = letterbox_size(fw, fh, w, h)
         small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
         canvas = np.full((h, w, 3), 127, np.uint8)
@@ -67,8 +67,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             dont_show, letter_box, benchmark, batch, gpu_index, half, json_out):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..draw import JsonOutWriter, detection_lines, draw_detections
-    from ..image import image_to_bgr_uint8
+    from ..infer.draw import JsonOutWriter, detection_lines, draw_detections
+    from ..infer.image import image_to_bgr_uint8
     check_file(data, "data file")
     if batch < 1:
         raise UsageError("-batch must be >= 1")

@@ -40,8 +40,8 @@ GROUP = "detector"
 def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_show, letter_box,
             out, save_labels, gpu_index, half):
     """Detect objects in IMAGE (or in image paths read from stdin)."""
-    from ..draw import JsonOutWriter, write_labels
-    from ..image import save_image
+    from ..infer.draw import JsonOutWriter, write_labels
+    from ..infer.image import save_image
     check_file(data, "data file")
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,
                         device_from_index(gpu_index), half=half)

@@ -65,13 +65,13 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
 def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
     """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
-    from ..image import load_image, prepare_input
+    from ..infer.image import load_image, prepare_input
     from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results, \
         scale_to_pixels
     from ..metrics.evaluate import _head_codes
-    from ..nms import apply_nms, nms_params
-    from ..postprocess import get_network_boxes
-    from ..weights import atomic_write_bytes
+    from ..infer.nms import apply_nms, nms_params
+    from ..infer.decode import get_network_boxes
+    from ..model.weights import atomic_write_bytes
     from ._detect_common import device_from_index
     if batch < 1 or workers < 1:
         raise UsageError("-batch and -workers must be >= 1")

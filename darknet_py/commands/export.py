@@ -1,7 +1,7 @@
 """``darknet-py export cfg weights [-o model.onnx] [--format onnx|torchscript] ...``.
 
 Exports the inference network (batch norm folded, as ``detector test`` runs it) to ONNX (standard
-ops only) or TorchScript; see :mod:`darknet_py.export` for the outputs and the metadata.
+ops only) or TorchScript; see :mod:`darknet_py.export.exporter` for the outputs and the metadata.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _default_format(out: Optional[str]) -> str:
                    "IoU) is NOT Darknet's: Darknet uses do_nms_sort, or diounms_sort with the "
                    "cfg's nms_kind=greedynms|diounms (DIoU) and beta_nms, and its results "
                    "differ. darknet-py's Python runtime for ONNX files (Detector('model.onnx'), "
-                   "darknet_py.onnx_runtime) ignores those indices and always applies "
+                   "darknet_py.infer.backends.onnxruntime) ignores those indices and always applies "
                    "Darknet's own NMS (the cfg's kind, 0.45) to the outputs, with or without this "
                    "flag, so its detections equal Darknet's.")
 @click.option("--thresh", type=float, default=0.25, show_default=True,
@@ -75,7 +75,7 @@ def COMMAND(cfg, weights, output, fmt, width, height, batch, dynamic_batch, half
     per [yolo] layer; the file's metadata (and the sidecar JSON) hold the anchors, masks,
     scale_x_y, new_coords, nms_kind, beta_nms, letter_box and input size needed to decode them.
     """
-    from ..export import ExportOptions, export_model, read_names_option, sidecar_path
+    from ..export.exporter import ExportOptions, export_model, read_names_option, sidecar_path
     fmt = fmt or _default_format(output)
     if output is None:
         stem = os.path.splitext(os.path.basename(cfg))[0]
@@ -111,8 +111,8 @@ def verify_export(cfg, weights, output, fmt, width, height, meta) -> float:
     """Run the exported file and the PyTorch network on one random input; the max difference."""
     import torch
 
-    from ..network import Network
-    from ..export import ExportedGraph
+    from ..model.network import Network
+    from ..export.exporter import ExportedGraph
     net = Network.from_cfg(cfg, width=width, height=height)
     net.load_weights(weights)
     net.eval().fuse()
@@ -124,7 +124,7 @@ def verify_export(cfg, weights, output, fmt, width, height, meta) -> float:
         ref = graph(x)
     refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
     if fmt == "onnx":
-        from ..onnx_runtime import OnnxModel
+        from ..infer.backends.onnxruntime import OnnxModel
         model = OnnxModel(output)
         got = model(x)
         outs = [got] if isinstance(got, torch.Tensor) else list(got)

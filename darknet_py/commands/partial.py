@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UsageError
-from ..weights import DARKNET_VERSION, WeightsHeader
+from ..model.weights import DARKNET_VERSION, WeightsHeader
 from ._common import eprint, load_network
 
 GROUP = None

@@ -127,8 +127,8 @@ class AugmentConfig:
     @classmethod
     def from_cfg(cls, path: str) -> "AugmentConfig":
         """Read ``[net]`` and the last ``[yolo]``/``[region]``/``[Gaussian_yolo]`` of a cfg."""
-        from ..cfg import read_cfg
-        from ..netconfig import NetConfig, find_net_section
+        from ..model.cfg import read_cfg
+        from ..model.netconfig import NetConfig, find_net_section
         sections = read_cfg(path)
         net = NetConfig.from_section(find_net_section(sections, str(path)))
         heads = [s for s in sections if s.type in DETECTION_SECTIONS]

@@ -1,7 +1,7 @@
 """The contract every Darknet layer module follows.
 
 A layer class is registered for one or more section names (``@register("maxpool", "max")``) and is
-built from its :class:`~darknet_py.cfg.Section` and a :class:`BuildContext` that knows the shapes of
+built from its :class:`~darknet_py.model.cfg.Section` and a :class:`BuildContext` that knows the shapes of
 every earlier layer. It owns:
 
 * its cfg options (read in ``__init__`` through the typed ``Section`` accessors, so unknown keys
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from ..cfg import Section
+from ..model.cfg import Section
 from ..errors import CfgError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..netconfig import NetConfig
-    from ..weights import WeightsReader, WeightsWriter
+    from ..model.netconfig import NetConfig
+    from ..model.weights import WeightsReader, WeightsWriter
 
 Shape = Tuple[int, int, int]  # (channels, height, width)
 

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import torch
 
-from ..cfg import Option, Section
+from ..model.cfg import Option, Section
 from .base import BuildContext, Layer, register
 from .convolutional import ConvolutionalLayer
 from .parse_helpers import DefaultsLog, loud_int, loud_str

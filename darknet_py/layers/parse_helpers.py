@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import torch
 
-from ..cfg import Section
+from ..model.cfg import Section
 from ..errors import CfgError
 
 

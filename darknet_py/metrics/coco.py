@@ -93,7 +93,7 @@ def coco_result_lines(image_path: str, detections, image_width: Optional[int] = 
                       category_ids: Sequence[int] = COCO_IDS) -> List[str]:
     """The lines ``print_cocos`` writes for one image (without the trailing ``,\\n``).
 
-    ``detections`` is a :class:`~darknet_py.detections.DetectionSet` after NMS, with boxes
+    ``detections`` is a :class:`~darknet_py.structures.detections.DetectionSet` after NMS, with boxes
     relative to the original image (``relative=True``; scaled to pixels here in float32 as
     ``correct_yolo_boxes`` does for ``relative=0``) or already in pixels (``relative=False``,
     e.g. from :func:`scale_to_pixels`, which is what ``detector valid`` runs NMS on). The image

@@ -35,7 +35,7 @@ its arrays when there are no detections at all; we report AP 0 for every class t
 
 Row order matters only for ties and for the duplicate rule of the thresh statistics. Darknet's
 rows are in the order ``do_nms_sort`` / ``diounms_sort`` leave them (sorted per class in place);
-:func:`darknet_map` uses the rows in the order they are given (``darknet_py.nms`` returns them in
+:func:`darknet_map` uses the rows in the order they are given (``darknet_py.infer.nms`` returns them in
 Darknet's order).
 
 Label files are read by :mod:`darknet_py.data` (``label_path`` + ``read_labels(...).rows``, i.e.
@@ -197,7 +197,7 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
     """Darknet's ``validate_detector_map`` on precomputed detections.
 
     Args:
-        detections: per image a :class:`~darknet_py.detections.DetectionSet` (``boxes`` (N, 4)
+        detections: per image a :class:`~darknet_py.structures.detections.DetectionSet` (``boxes`` (N, 4)
             relative cx, cy, w, h; ``probs`` (N, C) after thresholding and NMS), in the order of
             the valid list. Any object with ``boxes`` and ``probs`` works.
         truths: per image an (M, 5) array ``class, cx, cy, w, h`` (relative), or ``None`` /

@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence, TextIO
 import numpy as np
 import torch
 
-from ..detections import DetectionSet
+from ..structures.detections import DetectionSet
 from ..errors import DataError, UsageError
 
 
@@ -65,9 +65,9 @@ def detect_for_map(net, images: Sequence[str], letter_box: bool, batch_size: int
                    progress: Optional[Callable[[int], None]] = None) -> List[DetectionSet]:
     """Detections of each image as ``validate_detector_map`` makes them (threshold 0.005,
     NMS 0.45 with the last head's kind), boxes relative to the original image."""
-    from ..image import load_image, prepare_input
-    from ..nms import apply_nms, nms_params
-    from ..postprocess import get_network_boxes
+    from ..infer.image import load_image, prepare_input
+    from ..infer.nms import apply_nms, nms_params
+    from ..infer.decode import get_network_boxes
     nms_kind, beta_nms = nms_params(net.heads)
     out: List[DetectionSet] = []
     channels = net.channels
@@ -93,7 +93,7 @@ def detect_for_map(net, images: Sequence[str], letter_box: bool, batch_size: int
 
 
 def _head_codes(net) -> List[tuple]:
-    from ..postprocess import HEAD_TYPE_CODES, head_kind
+    from ..infer.decode import HEAD_TYPE_CODES, head_kind
     return [(layer.index, HEAD_TYPE_CODES[head_kind(layer)]) for layer in net.heads]
 
 

@@ -45,7 +45,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .. import boxes as _boxes
+from ..structures import boxes as _boxes
 
 from ..errors import DataError
 
@@ -77,7 +77,7 @@ def _stacked(b: BoxT) -> torch.Tensor:
 
 
 def box_iou(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_iou`` on (x, y, w, h) tuples (the one implementation is :mod:`darknet_py.boxes`)."""
+    """``box_iou`` on (x, y, w, h) tuples (the one implementation is :mod:`darknet_py.structures.boxes`)."""
     return _boxes.box_iou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
 
 

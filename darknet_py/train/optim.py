@@ -43,7 +43,7 @@ __all__ = ["DarknetSGD", "darknet_param_groups"]
 class DarknetSGD(torch.optim.Optimizer):
     """Darknet's update rule as a ``torch.optim.Optimizer``.
 
-    ``DarknetSGD(net, net.config)`` groups a :class:`~darknet_py.network.Network` the Darknet
+    ``DarknetSGD(net, net.config)`` groups a :class:`~darknet_py.model.network.Network` the Darknet
     way (:func:`darknet_param_groups`) and follows the cfg's schedule: ``opt.step(iteration)``
     (optionally ``scaler=`` a ``GradScaler``) uses ``learning_rate(cfg, iteration)``.
 
@@ -53,7 +53,7 @@ class DarknetSGD(torch.optim.Optimizer):
             ``lr_scale`` [1.0] the layer's ``learning_rate=`` multiplier,
             ``clip`` [0.0] constrain to ``[-clip, clip]`` after the update (0 = off),
             ``dont_update`` / ``burnin_update`` / ``train_only_bn`` [0] Darknet's layer flags.
-        cfg: a :class:`~darknet_py.netconfig.NetConfig`: defaults for everything below, and the
+        cfg: a :class:`~darknet_py.model.netconfig.NetConfig`: defaults for everything below, and the
             schedule :meth:`rate` / ``step(iteration)`` use.
         lr: base rate, normally overwritten each iteration by ``step(lr=...)`` or the schedule.
         momentum, decay: ``[net] momentum`` / ``decay``.
@@ -104,7 +104,7 @@ class DarknetSGD(torch.optim.Optimizer):
     @classmethod
     def from_config(cls, params: Iterable[Any], cfg: Any, gpu: bool = True,
                     fix_nan: bool = True) -> "DarknetSGD":
-        """Build from a :class:`~darknet_py.netconfig.NetConfig` (momentum, decay, batch, adam,
+        """Build from a :class:`~darknet_py.model.netconfig.NetConfig` (momentum, decay, batch, adam,
         and the learning-rate schedule used when ``step`` gets an iteration but no ``lr``)."""
         return cls(params, cfg, gpu=gpu, fix_nan=fix_nan)
 

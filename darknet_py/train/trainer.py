@@ -23,7 +23,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
-from ..network import Network
+from ..model.network import Network
 from .chart import TrainChart
 from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
 
@@ -173,7 +173,7 @@ class Trainer:
 
     def _remove_stale_temp_files(self) -> None:
         """Delete the hidden temp files a killed run left mid-save (``.<cfg>_last.weights.*.tmp``,
-        written by :func:`darknet_py.weights.atomic_write_bytes`): never a checkpoint itself."""
+        written by :func:`darknet_py.model.weights.atomic_write_bytes`): never a checkpoint itself."""
         import glob
         pattern = os.path.join(glob.escape(self.backup),
                                f".{glob.escape(self.base)}_*.weights.*.tmp")
@@ -427,7 +427,7 @@ class _RawHeads(torch.nn.Module):
 
 def _partial_cutoff(net: Network, path: str) -> Optional[int]:
     """Darknet loads a partial file (yolov4.conv.137) silently; find how many layers it holds."""
-    from ..weights import WeightsHeader
+    from ..model.weights import WeightsHeader
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         header = WeightsHeader.unpack(f.read(24), path)

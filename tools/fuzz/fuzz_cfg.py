@@ -32,9 +32,9 @@ import numpy  # noqa: E402,F401
 import torch  # noqa: E402
 
 with atheris.instrument_imports(include=["darknet_py"]):
-    from darknet_py.cfg import parse_cfg_text, read_cfg
+    from darknet_py.model.cfg import parse_cfg_text, read_cfg
     from darknet_py.errors import DarknetError
-    from darknet_py.network import Network
+    from darknet_py.model.network import Network
 
 from cfg_vocab import HOSTILE, LAYER_OPTIONS, NET_OPTIONS, good_values  # noqa: E402
 

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 with atheris.instrument_imports(include=["darknet_py"]):
     from darknet_py.errors import WeightsError
-    from darknet_py.network import Network
+    from darknet_py.model.network import Network
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")

@@ -1,0 +1,1 @@
+"""Network backends of the inference pipeline (see :mod:`.base`)."""

@@ -1,0 +1,298 @@
+"""Darknet's image input path: loading, ``resize_image`` and ``letterbox_image``.
+
+Darknet (built with OpenCV, as the oracle was) represents an image as planar float32 RGB in
+``[0, 1]`` (``image.data[c*h*w + y*w + x]``). Here that is a ``torch.Tensor`` of shape ``(C, H, W)``
+(or ``(B, C, H, W)`` for the batched helpers).
+
+* :func:`load_image` mirrors ``load_image_cv``/``load_image_mat_cv``/``mat_to_image``
+  (``image_opencv.cpp``): ``cv2.imread`` with ``IMREAD_COLOR`` for 3 channels (OpenCV turns grey,
+  RGBA and 16-bit files into 8-bit BGR, and applies the EXIF orientation), BGR->RGB, then
+  ``byte / 255.0f`` (computed as ``byte * (1/255.0f)`` like the oracle's -Ofast build).
+* :func:`resize_image` is ``image.c``'s own two-pass bilinear resize (not ``cv2.resize``), with its
+  edge rules: the last output column copies the last input column, the last output row only gets
+  the ``(1 - dy)`` share of its upper source row.
+* :func:`letterbox_image` is ``image.c``'s ``letterbox_image``: aspect-preserving resize with
+  Darknet's integer ``new_w``/``new_h`` rule, centred on a canvas filled with 0.5.
+
+Deliberate differences: an unreadable file raises :class:`~darknet_py.errors.DataError` (Darknet
+prints "Cannot load image" and carries on with a blank 10x10 image); a target size of 1 pixel uses
+the first source row/column (Darknet divides by zero there).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
+
+__all__ = [
+    "load_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
+    "prepare_batch", "image_size", "image_to_bgr_uint8", "save_image",
+]
+
+
+def _cv2():
+    import cv2  # imported lazily: only image I/O needs OpenCV
+
+    return cv2
+
+
+#: float32(1/255): the -Ofast oracle build turns ``byte / 255.0f`` into ``byte * (1/255.0f)``
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor:
+    """Load an image file as Darknet's ``load_image(path, 0, 0, channels)`` does (OpenCV build).
+
+    Returns a float32 ``(C, H, W)`` tensor, RGB channel order, values ``byte / 255``.
+    ``channels`` 0 or 3 read with ``IMREAD_COLOR``, 1 with ``IMREAD_GRAYSCALE``; anything else
+    reads the file unchanged (4-channel files are then RGBA). Raises :class:`DataError` naming the
+    file when it is missing or not a decodable image.
+    """
+    cv2 = _cv2()
+    path_str = os.fspath(path)
+    if channels in (0, 3):
+        flag = cv2.IMREAD_COLOR
+    elif channels == 1:
+        flag = cv2.IMREAD_GRAYSCALE
+    else:
+        flag = cv2.IMREAD_UNCHANGED
+    if not os.path.isfile(path_str):
+        raise DataError("cannot load image: file not found", file=path_str)
+    problem = jpeg_problem(path_str)
+    if problem:
+        raise DataError(f"cannot load image: {problem}", file=path_str)
+    mat = cv2.imread(path_str, flag)
+    if mat is None:
+        # cv2.imread cannot open some non-ASCII paths on some platforms: decode from bytes instead
+        try:
+            raw = np.fromfile(path_str, dtype=np.uint8)
+            mat = cv2.imdecode(raw, flag) if raw.size else None
+        except OSError:
+            mat = None
+    if mat is None or mat.size == 0:
+        raise DataError("cannot load image: not a readable image file", file=path_str)
+    if mat.dtype != np.uint8:
+        # only reachable with IMREAD_UNCHANGED; Darknet would read the raw bytes, we scale to 8 bit
+        mat = (mat.astype(np.float64) / (np.iinfo(mat.dtype).max / 255.0)).astype(np.uint8) \
+            if np.issubdtype(mat.dtype, np.integer) else np.clip(mat * 255, 0, 255).astype(np.uint8)
+    if mat.ndim == 2:
+        mat = mat[:, :, None]
+    if mat.shape[2] == 3:
+        mat = mat[:, :, ::-1]                      # BGR -> RGB
+    elif mat.shape[2] == 4:
+        mat = mat[:, :, [2, 1, 0, 3]]              # BGRA -> RGBA
+    chw = np.ascontiguousarray(mat.transpose(2, 0, 1))
+    # ``data / 255.0f`` as the oracle's -Ofast build computes it: a multiply by the float32
+    # reciprocal (differs from a true division by 1 ulp for some bytes); bit-exact with the oracle
+    return torch.from_numpy(chw).to(torch.float32) * _INV_255
+
+
+#: a JPEG marker inside entropy-coded data: FF followed by neither 00 (a stuffed FF), a restart
+#: marker D0-D7, nor another FF (fill byte)
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+#: markers without a length field
+_JPEG_STANDALONE = frozenset([0x01] + list(range(0xD0, 0xD8)))
+
+
+def jpeg_problem(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why a JPEG file is cut short, or ``None`` (also for files that are not JPEG).
+
+    libjpeg decodes a truncated JPEG without an error (it prints ``Premature end of JPEG file`` and
+    fills the rest grey), so ``cv2.imread`` and Darknet use a half-grey image. Here the file's
+    marker segments are walked from SOI to EOI; data after EOI is allowed, a file that ends
+    before EOI is reported. Deliberate difference from Darknet (which detects on it anyway).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    n = len(data)
+    if n < 2 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos = 2
+    while True:
+        while pos + 1 < n and data[pos] == 0xFF and data[pos + 1] == 0xFF:
+            pos += 1                                      # fill bytes before a marker
+        if pos + 2 > n:
+            break
+        if data[pos] != 0xFF:
+            return None                                  # unexpected layout: leave it to OpenCV
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return None                                  # EOI: complete
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            break
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if end > n:
+            break
+        pos = end
+        if marker == 0xDA:                               # SOS: scan data up to the next marker
+            m = _JPEG_MARKER.search(data, pos)
+            if m is None:
+                break
+            pos = m.start()
+    return f"the JPEG file is truncated ({n} bytes, no end-of-image marker)"
+
+
+def image_size(image: torch.Tensor) -> Tuple[int, int]:
+    """(width, height) of a ``(C, H, W)`` or ``(B, C, H, W)`` image tensor."""
+    return int(image.shape[-1]), int(image.shape[-2])
+
+
+def _as_tensor(image: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if image.dtype != torch.float32:
+        image = image.to(torch.float32)
+    return image
+
+
+def _axis_weights(src: int, dst: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Source index and fractional weight for every output position of one resize pass.
+
+    Mirrors ``resize_image``: ``scale = (float)(src-1)/(dst-1)``, ``s = pos*scale`` in float32,
+    ``i = (int)s``, ``d = s - i``.
+    """
+    if dst == 1:
+        return torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.float32)
+    scale = np.float32(src - 1) / np.float32(dst - 1)
+    pos = np.arange(dst, dtype=np.float32) * scale
+    idx = pos.astype(np.int64)
+    frac = (pos - idx.astype(np.float32)).astype(np.float32)
+    idx = np.minimum(idx, src - 1)
+    return torch.from_numpy(idx), torch.from_numpy(frac)
+
+
+def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torch.Tensor:
+    """Darknet's ``resize_image`` (``image.c``): two-pass bilinear, float32, exact edge rules.
+
+    Works on ``(C, H, W)`` or ``(B, C, H, W)``. Pass 1 (columns): output column ``c`` is
+    ``(1-dx)*in[ix] + dx*in[ix+1]`` with ``sx = c*(in_w-1)/(w-1)``, except the last column (or a
+    1-pixel-wide source) which copies the last input column. Pass 2 (rows): row ``r`` is
+    ``(1-dy)*part[iy]`` plus ``dy*part[iy+1]`` except for the last row (and 1-row sources), which
+    keep only the first term (a Darknet quirk reproduced on purpose).
+    """
+    image = _as_tensor(image)
+    in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
+    if w < 1 or h < 1:
+        raise ValueError(f"resize_image: target size must be positive, got {w}x{h}")
+    if in_w == w and in_h == h:
+        return image.clone()
+    # pass 1: along x
+    ix, dx = _axis_weights(in_w, w)
+    ix1 = torch.clamp(ix + 1, max=in_w - 1)
+    a = image.index_select(-1, ix)
+    b = image.index_select(-1, ix1)
+    part = (1 - dx) * a + dx * b
+    last_col = image[..., in_w - 1:in_w]
+    if in_w == 1:
+        part = last_col.expand_as(part).clone()
+    else:
+        part[..., w - 1:w] = last_col
+    # pass 2: along y
+    iy, dy = _axis_weights(in_h, h)
+    iy1 = torch.clamp(iy + 1, max=in_h - 1)
+    dy_col = dy.view(-1, 1)
+    top = (1 - dy_col) * part.index_select(-2, iy)
+    bottom = dy_col * part.index_select(-2, iy1)
+    if in_h > 1:
+        bottom[..., h - 1, :] = 0.0
+        return top + bottom
+    return top
+
+
+def letterbox_size(src_w: int, src_h: int, net_w: int, net_h: int) -> Tuple[int, int]:
+    """Darknet's letterbox ``(new_w, new_h)`` rule (``letterbox_image``, ``correct_yolo_boxes``).
+
+    The float32 ratios ``net_w/src_w`` and ``net_h/src_h`` are compared; the smaller side is filled
+    and the other gets C integer division ``(src_other * net_side) / src_side``.
+    """
+    if np.float32(net_w) / np.float32(src_w) < np.float32(net_h) / np.float32(src_h):
+        return net_w, (src_h * net_w) // src_w
+    return (src_w * net_h) // src_h, net_h
+
+
+def letterbox_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torch.Tensor:
+    """Darknet's ``letterbox_image``: resize keeping aspect, centre on a 0.5-filled ``w x h``."""
+    image = _as_tensor(image)
+    in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
+    new_w, new_h = letterbox_size(in_w, in_h, w, h)
+    resized = resize_image(image, new_w, new_h)
+    boxed = torch.full(image.shape[:-2] + (h, w), 0.5, dtype=torch.float32)
+    dx, dy = (w - new_w) // 2, (h - new_h) // 2
+    # embed_image: pixels that fall outside the canvas are dropped
+    x0, y0 = max(dx, 0), max(dy, 0)
+    x1, y1 = min(dx + new_w, w), min(dy + new_h, h)
+    if x1 > x0 and y1 > y0:
+        boxed[..., y0:y1, x0:x1] = resized[..., y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    return boxed
+
+
+def prepare_input(image: ImageLike, net_w: int, net_h: int, letter_box: bool = False,
+                  channels: int = 3) -> torch.Tensor:
+    """The network input Darknet's ``detector test`` builds from one image: ``(C, net_h, net_w)``.
+
+    ``image`` is a path (loaded with :func:`load_image`) or an already loaded ``(C, H, W)`` float
+    tensor / array. Stretch mode uses :func:`resize_image`, ``letter_box`` :func:`letterbox_image`.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image, channels)
+    image = _as_tensor(image)
+    if letter_box:
+        return letterbox_image(image, net_w, net_h)
+    return resize_image(image, net_w, net_h)
+
+
+def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, letter_box: bool = False,
+                  channels: int = 3) -> Tuple[torch.Tensor, List[Tuple[int, int]], List[torch.Tensor]]:
+    """Load and prepare several images: ``(B, C, net_h, net_w)`` input, their original
+    ``(width, height)`` sizes, and the loaded originals (for drawing)."""
+    originals: List[torch.Tensor] = []
+    for im in images:
+        if isinstance(im, (str, os.PathLike)):
+            originals.append(load_image(im, channels))
+        else:
+            originals.append(_as_tensor(im))
+    if not originals:
+        return torch.zeros(0, channels, net_h, net_w), [], []
+    batch = torch.stack([prepare_input(im, net_w, net_h, letter_box) for im in originals])
+    return batch, [image_size(im) for im in originals], originals
+
+
+def image_to_bgr_uint8(image: torch.Tensor) -> np.ndarray:
+    """Darknet's ``image_to_mat``/``save_image`` conversion: ``(unsigned char)(val*255)`` (truncation),
+    interleaved, BGR order for OpenCV. Input ``(3, H, W)`` RGB (or ``(1, H, W)``)."""
+    arr = image.detach().cpu().to(torch.float32).numpy()
+    arr = (arr * np.float32(255.0))
+    arr = np.clip(arr, 0, 255).astype(np.uint8)   # C cast of out-of-range values is undefined
+    hwc = arr.transpose(1, 2, 0)
+    if hwc.shape[2] == 3:
+        hwc = hwc[:, :, ::-1]
+    return np.ascontiguousarray(hwc)
+
+
+def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int = 80) -> str:
+    """``save_image(im, name)``: writes ``name.jpg`` (quality 80) unless ``name`` has an extension.
+
+    Darknet encodes with stb_image_write; OpenCV's JPEG encoder is used here, so the bytes differ
+    slightly while the pixels drawn are the same."""
+    cv2 = _cv2()
+    out = os.fspath(name)
+    if not Path(out).suffix:
+        out += ".jpg"
+    ok = cv2.imwrite(out, image_to_bgr_uint8(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise DataError("failed to write image", file=out)
+    return out

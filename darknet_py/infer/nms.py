@@ -1,0 +1,183 @@
+"""Darknet's non-maximum suppression (``box.c``): ``do_nms_sort``, ``do_nms_obj``, ``diounms_sort``.
+
+All of them work like Darknet on a :class:`~darknet_py.structures.detections.DetectionSet` of one image:
+suppressed probabilities are set to 0 (rows are not removed) and the rows come back in the order
+Darknet leaves its ``dets`` array in, which is the order ``-out`` JSON and ``-save_labels`` write.
+
+Darknet's procedure, reproduced exactly:
+
+1. Candidates with ``objectness == 0`` are moved to the end by swapping with the last unprocessed
+   element and are left out of the rest.
+2. For each class ``k`` in turn the whole array is ``qsort``-ed by ``prob[k]`` descending, then
+   for every ``i`` whose ``prob[k]`` is non-zero every later ``j`` with ``criterion(i, j) > thresh``
+   gets ``prob[k] = 0`` (a box suppressed earlier no longer suppresses others; ``>`` not ``>=``).
+   The criterion is the IoU (``do_nms_sort``, ``cornersnms``), Darknet's DIoU with exponent 0.6
+   (``greedynms``) or DIoU with exponent ``beta_nms`` (``diounms``).
+3. ``do_nms_obj`` does one pass sorted by objectness and zeroes objectness and all probabilities
+   of suppressed boxes.
+
+The oracle's glibc ``qsort`` is a stable merge sort, so each class's order is "``prob[k]``
+descending, ties in the order left by the previous class's sort"; this is reproduced with stable
+sorts. The greedy pass is computed without a loop over box pairs: the pairwise criterion matrix of
+a class's non-zero candidates (sorted) is built once, and the greedy keep-set is found as the
+fixed point of ``keep[i] = not any(keep[j] and S[j, i] for j < i)`` (unique, reached after at most
+"longest suppression chain" iterations of a matrix-vector product).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import torch
+
+from ..structures.boxes import pairwise_diounms, pairwise_iou
+from ..structures.detections import DetectionSet
+from ..errors import UsageError
+
+__all__ = ["do_nms_sort", "do_nms_obj", "diounms_sort", "apply_nms", "greedy_keep",
+           "nms_params", "NMS_KINDS"]
+
+NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
+
+
+def _move_zero_objectness(objectness: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """Darknet's swap loop: returns the permutation and the count of non-zero rows."""
+    n = int(objectness.shape[0])
+    zero = (objectness == 0)
+    if not bool(zero.any()):
+        return torch.arange(n), n
+    order = list(range(n))
+    z = zero.tolist()
+    k = n - 1
+    i = 0
+    while i <= k:  # only when some objectness is exactly 0 (never for yolo heads with thresh >= 0)
+        if z[order[i]]:
+            order[i], order[k] = order[k], order[i]
+            k -= 1
+        else:
+            i += 1
+    return torch.tensor(order, dtype=torch.long), k + 1
+
+
+def greedy_keep(suppress: torch.Tensor, active: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Greedy NMS keep-mask for candidates already in priority order.
+
+    ``suppress[j, i]`` (``j < i`` matters only) says candidate ``j`` would suppress ``i``.
+    Returns ``keep`` with ``keep[i] = active[i] and not any(keep[j] and suppress[j, i], j < i)``,
+    exactly what Darknet's sequential double loop gives.
+    """
+    m = int(suppress.shape[0])
+    if active is None:
+        active = torch.ones(m, dtype=torch.bool, device=suppress.device)
+    if m == 0:
+        return active.clone()
+    idx = torch.arange(m, device=suppress.device)
+    upper = suppress & (idx[:, None] < idx[None, :]) & active[:, None]
+    sup_f = upper.to(torch.float32)
+    keep = active.clone()
+    for _ in range(m + 1):
+        hit = (keep.to(torch.float32) @ sup_f) > 0
+        new_keep = active & ~hit
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+    return keep  # pragma: no cover - the iteration converges within m steps
+
+
+def _criterion(kind: str, beta: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    if kind in ("default", "cornersnms"):
+        return lambda b: pairwise_iou(b, b)
+    if kind == "greedynms":
+        return lambda b: pairwise_diounms(b, b, 0.6)
+    if kind == "diounms":
+        return lambda b: pairwise_diounms(b, b, beta)
+    raise UsageError(f"unknown nms_kind '{kind}' (expected one of {', '.join(NMS_KINDS)})")
+
+
+def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) -> DetectionSet:
+    n = len(dets)
+    if n == 0:
+        return DetectionSet(dets.boxes.clone(), dets.objectness.clone(), dets.probs.clone(),
+                            None if dets.uncertainty is None else dets.uncertainty.clone(),
+                            dets.image_size)
+    crit = _criterion(kind, beta)
+    perm, total = _move_zero_objectness(dets.objectness)
+    boxes = dets.boxes[perm]
+    probs_in = dets.probs[perm]
+    probs_out = probs_in.clone()
+    thr = torch.tensor(thresh, dtype=boxes.dtype)
+    order = torch.arange(total)                       # current arrangement of the first `total` rows
+    nonzero_cols = (probs_in[:total] != 0).any(dim=0)
+    for k in torch.nonzero(nonzero_cols).flatten().tolist():
+        # stable sort of the current arrangement by prob[k] descending (Darknet's qsort, glibc msort);
+        # a class whose probabilities are all 0 leaves a stable sort unchanged, so it is skipped
+        key = probs_in[order, k]
+        order = order[torch.sort(-key, stable=True).indices]
+        cand = order[probs_in[order, k] != 0]
+        if cand.numel() < 2:
+            continue
+        sup = crit(boxes[cand]) > thr
+        keep = greedy_keep(sup)
+        probs_out[cand[~keep], k] = 0
+    final = torch.cat([order, torch.arange(total, n)])
+    idx = perm[final]
+    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
+                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+
+
+def do_nms_sort(dets: DetectionSet, thresh: float) -> DetectionSet:
+    """Darknet's default ``do_nms_sort``: per class, IoU greedy suppression in prob order."""
+    return _nms_per_class(dets, thresh, "default", 0.6)
+
+
+def diounms_sort(dets: DetectionSet, thresh: float, nms_kind: str = "greedynms",
+                 beta_nms: float = 0.6) -> DetectionSet:
+    """Darknet's ``diounms_sort``: ``greedynms`` (DIoU, exponent 0.6), ``diounms`` (exponent
+    ``beta_nms``) or ``cornersnms`` (IoU; the box merging is commented out in Darknet too)."""
+    if nms_kind == "default":
+        # Darknet's diounms_sort with DEFAULT_NMS suppresses nothing
+        return _nms_per_class(dets, float("inf"), "default", beta_nms)
+    return _nms_per_class(dets, thresh, nms_kind, beta_nms)
+
+
+def do_nms_obj(dets: DetectionSet, thresh: float) -> DetectionSet:
+    """Darknet's ``do_nms_obj``: one greedy pass in objectness order; suppressed boxes get
+    objectness 0 and all probabilities 0."""
+    n = len(dets)
+    perm, total = _move_zero_objectness(dets.objectness)
+    boxes = dets.boxes[perm]
+    obj = dets.objectness[perm].clone()
+    probs = dets.probs[perm].clone()
+    order = torch.sort(-obj[:total], stable=True).indices
+    if total > 1:
+        sup = pairwise_iou(boxes[order], boxes[order]) > torch.tensor(thresh, dtype=boxes.dtype)
+        keep = greedy_keep(sup)
+        drop = order[~keep]
+        obj[drop] = 0
+        probs[drop] = 0
+    final = torch.cat([order, torch.arange(total, n)])
+    idx = perm[final]
+    return DetectionSet(dets.boxes[idx], obj[final], probs[final],
+                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+
+
+def apply_nms(dets: DetectionSet, thresh: float = 0.45, nms_kind: str = "default",
+              beta_nms: float = 0.6) -> DetectionSet:
+    """What ``detector test``/``map`` do: ``do_nms_sort`` for the default kind, otherwise
+    ``diounms_sort`` with the head's kind and ``beta_nms``. ``thresh == 0`` disables NMS
+    (Darknet's ``if (nms)``)."""
+    if not thresh:
+        return dets
+    if nms_kind == "default":
+        return do_nms_sort(dets, thresh)
+    return diounms_sort(dets, thresh, nms_kind, beta_nms)
+
+
+def nms_params(head_layers: Sequence[Any]) -> Tuple[str, float]:
+    """``(nms_kind, beta_nms)`` Darknet uses: those of the *last* detection head of the network."""
+    if not head_layers:
+        return "default", 0.6
+    last = head_layers[-1]
+    kind = str(getattr(last, "nms_kind", "default") or "default")
+    if kind not in NMS_KINDS:
+        kind = "default"
+    return kind, float(getattr(last, "beta_nms", 0.6))

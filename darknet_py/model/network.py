@@ -1,0 +1,327 @@
+"""The Darknet network: builds layers from cfg sections and runs the graph.
+
+>>> net = Network.from_cfg("yolov4-tiny.cfg", width=416, height=416)
+>>> net.load_weights("yolov4-tiny.weights")
+>>> outputs = net(x)          # one tensor per [yolo]/[region] head, Darknet's l.output layout
+
+``forward`` keeps each layer's output only until the last layer that reads it, so memory stays
+close to Darknet's. ``forward(x, raw_heads=True)`` returns the heads' raw inputs instead (what the
+training loss differentiates through); ``forward_all`` returns every layer's output.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, List, Optional, TextIO, Union
+
+import torch
+from torch import nn
+
+from .cfg import Section, read_cfg
+from ..errors import CfgError, WeightsError
+from ..layers.base import BuildContext, Layer, max_alloc_floats
+from .netconfig import NetConfig, find_net_section
+from ..layers.registry import layer_class
+from .weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
+                      save_weights, weights_bytes)
+
+PathLike = Union[str, os.PathLike]
+
+#: per-layer options every section may carry (read by Darknet's parse_network_cfg loop)
+COMMON_LAYER_OPTIONS = ("clip", "onlyforward", "dont_update", "burnin_update", "stopbackward",
+                        "train_only_bn", "dontload", "dontloadscales", "learning_rate")
+
+
+def _check_layer_size(layer: Layer, section: Section, limit: int) -> None:
+    """A layer's output (per image) must be a positive shape within the size limit (checked at
+    build time, before any forward pass allocates it)."""
+    shape = tuple(int(v) for v in layer.out_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise section.error(f"this layer's output would be {shape[2]}x{shape[1]}x{shape[0]} "
+                            "(width x height x channels): check its options", value=shape)
+    oc, oh, ow = shape
+    gib = oc * oh * ow * 4 / (1 << 30)
+    if oc * oh * ow > limit:
+        raise section.error(f"this layer's output {ow}x{oh}x{oc} is too large ({gib:.1f} GiB per "
+                            "image; raise the limit with DARKNET_PY_MAX_ALLOC_GIB)", value=shape)
+
+
+def _as_layer_input(layer: Layer, out: torch.Tensor) -> torch.Tensor:
+    """A head's output as later layers read it: Darknet hands them the same memory as
+    ``(B, c, h, w)`` ([region] keeps its records in ``(B, h, w, num, size)`` order)."""
+    if out.dim() == 4:
+        return out
+    return out.reshape(out.shape[0], *layer.out_shape)
+
+
+class Network(nn.Module):
+    def __init__(self, sections: List[Section], cfg_path: str = "<cfg>",
+                 batch: Optional[int] = None, width: Optional[int] = None,
+                 height: Optional[int] = None, channels: Optional[int] = None):
+        super().__init__()
+        self.cfg_path = cfg_path
+        net_section = find_net_section(sections, cfg_path)
+        for key, value in (("width", width), ("height", height), ("channels", channels)):
+            if value is not None:
+                if value < 1:
+                    raise CfgError(f"{key} must be positive, got {value}", file=cfg_path)
+                net_section.set(key, value)
+        self.config = NetConfig.from_section(net_section)
+        if not (self.config.width and self.config.height and self.config.channels):
+            raise CfgError("[net] needs width, height and channels for a detection network",
+                           file=cfg_path, line=net_section.line)
+        self.batch = batch if batch is not None and batch > 0 else self.config.mini_batch
+        self.net_section = net_section
+        self.sections = sections[1:]
+        if not self.sections:
+            raise CfgError("cfg has a [net] section but no layers", file=cfg_path)
+        ctx = BuildContext(net=self.config, cfg_path=cfg_path, batch=self.batch)
+        layers: List[Layer] = []
+        limit = max_alloc_floats()
+        c, h, w = self.input_shape
+        if c * h * w > limit:
+            raise CfgError(f"[net] input {w}x{h}x{c} is too large ({c * h * w * 4 / (1 << 30):.1f} "
+                           "GiB per image; raise the limit with DARKNET_PY_MAX_ALLOC_GIB)",
+                           file=cfg_path, line=net_section.line, value=(w, h, c))
+        total_weights = 0
+        for index, section in enumerate(self.sections):
+            cls = layer_class(section)
+            layer = cls(index, section, ctx)
+            _check_layer_size(layer, section, limit)
+            total_weights += layer.num_weight_floats()
+            if total_weights > limit:
+                gib = total_weights * 4 / (1 << 30)
+                raise section.error(f"the network's weights reach {gib:.1f} GiB at this layer, "
+                                    "more than the limit (raise it with DARKNET_PY_MAX_ALLOC_GIB)",
+                                    value=total_weights)
+            for key in COMMON_LAYER_OPTIONS:
+                section.str(key, None)
+            layer.learning_rate_scale = section.float("learning_rate", 1.0)
+            layer.dontload = section.int("dontload", 0)
+            layer.train_only_bn = section.int("train_only_bn", 0)
+            layers.append(layer)
+            ctx.layers.append(layer)
+            ctx.shapes.append(layer.out_shape)
+        self.layers = nn.ModuleList(layers)
+        self.heads: List[Layer] = [l for l in layers if l.is_head]
+        self.seen = 0
+        self.weights_header: Optional[WeightsHeader] = None
+        self._plan_memory()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_cfg(cls, cfg: PathLike, batch: Optional[int] = None, width: Optional[int] = None,
+                 height: Optional[int] = None, channels: Optional[int] = None) -> "Network":
+        path = os.fspath(cfg)
+        return cls(read_cfg(path), path, batch=batch, width=width, height=height,
+                   channels=channels)
+
+    @classmethod
+    def from_files(cls, cfg: PathLike, weights: Optional[PathLike] = None, **kw) -> "Network":
+        net = cls.from_cfg(cfg, **kw)
+        if weights is not None:
+            net.load_weights(weights)
+        return net
+
+    def _plan_memory(self) -> None:
+        n = len(self.layers)
+        last_use = list(range(n))
+        for layer in self.layers:
+            for i in layer.inputs:
+                last_use[i] = max(last_use[i], layer.index)
+            if layer.uses_previous and layer.index > 0:
+                last_use[layer.index - 1] = max(last_use[layer.index - 1], layer.index)
+        self._free_after: Dict[int, List[int]] = {}
+        for i, j in enumerate(last_use):
+            self._free_after.setdefault(j, []).append(i)
+
+    def release_plan(self) -> Dict[int, List[int]]:
+        """Layer index -> earlier outputs no later layer reads once it has run (excluding its
+        own output): what ``forward`` frees, for other executors of the graph."""
+        return {j: [i for i in lst if i != j] for j, lst in self._free_after.items()
+                if any(i != j for i in lst)}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def height(self) -> int:
+        return self.config.height
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def input_shape(self):
+        return (self.config.channels, self.config.height, self.config.width)
+
+    @property
+    def classes(self) -> int:
+        return self.heads[-1].classes if self.heads else 0
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, raw_heads: bool = False) -> List[torch.Tensor]:
+        self._check_input(x)
+        outputs: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        heads: List[torch.Tensor] = []
+        prev = x
+        for layer in self.layers:
+            out = layer(prev, outputs)
+            if layer.is_head:
+                heads.append(prev if raw_heads else out)
+                out = _as_layer_input(layer, out)
+            outputs[layer.index] = out
+            prev = out
+            for i in self._free_after.get(layer.index, ()):
+                if i != layer.index:
+                    outputs[i] = None
+        return heads
+
+    def forward_all(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Every layer's output (for layer-by-layer comparisons)."""
+        self._check_input(x)
+        outputs: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        inputs: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        prev = x
+        for layer in self.layers:
+            outputs[layer.index] = layer(prev, inputs)
+            prev = inputs[layer.index] = _as_layer_input(layer, outputs[layer.index])
+        return outputs  # type: ignore[return-value]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """(B, C, H, W) with the cfg's channels. Any H, W the layers can take is accepted (Darknet's
+        ``random=1`` training resizes the network); the cfg size is what inference uses."""
+        if x.dim() != 4 or x.shape[1] != self.config.channels:
+            c, h, w = self.input_shape
+            raise ValueError(f"network input must be (B, {c}, H, W) (cfg size {h}x{w}), "
+                             f"got {tuple(x.shape)}")
+
+    # ------------------------------------------------------------------ inference helpers
+    def fuse(self) -> "Network":
+        """Fold batch norm into conv weights for inference (as ``detector test`` does)."""
+        for layer in self.layers:
+            if hasattr(layer, "fuse"):
+                layer.fuse()
+        return self
+
+    def unfuse(self) -> "Network":
+        for layer in self.layers:
+            if hasattr(layer, "unfuse"):
+                layer.unfuse()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        # moving or casting the network invalidates fused copies
+        out = super()._apply(fn, *args, **kwargs)
+        for layer in self.layers:
+            if getattr(layer, "_fused", None) is not None:
+                layer.fuse()
+        return out
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self, path: PathLike, cutoff: Optional[int] = None,
+                     strict_tail: bool = False) -> LoadReport:
+        return load_weights(self, path, cutoff=cutoff, strict_tail=strict_tail)
+
+    def save_weights(self, path: PathLike, cutoff: Optional[int] = None,
+                     header: Optional[WeightsHeader] = None) -> None:
+        if header is None:
+            header = self.weights_header_for_save()
+        save_weights(self, path, cutoff=cutoff, header=header)
+
+    def weights_bytes(self, cutoff: Optional[int] = None,
+                      header: Optional[WeightsHeader] = None) -> bytes:
+        return weights_bytes(self, cutoff, header or self.weights_header_for_save())
+
+    def weights_header_for_save(self) -> WeightsHeader:
+        """The loaded file's version (so a round trip is byte-identical) with the current seen."""
+        h = self.weights_header
+        if h is None:
+            return WeightsHeader(seen=int(self.seen))
+        return WeightsHeader(h.major, h.minor, h.revision, int(self.seen))
+
+    def num_weight_floats(self, cutoff: Optional[int] = None) -> int:
+        return count_weight_floats(self, cutoff)
+
+    def save_state_dict(self, path: PathLike) -> None:
+        """Save a PyTorch state_dict (plus ``seen``) with torch.save, atomically."""
+        import io
+
+        from .weights import atomic_write_bytes
+        buf = io.BytesIO()
+        torch.save({"state_dict": self.state_dict(), "seen": int(self.seen),
+                    "cfg": os.path.basename(self.cfg_path)}, buf)
+        atomic_write_bytes(os.fspath(path), buf.getvalue())
+
+    def load_state_dict_file(self, path: PathLike) -> None:
+        """Load a state_dict saved by :meth:`save_state_dict` (never unpickles objects)."""
+        p = os.fspath(path)
+        try:
+            blob = torch.load(p, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise WeightsError("state-dict file not found", file=p) from None
+        except Exception as e:  # corrupted archive or a pickle with objects
+            raise WeightsError(f"not a loadable state-dict file ({type(e).__name__}: {e})"
+                               .split("\n")[0], file=p) from None
+        state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+        if not isinstance(state, dict):
+            raise WeightsError("file does not hold a state_dict", file=p)
+        try:
+            self.load_state_dict(state)
+        except RuntimeError as e:
+            raise WeightsError(f"state_dict does not fit this cfg: {str(e).splitlines()[0]}",
+                               file=p) from None
+        self.seen = int(blob.get("seen", 0)) if isinstance(blob, dict) else 0
+        self.unfuse()
+
+    # ------------------------------------------------------------------ printing
+    @property
+    def total_bflops(self) -> float:
+        return sum(l.bflops for l in self.layers if l.bflops > 0)
+
+    def avg_outputs(self) -> int:
+        total, count = 0, 0
+        for l in self.layers:
+            c, h, w = getattr(l, "darknet_in_shape", l.in_shape)
+            if w > 1 and h > 1:
+                oc, oh, ow = l.out_shape
+                total += oc * oh * ow
+                count += 1
+        return total // count if count else 0
+
+    def table(self) -> str:
+        """Darknet's layer table, as ``parse_network_cfg`` prints it."""
+        lines = ["   layer   filters  size/strd(dil)      input                output"]
+        for layer in self.layers:
+            lines.append(f"{layer.index:4d} {layer.table_line()}")
+            extra = getattr(layer, "params_line", None)
+            if extra is not None:
+                lines.append(extra())
+        lines.append(f"Total BFLOPS {self.total_bflops:5.3f} ")
+        lines.append(f"avg_outputs = {self.avg_outputs()} ")
+        return "\n".join(lines)
+
+    def unused_fields(self) -> List[str]:
+        """Darknet's ``Unused field: 'key = value'`` warnings for every section."""
+        out = []
+        for s in [self.net_section] + self.sections:
+            for o in s.unused():
+                out.append(f"{s.file}:{o.line}: Unused field: '{o.key} = {o.value}'")
+        return out
+
+    def print_table(self, file: Optional[TextIO] = None) -> None:
+        f = file or sys.stderr
+        print(f"mini_batch = {self.batch}, batch = {self.batch * self.config.subdivisions}, "
+              f"time_steps = {self.config.time_steps}, train = {int(self.training)} ", file=f)
+        print(self.table(), file=f)
+        for w in self.unused_fields():
+            print(w, file=f)

@@ -1,0 +1,298 @@
+"""Darknet ``.weights`` files: header, per-layer float streams, partial cut-offs.
+
+Layout (``load_weights_upto`` / ``save_weights_upto`` in ``parser.c``)::
+
+    int32 major, int32 minor, int32 revision
+    seen: uint64 if major*10 + minor >= 2 else uint32
+    float32 parameters of every layer with weights, in layer order, each layer in its own order
+    (conv: biases, [scales, rolling_mean, rolling_variance if batch_normalize], weights)
+
+Connected layers are stored transposed when ``major > 1000 or minor > 1000``.
+
+Unlike Darknet, which silently stops when the file ends early, reading a file that is too short for
+the layers asked for is an error naming the layer; a file longer than needed loads with a warning
+giving the number of bytes left over. Saving writes the header that was loaded (so a load/save round
+trip is byte-identical) or Darknet's current 0.2.5 for a new file.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Union
+
+import numpy as np
+
+from ..errors import WeightsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .network import Network
+
+#: the version Darknet (AlexeyAB @59596d7) writes
+DARKNET_VERSION = (0, 2, 5)
+
+
+@dataclass
+class WeightsHeader:
+    major: int = DARKNET_VERSION[0]
+    minor: int = DARKNET_VERSION[1]
+    revision: int = DARKNET_VERSION[2]
+    seen: int = 0
+
+    @property
+    def seen_is_64bit(self) -> bool:
+        return self.major * 10 + self.minor >= 2
+
+    @property
+    def transpose(self) -> bool:
+        return self.major > 1000 or self.minor > 1000
+
+    @property
+    def nbytes(self) -> int:
+        return 12 + (8 if self.seen_is_64bit else 4)
+
+    def pack(self) -> bytes:
+        head = struct.pack("<iii", self.major, self.minor, self.revision)
+        if self.seen_is_64bit:
+            return head + struct.pack("<Q", self.seen)
+        return head + struct.pack("<I", self.seen)
+
+    @classmethod
+    def unpack(cls, data: bytes, path: str) -> "WeightsHeader":
+        if data.startswith(b"version https://git-lfs"):
+            raise WeightsError("this is a Git LFS pointer, not the weights: fetch the real file "
+                               "(git lfs pull) or download it directly", file=path)
+        if data[:15].lower().startswith((b"<!doctype", b"<html")):
+            raise WeightsError("this is an HTML page, not a weights file (a failed download?)",
+                               file=path)
+        if len(data) >= 12 and all(32 <= b < 127 or b in (9, 10, 13) for b in data[:12]):
+            raise WeightsError("this is a text file, not a Darknet weights file (its header is "
+                               f"readable text: {data[:12].decode('ascii')!r})", file=path)
+        if len(data) < 12:
+            raise WeightsError(f"file is {len(data)} bytes, too short for a Darknet weights header "
+                               "(at least 16 bytes)", file=path)
+        major, minor, revision = struct.unpack_from("<iii", data, 0)
+        if not (0 <= major <= 1 or major > 1000) or not (0 <= minor < 100 or minor > 1000) \
+                or revision < 0:
+            raise WeightsError(
+                f"not a Darknet weights file: header version {major}.{minor}.{revision} "
+                "is not one Darknet writes", file=path, value=(major, minor, revision))
+        h = cls(major, minor, revision)
+        need = h.nbytes
+        if len(data) < need:
+            raise WeightsError(f"file is {len(data)} bytes, too short for its header "
+                               f"({need} bytes for version {major}.{minor}.{revision})", file=path)
+        if h.seen_is_64bit:
+            (h.seen,) = struct.unpack_from("<Q", data, 12)
+        else:
+            (h.seen,) = struct.unpack_from("<I", data, 12)
+        return h
+
+
+class WeightsReader:
+    """Sequential float32 reader that knows which layer is reading, for error messages.
+
+    ``max_floats`` (what the layers to load can need at most) bounds what is read into memory: a
+    huge or endless file (``/dev/zero``) costs no more than the network's own weights. The size
+    of the rest is taken from the file system (``body_bytes``; ``None`` for a pipe).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], max_floats: Optional[int] = None):
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                regular = stat.S_ISREG(st.st_mode)
+                head = f.read(64)  # the header, and enough to recognise LFS pointers, HTML
+                self.header = WeightsHeader.unpack(head, self.path)
+                rest = head[self.header.nbytes:]
+                if max_floats is None:
+                    if not regular:
+                        raise WeightsError("weights path is not a regular file", file=self.path)
+                    rest += f.read()
+                else:
+                    want = max(0, 4 * max_floats - len(rest))
+                    rest += _read_upto(f, want)
+                    rest = rest[:4 * max_floats]
+                body_bytes = st.st_size - self.header.nbytes if regular else None
+        except FileNotFoundError:
+            raise WeightsError("weights file not found", file=self.path) from None
+        except IsADirectoryError:
+            raise WeightsError("weights path is a directory, not a file", file=self.path) from None
+        except OSError as e:
+            raise WeightsError(f"cannot read weights file: {e.strerror}", file=self.path) from None
+        #: bytes after the header in the whole file (None when unknown: a pipe or device)
+        self.body_bytes: Optional[int] = body_bytes
+        self.trailing_bytes = len(rest) % 4
+        self.floats = np.frombuffer(rest, dtype="<f4", count=len(rest) // 4)
+        self.pos = 0
+        self.layer_index: Optional[int] = None
+
+    @property
+    def remaining(self) -> int:
+        return self.floats.size - self.pos
+
+    @property
+    def bytes_left(self) -> int:
+        """Bytes of the file not consumed by the layers read so far."""
+        if self.body_bytes is None:
+            return self.remaining * 4 + self.trailing_bytes
+        return self.body_bytes - 4 * self.pos
+
+    def read(self, n: int, what: str = "weights") -> np.ndarray:
+        """Return the next ``n`` floats (a copy); raise if the file ends first."""
+        if n > self.remaining:
+            where = f"layer {self.layer_index} " if self.layer_index is not None else ""
+            hint = "is this the right cfg for these weights, or a truncated download?"
+            if self.floats.tobytes().count(b"\xef\xbf\xbd") > 16:
+                hint = ("the file is full of UTF-8 replacement bytes (EF BF BD): it was saved "
+                        "as text somewhere; download it again in binary mode")
+            total = self.floats.size if self.body_bytes is None else self.body_bytes // 4
+            raise WeightsError(
+                f"file ends early: {where}needs {n} floats for its {what} but only "
+                f"{self.remaining} remain (file has {total} floats after the header); "
+                f"{hint}", file=self.path, value=n)
+        out = self.floats[self.pos:self.pos + n].astype(np.float32, copy=True)
+        self.pos += n
+        return out
+
+
+class WeightsWriter:
+    """Collects float32 arrays in order and writes them atomically."""
+
+    def __init__(self, header: WeightsHeader):
+        self.header = header
+        self.chunks: List[bytes] = []
+
+    def write(self, arr) -> None:
+        a = np.ascontiguousarray(np.asarray(arr, dtype="<f4")).reshape(-1)
+        self.chunks.append(a.tobytes())
+
+    def getvalue(self) -> bytes:
+        return self.header.pack() + b"".join(self.chunks)
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        atomic_write_bytes(os.fspath(path), self.getvalue())
+
+
+def _read_upto(f, n: int) -> bytes:
+    """Read at most ``n`` bytes (fewer only at the end of the file)."""
+    chunks, got = [], 0
+    while got < n:
+        b = f.read(min(n - got, 1 << 24))
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename.
+
+    A crash (or a full disk) at any point leaves either the old file or the new one, never a
+    half-written file.
+    """
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+@dataclass
+class LoadReport:
+    path: str
+    header: WeightsHeader
+    layers_loaded: int      # Darknet's "Loaded N layers" (layer index reached)
+    floats_read: int
+    bytes_left: int
+
+
+def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional[int] = None,
+                 strict_tail: bool = False) -> LoadReport:
+    """Load a Darknet weights file into ``net`` up to layer ``cutoff`` (exclusive).
+
+    Raises :class:`WeightsError` if the file is too short for the layers asked for. When the file
+    has more data than those layers need, warns (or raises with ``strict_tail``), unless a
+    ``cutoff`` was given (then the rest of the file is expected to hold later layers).
+    """
+    n = len(net.layers) if cutoff is None else min(cutoff, len(net.layers))
+    # never read more than these layers can use (a huge file costs no more memory than the net)
+    reader = WeightsReader(path, max_floats=count_weight_floats(net, n))
+    import torch
+    with torch.no_grad():
+        for layer in net.layers[:n]:
+            reader.layer_index = layer.index
+            if getattr(layer, "dontload", 0):
+                continue
+            layer.read_weights(reader)
+    left = reader.bytes_left
+    if left and cutoff is None:
+        msg = (f"{reader.path}: {left} bytes left over after loading all {len(net.layers)} "
+               "layers; the weights file is longer than the cfg needs")
+        if strict_tail:
+            raise WeightsError(msg)
+        warnings.warn(msg, stacklevel=2)
+    net.seen = reader.header.seen
+    net.weights_header = reader.header
+    return LoadReport(os.fspath(path), reader.header, n, reader.pos, left)
+
+
+def weights_bytes(net: "Network", cutoff: Optional[int] = None,
+                  header: Optional[WeightsHeader] = None) -> bytes:
+    n = len(net.layers) if cutoff is None else min(cutoff, len(net.layers))
+    if header is None:
+        header = WeightsHeader(*DARKNET_VERSION, seen=int(getattr(net, "seen", 0)))
+    writer = WeightsWriter(header)
+    import torch
+    with torch.no_grad():
+        for layer in net.layers[:n]:
+            layer.write_weights(writer)
+    return writer.getvalue()
+
+
+def save_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional[int] = None,
+                 header: Optional[WeightsHeader] = None) -> None:
+    """Write ``net`` (layers ``0..cutoff-1``) as a Darknet weights file, atomically."""
+    data = weights_bytes(net, cutoff, header)
+    try:
+        atomic_write_bytes(os.fspath(path), data)
+    except OSError as e:
+        raise WeightsError(f"cannot write weights file: {e.strerror or e}", file=os.fspath(path)) \
+            from None
+
+
+def count_weight_floats(net: "Network", cutoff: Optional[int] = None) -> int:
+    n = len(net.layers) if cutoff is None else min(cutoff, len(net.layers))
+    return sum(layer.num_weight_floats() for layer in net.layers[:n])
+
+
+def format_load_report(report: LoadReport) -> str:
+    """Darknet's ``load_weights_upto`` messages for a finished load."""
+    h = report.header
+    bits = 64 if h.seen_is_64bit else 32
+    return (f"Loading weights from {report.path}...\n"
+            f" seen {bits}, trained: {h.seen // 1000} K-images ({h.seen // 64000} Kilo-batches_64) \n"
+            f"Done! Loaded {report.layers_loaded} layers from weights-file ")

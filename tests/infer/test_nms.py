@@ -1,0 +1,207 @@
+"""Darknet NMS (box.c do_nms_sort / diounms_sort / do_nms_obj): hand cases, a literal loop
+translation of Darknet's algorithm on random sets, and the real candidates of the oracle dumps."""
+import numpy as np
+import pytest
+import torch
+
+from darknet_py.structures.boxes import box_diounms, box_iou
+from darknet_py.structures.detections import DetectionSet
+from darknet_py.infer.nms import (apply_nms, diounms_sort, do_nms_obj, do_nms_sort, greedy_keep,
+                            nms_params)
+
+
+def make(boxes, probs, obj=None):
+    boxes = torch.tensor(boxes, dtype=torch.float32)
+    probs = torch.tensor(probs, dtype=torch.float32)
+    if obj is None:
+        obj = probs.max(dim=1).values.clamp(min=0.5)
+    else:
+        obj = torch.tensor(obj, dtype=torch.float32)
+    return DetectionSet(boxes, obj, probs, None, (100, 100))
+
+
+def test_greedy_chain_is_sequential_not_fast_nms():
+    # A suppresses B; B would suppress C, but B is gone, so C survives (Fast-NMS would drop it)
+    a, b, c = (0.30, 0.5, 0.2, 0.2), (0.36, 0.5, 0.2, 0.2), (0.42, 0.5, 0.2, 0.2)
+    d = make([a, b, c], [[0.9], [0.8], [0.7]])
+    assert float(box_iou(d.boxes[0], d.boxes[1])) > 0.45
+    assert float(box_iou(d.boxes[1], d.boxes[2])) > 0.45
+    assert float(box_iou(d.boxes[0], d.boxes[2])) < 0.45
+    out = do_nms_sort(d, 0.45)
+    kept = sorted(round(float(p), 2) for p in out.probs[:, 0] if p > 0)
+    assert kept == [0.7, 0.9]
+
+
+def test_classes_are_independent_and_order_is_darknets():
+    box = (0.5, 0.5, 0.2, 0.2)
+    # rows 0,1 same box; class 0: row1 wins; class 1: row0 wins
+    d = make([box, box, (0.1, 0.1, 0.05, 0.05)], [[0.3, 0.9, 0.0], [0.6, 0.4, 0.0], [0.0, 0.0, 0.5]])
+    out = do_nms_sort(d, 0.45)
+    # final array order = stable sorts by class 0, then 1, then 2 (descending): class 2 decides
+    # first (row 2), then ties by class 1 (row0 .9 > row1 .4)
+    assert torch.allclose(out.probs, torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.9, 0.0], [0.6, 0.0, 0.0]]))
+    assert torch.equal(out.boxes[0], d.boxes[2])
+
+
+def test_strictly_greater_than_threshold():
+    a = (0.0, 0.0, 2.0, 2.0)
+    b = (0.5, 0.0, 2.0, 2.0)          # IoU = 3/5 exactly
+    d = make([a, b], [[0.9], [0.8]])
+    assert float(box_iou(d.boxes[0], d.boxes[1])) == pytest.approx(0.6)
+    assert (do_nms_sort(d, 0.6).probs > 0).sum() == 2      # not > 0.6: both kept
+    assert (do_nms_sort(d, 0.59).probs > 0).sum() == 1
+
+
+def test_greedynms_uses_darknet_diou():
+    # IoU 0.6, but Darknet's DIoU = 0.6 - (0.25/10.25)**0.6 = 0.492 < 0.55
+    a = (0.0, 0.0, 2.0, 2.0)
+    b = (0.5, 0.0, 2.0, 2.0)
+    d = make([a, b], [[0.9], [0.8]])
+    diou = float(box_diounms(d.boxes[0], d.boxes[1], 0.6))
+    assert diou == pytest.approx(0.6 - (0.25 / 10.25) ** 0.6, abs=1e-6)
+    assert (do_nms_sort(d, 0.55).probs > 0).sum() == 1
+    assert (diounms_sort(d, 0.55, "greedynms").probs > 0).sum() == 2
+    assert (apply_nms(d, 0.55, "greedynms", 0.6).probs > 0).sum() == 2
+    assert (apply_nms(d, 0.45, "greedynms", 0.6).probs > 0).sum() == 1
+    # diounms with a large beta: penalty ~0 -> behaves like IoU
+    assert (diounms_sort(d, 0.55, "diounms", 8.0).probs > 0).sum() == 1
+    assert (diounms_sort(d, 0.55, "cornersnms").probs > 0).sum() == 1
+    assert (apply_nms(d, 0, "default").probs > 0).sum() == 2    # nms=0: no NMS
+
+
+def test_do_nms_obj_zeroes_objectness_and_probs():
+    box = (0.5, 0.5, 0.2, 0.2)
+    d = make([box, box], [[0.5, 0.1], [0.2, 0.6]], obj=[0.7, 0.8])
+    out = do_nms_obj(d, 0.45)
+    assert out.objectness.tolist() == pytest.approx([0.8, 0.0])
+    assert torch.allclose(out.probs, torch.tensor([[0.2, 0.6], [0.0, 0.0]]))
+
+
+def test_zero_objectness_rows_are_swapped_to_the_end():
+    boxes = [(0.1 * i + 0.05, 0.5, 0.05, 0.05) for i in range(4)]
+    d = make(boxes, [[0.0], [0.5], [0.0], [0.7]], obj=[0.0, 0.5, 0.0, 0.7])
+    out = do_nms_sort(d, 0.45)
+    # Darknet: i=0 is zero -> swap with 3, i=0 again (0.7) ok, i=1 ok, i=2 zero -> k=2 stop
+    # => [3, 1 | 2, 0]; then the first two are sorted by prob
+    assert out.boxes[:, 0].tolist() == pytest.approx([0.35, 0.15, 0.25, 0.05])
+
+
+def test_greedy_keep_matches_sequential_on_random_matrices():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        m = int(torch.randint(1, 40, (1,), generator=g))
+        s = torch.rand(m, m, generator=g) < 0.15
+        keep = torch.ones(m, dtype=torch.bool)
+        for i in range(m):
+            if keep[i]:
+                for j in range(i + 1, m):
+                    if s[i, j]:
+                        keep[j] = False
+        assert torch.equal(greedy_keep(s), keep)
+
+
+# -------------------------------------------------- literal translation of Darknet's loops
+def _ref_iou(a, b):
+    """box.c box_iou in plain Python floats."""
+    def overlap(x1, w1, x2, w2):
+        return min(x1 + w1 / 2, x2 + w2 / 2) - max(x1 - w1 / 2, x2 - w2 / 2)
+    w = overlap(a[0], a[2], b[0], b[2])
+    h = overlap(a[1], a[3], b[1], b[3])
+    inter = 0.0 if (w < 0 or h < 0) else w * h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return 0.0 if inter == 0 or union == 0 else inter / union
+
+
+def _ref_diounms(a, b, beta):
+    top = min(a[1] - a[3] / 2, b[1] - b[3] / 2)
+    bot = max(a[1] + a[3] / 2, b[1] + b[3] / 2)
+    left = min(a[0] - a[2] / 2, b[0] - b[2] / 2)
+    right = max(a[0] + a[2] / 2, b[0] + b[2] / 2)
+    c = (right - left) ** 2 + (bot - top) ** 2
+    iou = _ref_iou(a, b)
+    if c == 0:
+        return iou
+    d = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
+    return iou - (d / c) ** beta
+
+
+def _ref_crit(kind, beta):
+    if kind == "greedynms":
+        return lambda a, b: _ref_diounms(a, b, 0.6)
+    if kind == "diounms":
+        return lambda a, b: _ref_diounms(a, b, beta)
+    return _ref_iou
+
+
+def ref_nms_sort(boxes, obj, probs, thresh, kind="default", beta=0.6):
+    dets = [[list(b), o, list(p)] for b, o, p in zip(boxes, obj, probs)]
+    k = len(dets) - 1
+    i = 0
+    while i <= k:
+        if dets[i][1] == 0:
+            dets[i], dets[k] = dets[k], dets[i]
+            k -= 1
+        else:
+            i += 1
+    total = k + 1
+    crit = _ref_crit(kind, beta)
+    t = float(np.float32(thresh))
+    for c in range(len(probs[0])):
+        dets[:total] = sorted(dets[:total], key=lambda d: -d[2][c])  # Python sort is stable
+        for i in range(total):
+            if dets[i][2][c] == 0:
+                continue
+            for j in range(i + 1, total):
+                if crit(dets[i][0], dets[j][0]) > t:
+                    dets[j][2][c] = 0
+    return dets
+
+
+@pytest.mark.parametrize("kind", ["default", "greedynms", "diounms"])
+def test_matches_literal_darknet_loops_on_random_sets(kind):
+    rng = np.random.default_rng(1)
+    for trial in range(4):
+        n, c = 60, 4
+        xy = rng.uniform(0.2, 0.8, (n, 2))
+        wh = rng.uniform(0.05, 0.3, (n, 2))
+        boxes = np.concatenate([xy, wh], 1).astype(np.float32)
+        probs = rng.uniform(0, 1, (n, c)).astype(np.float32)
+        probs[probs < 0.6] = 0
+        obj = rng.uniform(0.3, 1, n).astype(np.float32)
+        obj[rng.uniform(size=n) < 0.1] = 0
+        probs[obj == 0] = 0
+        d = DetectionSet(torch.from_numpy(boxes), torch.from_numpy(obj), torch.from_numpy(probs),
+                         None, (1, 1))
+        out = apply_nms(d, 0.45, kind, 0.8)
+        ref = ref_nms_sort(boxes.tolist(), obj.tolist(), probs.tolist(), 0.45, kind, 0.8)
+        assert torch.allclose(out.boxes, torch.tensor([r[0] for r in ref]))
+        assert torch.allclose(out.probs, torch.tensor([r[2] for r in ref]))
+
+
+def _dump_heads(dump):
+    from test_decode import build_heads
+    return build_heads(dump)
+
+
+@pytest.mark.parametrize("dump", ["yolov4-tiny__dog", "yolov3-tiny__dog"])
+def test_low_threshold_oracle_candidates_match_literal_loops(dump):
+    """The many candidates mAP sees (thresh 0.005) on real head outputs: vectorised == loops."""
+    from darknet_py.infer.decode import get_network_boxes
+    meta, heads = _dump_heads(dump)
+    dets = get_network_boxes(heads, meta["net_w"], meta["net_h"], [(768, 576)], 0.005)[0]
+    assert len(dets) > 100
+    kind, beta = nms_params([h for h, _ in heads])
+    keep_cols = (dets.probs > 0).any(0)          # the loop reference is slow: only live classes
+    small = DetectionSet(dets.boxes, dets.objectness, dets.probs[:, keep_cols], None, (768, 576))
+    out = apply_nms(small, 0.45, kind, beta)
+    ref = ref_nms_sort(small.boxes.tolist(), small.objectness.tolist(), small.probs.tolist(),
+                       0.45, kind, beta)
+    assert torch.allclose(out.probs, torch.tensor([r[2] for r in ref]))
+    assert torch.allclose(out.boxes, torch.tensor([r[0] for r in ref]))
+
+
+def test_nms_params_from_last_head():
+    from types import SimpleNamespace as NS
+    assert nms_params([NS(nms_kind="default", beta_nms=0.6), NS(nms_kind="greedynms", beta_nms=0.7)]) \
+        == ("greedynms", pytest.approx(0.7))
+    assert nms_params([NS()]) == ("default", 0.6)

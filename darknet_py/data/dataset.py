@@ -250,6 +250,35 @@ def collate_detection(batch: List[Tuple[torch.Tensor, torch.Tensor]]
     return torch.stack(images, 0), torch.stack(truths, 0)
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of the training loader: a worker ignores SIGINT and SIGTERM.
+
+    Ctrl-C in a terminal, ``timeout``, SLURM, Kubernetes and ``kill -- -PGID`` signal the whole
+    process group. A worker that died of it would make the main process fail with torch's
+    "DataLoader worker ... is killed by signal" before it could save ``_last.weights``; instead
+    the main process handles the signal, finishes the iteration, saves, and shuts the workers
+    down itself (they also exit on their own when the main process is gone).
+    """
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def shutdown_loader_iterator(it) -> None:
+    """Stop the worker processes of a DataLoader iterator now (not whenever it is collected):
+    tell them to exit, wait a little, then kill any that are still running (they ignore SIGTERM,
+    see :func:`ignore_stop_signals`)."""
+    if it is None:
+        return
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    for w in getattr(it, "_workers", None) or []:
+        if w.is_alive():
+            w.kill()
+            w.join(timeout=5)
+
+
 def make_loader(dataset: DetectionDataset, batch: int, subdivisions: int = 1, *,
                 num_workers: int = 2, seed: Optional[int] = None, shuffle: bool = True,
                 multiscale: Optional[MultiScaleSchedule] = None, max_batches: int = 0,
@@ -259,6 +288,9 @@ def make_loader(dataset: DetectionDataset, batch: int, subdivisions: int = 1, *,
 
     ``multiscale``: a :class:`MultiScaleSchedule` (``random=`` of the last yolo layer); without
     it every batch has the cfg size. ``pin_memory`` defaults to ``torch.cuda.is_available()``.
+
+    Workers ignore SIGINT/SIGTERM (:func:`ignore_stop_signals`): the main process handles a
+    signal sent to the whole process group and shuts them down.
 
     Workers are forked and OpenCV's thread settings are left alone in them: calling
     ``cv2.setNumThreads(n>0)`` in a forked child whose parent had used OpenCV's thread pool
@@ -282,7 +314,8 @@ def make_loader(dataset: DetectionDataset, batch: int, subdivisions: int = 1, *,
         generator.seed()
     kwargs = {}
     if num_workers > 0:
-        kwargs.update(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor)
+        kwargs.update(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor,
+                      worker_init_fn=ignore_stop_signals)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_detection,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,

@@ -381,7 +381,10 @@ class Trainer:
             if self._stop_requested:  # second Ctrl-C: stop now
                 raise KeyboardInterrupt
             self._stop_requested = True
-            self.log(f"\n signal {signum}: finishing this iteration, then saving _last.weights")
+            # os.write, not print: the signal may arrive in the middle of a print to the same
+            # stream, and a buffered write re-entered from a handler raises RuntimeError
+            _write_fd(2, f"\n signal {signum}: finishing this iteration, then saving "
+                         "_last.weights\n")
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -411,7 +414,9 @@ class _BatchSource:
             return next(self._it)
 
     def close(self) -> None:
-        self._it = None
+        from ..data.dataset import shutdown_loader_iterator
+        it, self._it = self._it, None
+        shutdown_loader_iterator(it)
 
 
 class _RawHeads(torch.nn.Module):
@@ -438,6 +443,13 @@ def _partial_cutoff(net: Network, path: str) -> Optional[int]:
             return layer.index
         total += layer.num_weight_floats()
     return None
+
+
+def _write_fd(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        pass
 
 
 def _first_nonfinite_layer(net: Network) -> Optional[int]:

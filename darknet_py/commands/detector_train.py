@@ -8,7 +8,9 @@ max(100, ``-mAP_epochs`` epochs) iterations after burn_in and writes ``<cfg>_bes
 ``chart.png`` (loss and mAP) is written headless. Ctrl-C or SIGTERM finishes the iteration,
 saves ``_last.weights`` and exits 0.
 
-Devices: CPU; one CUDA GPU (``-gpus 0``) with mixed precision by default (``-no_amp`` turns it
+Devices (:mod:`darknet_py.devices`): CUDA GPU 0 when torch sees one, else the CPU; ``-gpus N`` or
+``-i N`` choose the GPU, ``-nogpu`` the CPU, and a GPU that is not there is a one-line error; the
+device is printed once on stderr. On CUDA mixed precision is on by default (``-no_amp`` turns it
 off); several GPUs ``-gpus 0,1`` through DDP, one process per GPU (started here with torchrun's
 machinery, or run the command under ``torchrun`` yourself; on CPU under torchrun it uses gloo).
 Darknet's ``-mjpeg_port``, ``-json_port`` and ``-show_imgs`` windows are not implemented
@@ -34,7 +36,10 @@ GROUP = "detector"
 @flag("map", "calc_map", is_flag=True, help="Compute mAP on valid= during training (chart.png).")
 @flag("dont_show", is_flag=True, help="No window (darknet-py never opens one; accepted).")
 @flag("clear", is_flag=True, help="Restart the iteration count at 0 (ignore seen).")
-@flag("gpus", type=str, default=None, help="GPU indices, e.g. 0 or 0,1,2,3.")
+@flag("gpus", type=str, default=None,
+      help="GPU indices, e.g. 0 or 0,1,2,3 (default: GPU 0 when CUDA is available, else CPU).")
+@flag("i", "gpu_index", type=int, default=None, help="The GPU to train on (-gpus wins); -1: CPU.")
+@flag("nogpu", is_flag=True, help="Train on the CPU even when CUDA is available.")
 @flag("thresh", type=float, default=0.25, show_default=True, help="-map: confidence threshold.")
 @flag("iou_thresh", type=float, default=0.5, show_default=True, help="-map: IoU threshold.")
 @flag("mAP_epochs", "map_epochs", type=int, default=4, show_default=True,
@@ -47,8 +52,8 @@ GROUP = "detector"
 @flag("max_batches", type=int, default=None,
       help="Override [net] max_batches (quick experiments).")
 @flag("cache_images", is_flag=True, help="Keep decoded images in RAM.")
-def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_thresh, map_epochs,
-            no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images):
+def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nogpu, thresh,
+            iou_thresh, map_epochs, no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images):
     """Train a detector on the images of obj.data's train= list."""
     from ..train.trainer import TrainOptions, Trainer
     check_file(data, "data file")
@@ -56,11 +61,15 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_th
     if weights is not None:
         check_file(weights, "weights file")
     gpu_list = parse_gpus(gpus)
+    from ..devices import select_device
+    for rank in range(max(1, len(gpu_list))):    # a missing GPU fails here, before DDP starts
+        select_device(gpu_list, gpu_index, nogpu=nogpu, local_rank=rank)
     if workers < 0:
         raise UsageError("-workers must be >= 0")
     opts = TrainOptions(data=data, cfg=cfg, weights=weights, clear=clear, dont_show=dont_show,
                         calc_map=calc_map, thresh=thresh, iou_thresh=iou_thresh,
-                        map_epochs=map_epochs, gpus=gpu_list, amp=False if no_amp else None,
+                        map_epochs=map_epochs, gpus=gpu_list, gpu_index=gpu_index,
+                        nogpu=nogpu, amp=False if no_amp else None,
                         workers=workers, seed=seed, verbose=verbose,
                         nan_policy="skip" if nan_skip else "stop", max_batches=max_batches,
                         cache_images=cache_images)

@@ -40,6 +40,8 @@ class TrainOptions:
     iou_thresh: float = 0.5
     map_epochs: int = 4
     gpus: List[int] = field(default_factory=list)
+    gpu_index: Optional[int] = None      # Darknet's -i N (-gpus wins); negative = CPU
+    nogpu: bool = False                  # Darknet's -nogpu: the CPU even when CUDA is there
     amp: Optional[bool] = None          # default: on for CUDA
     channels_last: Optional[bool] = None
     workers: int = 2
@@ -72,15 +74,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _pick_device(self) -> torch.device:
-        if self.opts.gpus and torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", 0))
-            gpu = self.opts.gpus[local % len(self.opts.gpus)]
-            if gpu >= torch.cuda.device_count():
-                raise UsageError(f"-gpus names GPU {gpu} but only {torch.cuda.device_count()} "
-                                 "are visible")
-            torch.cuda.set_device(gpu)
-            return torch.device("cuda", gpu)
-        return torch.device("cpu")
+        """:func:`darknet_py.devices.select_device`: CUDA when available, else the CPU; ``-gpus``
+        / ``-i`` choose the GPU (a DDP process takes its ``LOCAL_RANK`` entry of ``-gpus``)."""
+        from ..devices import describe, select_device
+        gpus = self.opts.gpus
+        if not gpus and self.world > 1 and self.opts.gpu_index is None and not self.opts.nogpu \
+                and torch.cuda.is_available():     # torchrun without -gpus: one GPU per process
+            gpus = list(range(torch.cuda.device_count()))
+        device = select_device(gpus, self.opts.gpu_index, nogpu=self.opts.nogpu)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if self.is_main:
+            print(describe(device), file=sys.stderr, flush=True)
+        return device
 
     def log(self, text: str = "", end: str = "\n") -> None:
         if self.is_main:

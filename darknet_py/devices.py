@@ -1,0 +1,132 @@
+"""Which device a command or the API runs on: one rule for everything.
+
+* No GPU named: CUDA GPU 0 when torch sees one, else the CPU.
+* Darknet's ``-i N`` (``index``) or ``-gpus N[,M...]`` (``gpus``; a DDP process takes the entry
+  of its ``LOCAL_RANK``) name the GPU; ``-gpus`` wins when both are given, as in Darknet's
+  ``run_detector``. A negative ``-i`` (Darknet's ``-i -1``) or ``-nogpu`` (``nogpu``) means the
+  CPU.
+* A GPU that is not there (any GPU on a torch without CUDA, or an index past the visible ones)
+  is a one-line :class:`~darknet_py.errors.UsageError`, never a silent fall back to the CPU.
+* API spellings go through the same rule: ``device=None | "cpu" | "cuda" | "cuda:N" | N |
+  torch.device``.
+
+:func:`describe` is the line a command prints once, on stderr, when it starts.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .errors import UsageError
+
+DeviceSpec = Union[None, str, int, torch.device]
+
+
+def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = None, *,
+                  device: DeviceSpec = None, nogpu: bool = False,
+                  local_rank: Optional[int] = None) -> torch.device:
+    """The device to run on (see the module docstring for the rule).
+
+    ``gpus``: the ``-gpus`` list; ``index``: ``-i``; ``device``: an API spelling; ``nogpu``:
+    force the CPU; ``local_rank``: which ``gpus`` entry this process takes (default: the
+    ``LOCAL_RANK`` environment variable, 0 outside DDP). Does not call ``torch.cuda.set_device``.
+    """
+    flag = None
+    gpu: Optional[int] = None
+    if device is not None:
+        gpu, flag = _parse_spec(device)
+        if gpu is None:
+            return torch.device("cpu")
+        if gpu == -1:                                 # "cuda" without an index: the default GPU
+            gpu = 0
+    elif nogpu:
+        return torch.device("cpu")
+    elif gpus:
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        gpu = int(list(gpus)[local_rank % len(gpus)])
+        flag = "-gpus " + ",".join(str(int(g)) for g in gpus)
+        if gpu < 0:
+            raise UsageError(f"{flag}: GPU indices are 0 or more (use -nogpu for the CPU)")
+    elif index is not None:
+        if int(index) < 0:
+            return torch.device("cpu")
+        gpu, flag = int(index), f"-i {int(index)}"
+    if gpu is None:                                    # nothing named: CUDA when available
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = (f"this torch ({torch.__version__}) is built without CUDA"
+               if torch.version.cuda is None else "torch sees no CUDA GPU")
+        raise UsageError(f"{flag} names GPU {gpu} but {why}; leave it out to run on the CPU")
+    count = torch.cuda.device_count()
+    if gpu >= count:
+        visible = "0" if count == 1 else f"0..{count - 1}"
+        raise UsageError(f"{flag} names GPU {gpu} but only {count} GPU"
+                         f"{'' if count == 1 else 's'} ({visible}) visible")
+    return torch.device("cuda", gpu)
+
+
+def _parse_spec(device: DeviceSpec):
+    """(gpu index or None for the CPU or -1 for "the default GPU", text for messages)."""
+    if isinstance(device, bool):
+        raise UsageError(f"device={device!r}: expected 'cpu', 'cuda', 'cuda:N' or a GPU index")
+    if isinstance(device, int):
+        if device < 0:
+            return None, None
+        return device, f"device={device}"
+    if isinstance(device, torch.device):
+        text = str(device)
+    elif isinstance(device, str):
+        text = device.strip().lower()
+    else:
+        raise UsageError(f"device={device!r}: expected 'cpu', 'cuda', 'cuda:N' or a GPU index")
+    if text == "cpu":
+        return None, None
+    if text in ("cuda", "gpu"):
+        return -1, f"device='{device}'"
+    for prefix in ("cuda:", "gpu:"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return int(text[len(prefix):]), f"device='{device}'"
+    raise UsageError(f"device={device!r}: expected 'cpu', 'cuda', 'cuda:N' or a GPU index")
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix/convolution kernels natively (oneDNN with AVX512-BF16 or
+    AMX); elsewhere bf16 autocast is emulated and slower than fp32."""
+    try:
+        mkldnn = torch.backends.mkldnn
+        if not mkldnn.is_available():
+            return False
+        ops = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        if ops is not None:
+            return bool(ops())
+    except (AttributeError, RuntimeError):
+        return False
+    return False
+
+
+def describe(device: torch.device, backend: Optional[str] = None) -> str:
+    """One line naming the device (and the inference backend, when given), e.g.
+    ``device: CPU (8 threads, bf16)`` or ``device: GPU 0 (NVIDIA H200, 139.7 GiB, CUDA 12.8)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        idx = 0 if device.index is None else device.index
+        try:
+            props = torch.cuda.get_device_properties(idx)
+            what = f"GPU {idx} ({props.name}, {props.total_memory / 2 ** 30:.1f} GiB, " \
+                   f"CUDA {torch.version.cuda})"
+        except (RuntimeError, AssertionError, AttributeError):
+            what = f"GPU {idx}"
+    elif device.type == "cpu":
+        extra = [f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"]
+        if cpu_bf16_supported():
+            extra.append("bf16")
+        what = f"CPU ({', '.join(extra)})"
+    else:
+        what = str(device)
+    line = f"device: {what}"
+    if backend:
+        line += f", backend: {backend}"
+    return line

@@ -11,7 +11,9 @@ Connected layers are stored transposed when ``major > 1000 or minor > 1000``.
 
 Unlike Darknet, which silently stops when the file ends early, reading a file that is too short for
 the layers asked for is an error naming the layer; a file longer than needed loads with a warning
-giving the number of bytes left over. Saving writes the header that was loaded (so a load/save round
+giving the number of bytes left over. Either way, when the file was made for another cfg (another
+classes=, the usual case), the message names the first layer that disagrees and the ``partial``
+command that keeps the layers before it (:func:`other_cfg_diagnosis`). Saving writes the header that was loaded (so a load/save round
 trip is byte-identical) or Darknet's current 0.2.5 for a new file.
 """
 from __future__ import annotations
@@ -247,17 +249,104 @@ def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional
             reader.layer_index = layer.index
             if getattr(layer, "dontload", 0):
                 continue
-            layer.read_weights(reader)
+            try:
+                layer.read_weights(reader)
+            except WeightsError as e:
+                why = other_cfg_diagnosis(net, reader.body_bytes, reader.path) \
+                    if cutoff is None else None
+                if why is None:
+                    raise
+                raise WeightsError(f"{e.message.split('; ')[0]}; {why}", file=e.file,
+                                   value=e.value) from None
     left = reader.bytes_left
     if left and cutoff is None:
         msg = (f"{reader.path}: {left} bytes left over after loading all {len(net.layers)} "
                "layers; the weights file is longer than the cfg needs")
+        why = other_cfg_diagnosis(net, reader.body_bytes, reader.path)
+        if why is not None:
+            msg = f"{reader.path}: {left} bytes left over: {why}"
         if strict_tail:
             raise WeightsError(msg)
         warnings.warn(msg, stacklevel=2)
     net.seen = reader.header.seen
     net.weights_header = reader.header
     return LoadReport(os.fspath(path), reader.header, n, reader.pos, left)
+
+
+def _yolo_head_convs(net: "Network"):
+    """(head conv layer, its [yolo]/[region] layer) for every detection layer fed directly by a
+    convolutional layer: the layers whose size depends on classes=."""
+    out = []
+    for head in getattr(net, "heads", []):
+        if head.index == 0:
+            continue
+        conv = net.layers[head.index - 1]
+        if getattr(conv, "table_name", "") == "conv" and getattr(conv, "share_layer", None) is None:
+            out.append((conv, head))
+    return out
+
+
+def _floats_per_filter(conv) -> int:
+    return (4 if conv.batch_normalize else 1) + conv.nweights // max(1, conv.n)
+
+
+def _first_bad_bn_layer(net: "Network") -> Optional[int]:
+    """The first batch-normalised conv whose loaded rolling variance is negative or not finite:
+    values read from the wrong place (a real Darknet file never has those)."""
+    import torch
+    for layer in net.layers:
+        var = getattr(layer, "rolling_variance", None)
+        if getattr(layer, "batch_normalize", 0) and isinstance(var, torch.Tensor) and \
+                var.numel() and not bool(((var >= 0) & torch.isfinite(var)).all()):
+            return layer.index
+    return None
+
+
+def other_cfg_diagnosis(net: "Network", body_bytes: Optional[int],
+                        weights_path: str = "<weights>") -> Optional[str]:
+    """Why a weights file of ``body_bytes`` (after the header) does not fit ``net``, when it was
+    made for another cfg: which layer first disagrees, and how to use it anyway (``partial``).
+
+    The usual case is another classes= (80-class COCO weights into a 3-class cfg): only the
+    convolutional layer in front of each [yolo] changes size (filters = (classes+5) x masks), so
+    the classes= of the file can be solved for from its size. Otherwise, when the values read
+    show it (a negative batch-norm variance), that layer is named. ``None``: no diagnosis.
+    """
+    if body_bytes is None or body_bytes % 4:
+        return None
+    have = body_bytes // 4
+    need = count_weight_floats(net)
+    if have == need:
+        return None
+    cfg = getattr(net, "cfg_path", "<cfg>")
+    heads = _yolo_head_convs(net)
+    per_class = sum(len(getattr(h, "mask", None) or range(h.n)) * _floats_per_filter(c)
+                    for c, h in heads)
+    if heads and per_class:
+        base = need - sum(c.n * _floats_per_filter(c) for c, _ in heads)
+        classes, rem = divmod(have - base, per_class)
+        classes -= 5
+        if rem == 0 and classes >= 1 and all(
+                c.n % len(getattr(h, "mask", None) or range(h.n)) == 0 for c, h in heads):
+            conv, head = heads[0]
+            masks = len(getattr(head, "mask", None) or range(head.n))
+            first = min(c.index for c, _ in heads)
+            return (f"the file was made for a cfg with classes={classes}: layer {conv.index} "
+                    f"(convolutional before [{head.table_name}] layer {head.index}) has "
+                    f"filters={conv.n} here but filters={(classes + 5) * masks} in the file, so "
+                    f"it and the layers after it would get misaligned values; to fine-tune from "
+                    f"it, keep the layers before it: darknet-py partial {cfg} {weights_path} "
+                    f"<out>.conv.{first} {first}")
+    bad = _first_bad_bn_layer(net)
+    if bad is not None:
+        layer = net.layers[bad]
+        return (f"the file was made for another cfg: it holds {have} floats, this cfg needs "
+                f"{need}, and layer {bad} ({layer.table_name}, filters={layer.n}) is the first "
+                "whose loaded values cannot be its own (negative batch-norm variance), so the "
+                "file disagrees with this cfg there or earlier; use the cfg the weights were "
+                "made with, or cut the layers both cfgs share with darknet-py partial "
+                f"<its cfg> {weights_path} <out> <layers>")
+    return None
 
 
 def weights_bytes(net: "Network", cutoff: Optional[int] = None,

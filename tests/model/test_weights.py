@@ -137,3 +137,43 @@ def test_state_dict_round_trip_is_safe(tmp_path):
     torch.save({"state_dict": {}, "x": object()}, evil)
     with pytest.raises(WeightsError, match="not a loadable state-dict"):
         b.load_state_dict_file(evil)
+
+
+def test_weights_of_another_classes_name_the_first_layer_that_disagrees(tmp_path):
+    """80-class yolov4-tiny.weights into the 3-class cfg (and back): the message names layer 29,
+    the conv before the first [yolo], its filters here and in the file, and the partial command
+    that keeps the layers before it, which gives exactly the official yolov4-tiny.conv.29."""
+    from conftest import REPO
+    w80 = require(REFDATA / "weights" / "yolov4-tiny.weights")
+    cfg3 = REPO / "cfg" / "yolov4-tiny-obj.cfg"
+    net = Network.from_cfg(cfg3)
+    with pytest.warns(UserWarning) as rec:
+        net.load_weights(w80)
+    msg = str(rec[0].message)
+    assert "\n" not in msg
+    for part in ("classes=80", "layer 29 (convolutional before [yolo] layer 30)",
+                 "filters=24 here but filters=255 in the file",
+                 f"darknet-py partial {cfg3} {w80} <out>.conv.29 29"):
+        assert part in msg, msg
+    # following the advice gives the official partial file, byte for byte
+    net = Network.from_cfg(cfg3)
+    net.load_weights(w80, cutoff=29)
+    assert net.weights_bytes(cutoff=29) == w80.read_bytes()[:19789716]
+    # the other way round: 3-class weights into the 80-class cfg end early; same diagnosis
+    p3 = tmp_path / "three.weights"
+    Network.from_cfg(cfg3).save_weights(p3)
+    net80 = Network.from_cfg(require(REFDATA / "cfg" / "darknet" / "yolov4-tiny.cfg"))
+    with pytest.raises(WeightsError) as e:
+        net80.load_weights(p3)
+    text = str(e.value)
+    assert text.startswith(f"{p3}: file ends early: layer ") and "\n" not in text
+    assert "classes=3" in text and "filters=255 here but filters=24 in the file" in text
+
+
+def test_weights_of_another_architecture_name_a_layer_that_cannot_match():
+    net = Network.from_cfg(require(REFDATA / "cfg" / "darknet" / "yolov3-tiny.cfg"))
+    with pytest.raises(WeightsError) as e:
+        net.load_weights(require(REFDATA / "weights" / "yolov4-tiny.weights"))
+    text = str(e.value)
+    assert "made for another cfg" in text and "negative batch-norm variance" in text
+    assert "darknet-py partial" in text

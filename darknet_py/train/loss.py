@@ -329,6 +329,127 @@ def _prepare_truth(truth: Union[torch.Tensor, np.ndarray], batch: int, device, d
     return t, in_prefix
 
 
+@dataclass
+class _YoloOptions:
+    """One ``[yolo]`` layer's options as ``forward_yolo_layer`` sees them (each option a C float),
+    with the shapes of this forward."""
+
+    B: int
+    n: int
+    C: int
+    h: int
+    w: int
+    net_w: int
+    net_h: int
+    total: int
+    mask: List[int]
+    mask_idx: torch.Tensor
+    anchors: torch.Tensor          # (total, 2) in network pixels
+    iou_loss: str
+    iou_norm: float
+    obj_norm: float
+    cls_norm: float
+    ignore_thresh: float
+    truth_thresh: float
+    iou_thresh: float
+    iou_thresh_kind: str
+    max_delta: float
+    clip_delta: bool
+    smooth_eps: float
+    focal: bool
+    obj_smooth: bool
+    new_coords: bool
+    cmul: Optional[torch.Tensor]   # classes_multipliers (counters_per_class)
+    class_map: Optional[Sequence[int]]
+    show_details: int
+
+    def y_true(self, positive: bool) -> float:
+        """The class target (``label_smooth_eps`` applied)."""
+        v = 1.0 if positive else 0.0
+        if self.smooth_eps:
+            v = _f32(v * _f32(1 - self.smooth_eps) + 0.5 * self.smooth_eps)
+        return v
+
+    def new_stats(self) -> "YoloLossStats":
+        return YoloLossStats(batch=self.B, iou_loss=self.iou_loss, iou_normalizer=self.iou_norm,
+                             obj_normalizer=self.obj_norm, cls_normalizer=self.cls_norm,
+                             show_details=self.show_details)
+
+
+@dataclass
+class _Truths:
+    """The truths of a batch as (B, T) tensors; ``usable``: in an image's list with a valid class."""
+
+    T: int
+    any_truth: bool
+    t_x: Optional[torch.Tensor] = None
+    t_y: Optional[torch.Tensor] = None
+    t_w: Optional[torch.Tensor] = None
+    t_h: Optional[torch.Tensor] = None
+    t_cls: Optional[torch.Tensor] = None
+    usable: Optional[torch.Tensor] = None
+    has_truth: Optional[torch.Tensor] = None
+
+
+@dataclass
+class _DeltaState:
+    """What the passes write: the delta buffer (B, n, 5+C, h, w), the objectness plane, the cells
+    whose box/class deltas were written, and the statistics."""
+
+    out: torch.Tensor
+    o_obj: torch.Tensor
+    delta: torch.Tensor
+    obj_delta: torch.Tensor
+    stats: "YoloLossStats"
+    touched_parts: List[torch.Tensor]
+    cls_written_cells: torch.Tensor
+
+
+def _yolo_options(layer: Any, B: int, h: int, w: int, net_w: int, net_h: int, device,
+                  dtype) -> _YoloOptions:
+    n = int(layer.n)
+    total = int(layer.total)
+    mask = [int(m) for m in layer.mask]
+    max_delta = _f32(getattr(layer, "max_delta", FLT_MAX))
+    cm_list = classes_multipliers(layer)
+    return _YoloOptions(
+        B=B, n=n, C=int(layer.classes), h=h, w=w, net_w=net_w, net_h=net_h, total=total,
+        mask=mask, mask_idx=torch.tensor(mask, device=device, dtype=torch.long),
+        anchors=torch.tensor(_anchors(layer), dtype=dtype, device=device).view(-1, 2)[:total],
+        iou_loss=str(layer.iou_loss).lower(),
+        iou_norm=_f32(layer.iou_normalizer), obj_norm=_f32(layer.obj_normalizer),
+        cls_norm=_f32(layer.cls_normalizer), ignore_thresh=_f32(layer.ignore_thresh),
+        truth_thresh=_f32(layer.truth_thresh), iou_thresh=_f32(layer.iou_thresh),
+        iou_thresh_kind=str(getattr(layer, "iou_thresh_kind", "iou")).lower(),
+        max_delta=max_delta, clip_delta=max_delta != FLT_MAX,
+        smooth_eps=_f32(getattr(layer, "label_smooth_eps", 0.0)),
+        focal=bool(getattr(layer, "focal_loss", 0)),
+        obj_smooth=bool(getattr(layer, "objectness_smooth", 0)),
+        new_coords=bool(getattr(layer, "new_coords", 0)),
+        cmul=torch.tensor(cm_list, dtype=dtype, device=device) if cm_list is not None else None,
+        class_map=getattr(layer, "class_map", None),
+        show_details=int(getattr(layer, "show_details", 1)))
+
+
+def _truths(truth: Union[torch.Tensor, np.ndarray], opt: _YoloOptions, device,
+            dtype) -> _Truths:
+    t, in_prefix = _prepare_truth(truth, opt.B, device, dtype)
+    T = t.shape[1]
+    if not T:
+        return _Truths(T=0, any_truth=False)
+    C = opt.C
+    t_cls_raw = t[..., 4].to(torch.long)  # C's (int) truncation
+    cls_ok = (t_cls_raw >= 0) & (t_cls_raw < C)
+    usable = in_prefix & cls_ok  # (B, T)
+    t_cls = t_cls_raw.clamp(0, C - 1)
+    if opt.class_map is not None:
+        t_cls = torch.as_tensor(opt.class_map, device=device, dtype=torch.long)[t_cls]
+    has_truth = usable.any(1)  # (B,)
+    return _Truths(T=T, any_truth=bool(has_truth.any()), t_x=t[..., 0], t_y=t[..., 1],
+                   t_w=t[..., 2], t_h=t[..., 3], t_cls=t_cls, usable=usable,
+                   has_truth=has_truth)
+
+
 def yolo_delta(output: torch.Tensor, truth: Union[torch.Tensor, np.ndarray], layer: Any,
                net_w: int, net_h: int) -> Tuple[torch.Tensor, YoloLossStats]:
     """Darknet's ``forward_yolo_layer`` training branch (``process_batch`` for every image).
@@ -344,10 +465,12 @@ def yolo_delta(output: torch.Tensor, truth: Union[torch.Tensor, np.ndarray], lay
     Returns:
         ``(delta, stats)``: ``delta`` has ``output``'s shape and Darknet's sign
         (``target - output``); ``stats`` the counts/sums Darknet prints (:class:`YoloLossStats`).
+
+    The passes, in Darknet's order: :func:`_every_prediction_pass` (1),
+    :func:`_every_truth_pass` (2), :func:`_average_boxes` (3), then :func:`_costs`.
     """
     in_shape = output.shape
-    n = int(layer.n)
-    C = int(layer.classes)
+    n, C = int(layer.n), int(layer.classes)
     if output.dim() == 4:
         B, _, h, w = output.shape
         out = output.detach().reshape(B, n, C + 5, h, w)
@@ -355,269 +478,294 @@ def yolo_delta(output: torch.Tensor, truth: Union[torch.Tensor, np.ndarray], lay
         B, _, _, h, w = output.shape
         out = output.detach()
     device, dtype = out.device, out.dtype
-    total = int(layer.total)
-    mask = [int(m) for m in layer.mask]
-    anchors = torch.tensor(_anchors(layer), dtype=dtype, device=device).view(-1, 2)[:total]
-    iou_loss = str(layer.iou_loss).lower()
-    # Darknet keeps every option in a C float
-    iou_norm = _f32(layer.iou_normalizer)
-    obj_norm = _f32(layer.obj_normalizer)
-    cls_norm = _f32(layer.cls_normalizer)
-    ignore_thresh = _f32(layer.ignore_thresh)
-    truth_thresh = _f32(layer.truth_thresh)
-    iou_thresh = _f32(layer.iou_thresh)
-    iou_thresh_kind = str(getattr(layer, "iou_thresh_kind", "iou")).lower()
-    max_delta = _f32(getattr(layer, "max_delta", FLT_MAX))
-    clip_delta = max_delta != FLT_MAX
-    smooth_eps = _f32(getattr(layer, "label_smooth_eps", 0.0))
-    focal = bool(getattr(layer, "focal_loss", 0))
-    obj_smooth = bool(getattr(layer, "objectness_smooth", 0))
-    new_coords = bool(getattr(layer, "new_coords", 0))
-    cm_list = classes_multipliers(layer)
-    cmul = torch.tensor(cm_list, dtype=dtype, device=device) if cm_list is not None else None
-    class_map = getattr(layer, "class_map", None)
-
-    stats = YoloLossStats(batch=B, iou_loss=iou_loss, iou_normalizer=iou_norm,
-                          obj_normalizer=obj_norm, cls_normalizer=cls_norm,
-                          show_details=int(getattr(layer, "show_details", 1)))
+    opt = _yolo_options(layer, B, h, w, net_w, net_h, device, dtype)
+    tr = _truths(truth, opt, device, dtype)
 
     # One delta buffer, (B, n, 5+C, h, w). The dense work is the objectness plane; box and class
     # entries are written only at the cells a truth trains (sparse index writes).
-    delta = torch.zeros_like(out)
     o_obj = out[:, :, 4]
-
-    def y_true(positive: bool) -> float:
-        v = 1.0 if positive else 0.0
-        if smooth_eps:
-            v = _f32(v * _f32(1 - smooth_eps) + 0.5 * smooth_eps)
-        return v
-
-    t, in_prefix = _prepare_truth(truth, B, device, dtype)
-    T = t.shape[1]
-    if T:
-        t_x, t_y, t_w, t_h = t[..., 0], t[..., 1], t[..., 2], t[..., 3]
-        t_cls_raw = t[..., 4].to(torch.long)  # C's (int) truncation
-        cls_ok = (t_cls_raw >= 0) & (t_cls_raw < C)
-        usable = in_prefix & cls_ok  # (B, T)
-        t_cls = t_cls_raw.clamp(0, C - 1)
-        if class_map is not None:
-            t_cls = torch.as_tensor(class_map, device=device, dtype=torch.long)[t_cls]
-        has_truth = usable.any(1)  # (B,)
-        any_truth = bool(has_truth.any())
-    else:
-        any_truth = False
-
     # Darknet zeroes a NaN/inf objectness inside the truth loop (so only for images with truths)
-    if any_truth:
-        bad_obj = ~torch.isfinite(o_obj) & has_truth.view(B, 1, 1, 1)
+    if tr.any_truth:
+        bad_obj = ~torch.isfinite(o_obj) & tr.has_truth.view(B, 1, 1, 1)
         if bool(bad_obj.any()):
             o_obj = torch.where(bad_obj, torch.zeros_like(o_obj), o_obj)
-    stats.avg_anyobj = float(o_obj.sum())
+    st = _DeltaState(out=out, o_obj=o_obj, delta=torch.zeros_like(out),
+                     obj_delta=opt.obj_norm * (0 - o_obj), stats=opt.new_stats(),
+                     touched_parts=[],
+                     cls_written_cells=torch.zeros(0, dtype=torch.long, device=device))
+    st.stats.avg_anyobj = float(o_obj.sum())
+    if tr.any_truth:
+        _every_prediction_pass(opt, tr, st)
+        _every_truth_pass(opt, tr, st)
+    st.delta[:, :, 4] = st.obj_delta
+    touched = _average_boxes(opt, st)
+    _costs(opt, st, touched)
+    return st.delta.reshape(in_shape), st.stats
 
-    mask_idx = torch.tensor(mask, device=device, dtype=torch.long)
-    # cells whose box / class deltas were written (for rewritten_bbox, averaging, costs)
-    touched_parts: List[torch.Tensor] = []
 
-    # ---------------------------------------------------------------- 1. every prediction
-    obj_delta = obj_norm * (0 - o_obj)
-    cls_written_cells = torch.zeros(0, dtype=torch.long, device=device)
-    if any_truth:
-        # every prediction's box (get_yolo_box)
-        gy = torch.arange(h, device=device, dtype=dtype).view(1, 1, h, 1)
-        gx = torch.arange(w, device=device, dtype=dtype).view(1, 1, 1, w)
-        aw = anchors[mask_idx, 0].view(1, n, 1, 1)
-        ah = anchors[mask_idx, 1].view(1, n, 1, 1)
-        pb_x = (gx + out[:, :, 0]) / w
-        pb_y = (gy + out[:, :, 1]) / h
-        if new_coords:
-            pb_w = out[:, :, 2] * out[:, :, 2] * 4 * aw / net_w
-            pb_h = out[:, :, 3] * out[:, :, 3] * 4 * ah / net_h
-        else:
-            pb_w = torch.exp(out[:, :, 2]) * aw / net_w
-            pb_h = torch.exp(out[:, :, 3]) * ah / net_h
-        # best IoU of every prediction with the image's truths: (B, n, h, w, T), image chunks
-        P = n * h * w
-        chunk = max(1, int(8_000_000 // max(1, P * T)))
-        best_iou_parts, best_t_parts = [], []
-        for b0 in range(0, B, chunk):
-            sl = slice(b0, b0 + chunk)
-            pred = tuple(v[sl].unsqueeze(-1) for v in (pb_x, pb_y, pb_w, pb_h))
-            tru = tuple(v[sl].view(-1, 1, 1, 1, T) for v in (t_x, t_y, t_w, t_h))
-            ious = box_iou(pred, tru)  # type: ignore[arg-type]
-            ious = ious.masked_fill(~usable[sl].view(-1, 1, 1, 1, T), 0)
-            bi, bt = ious.max(dim=-1)  # first maximum, like Darknet's strict '>'
-            best_iou_parts.append(bi)
-            best_t_parts.append(bt)
-        best_iou = torch.cat(best_iou_parts, 0) if len(best_iou_parts) > 1 else best_iou_parts[0]
-        best_t = torch.cat(best_t_parts, 0) if len(best_t_parts) > 1 else best_t_parts[0]
-        # compare_yolo_class: some class score above 0.25 (checked only when a truth exists)
-        class_match = out[:, :, 5:].amax(dim=2) > 0.25
-        best_match_iou = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
-        ignore = best_match_iou > ignore_thresh
-        if obj_smooth:
-            cand = obj_norm * (best_match_iou - o_obj)
-            obj_delta = torch.where(ignore & (cand > obj_delta), cand, obj_delta)
-        else:
-            obj_delta = obj_delta.masked_fill(ignore, 0)
+def _prediction_boxes(opt: _YoloOptions, out: torch.Tensor) -> BoxT:
+    """``get_yolo_box`` of every prediction: (B, n, h, w) tensors x, y, w, h."""
+    n, h, w = opt.n, opt.h, opt.w
+    device, dtype = out.device, out.dtype
+    gy = torch.arange(h, device=device, dtype=dtype).view(1, 1, h, 1)
+    gx = torch.arange(w, device=device, dtype=dtype).view(1, 1, 1, w)
+    aw = opt.anchors[opt.mask_idx, 0].view(1, n, 1, 1)
+    ah = opt.anchors[opt.mask_idx, 1].view(1, n, 1, 1)
+    pb_x = (gx + out[:, :, 0]) / w
+    pb_y = (gy + out[:, :, 1]) / h
+    if opt.new_coords:
+        pb_w = out[:, :, 2] * out[:, :, 2] * 4 * aw / opt.net_w
+        pb_h = out[:, :, 3] * out[:, :, 3] * 4 * ah / opt.net_h
+    else:
+        pb_w = torch.exp(out[:, :, 2]) * aw / opt.net_w
+        pb_h = torch.exp(out[:, :, 3]) * ah / opt.net_h
+    return pb_x, pb_y, pb_w, pb_h
 
-        positive = best_iou > truth_thresh
-        if bool(positive.any()):
-            pb_, pa_, pj_, pi_ = positive.nonzero(as_tuple=True)
-            pt_ = best_t[pb_, pa_, pj_, pi_]
-            cid = t_cls[pb_, pt_]
-            cm_e = cmul[cid] if cmul is not None else torch.ones_like(pt_, dtype=dtype)
-            biou = best_iou[pb_, pa_, pj_, pi_]
-            iou_mult = biou * biou
-            obj_e = o_obj[pb_, pa_, pj_, pi_]
-            if obj_smooth:
-                obj_delta[pb_, pa_, pj_, pi_] = obj_norm * (iou_mult - obj_e)
-            else:
-                obj_delta[pb_, pa_, pj_, pi_] = obj_norm * (1 - obj_e)
-            ocls = out[pb_, pa_, 5:, pj_, pi_]  # (E, C)
-            full = _class_full_write(ocls, cid, y_true, focal, cmul, cls_norm, torch.zeros_like(ocls))
-            rows = torch.arange(full.shape[0], device=device)
-            if obj_smooth:
-                full[rows, cid] = cm_e * (iou_mult - ocls[rows, cid])
-            delta[pb_, pa_, 5:, pj_, pi_] = full
-            tbox = tuple(v[pb_, pt_] for v in (t_x, t_y, t_w, t_h))
-            d, _, _ = _delta_yolo_box(tbox, out, (pb_, pa_, pj_, pi_), anchors[mask_idx[pa_]],
-                                      w, h, net_w, net_h, iou_norm * cm_e, iou_loss, new_coords,
-                                      clip_delta, max_delta)
-            delta[pb_, pa_, :4, pj_, pi_] += d
-            flat1 = ((pb_ * n + pa_) * h + pj_) * w + pi_
-            touched_parts.append(flat1)
-            cls_written_cells = flat1
-            stats.total_bbox += int(pb_.numel())
 
-    # ---------------------------------------------------------------- 2. every truth
-    if any_truth:
-        zeros_bt = torch.zeros_like(t_w)
-        tshift = (zeros_bt.unsqueeze(-1), zeros_bt.unsqueeze(-1), t_w.unsqueeze(-1), t_h.unsqueeze(-1))
-        zero_a = torch.zeros(total, device=device, dtype=dtype)
-        abox = tuple(v.view(1, 1, total) for v in
-                     (zero_a, zero_a, anchors[:, 0] / net_w, anchors[:, 1] / net_h))
-        shape_iou = box_iou(abox, tshift)  # type: ignore[arg-type]  (B, T, total)
-        best_n = shape_iou.argmax(dim=-1)  # first maximum (all-zero -> 0, as Darknet)
-        mask_pos_list = [-1] * total
-        for k, m in enumerate(mask):
-            if mask_pos_list[m] < 0:
-                mask_pos_list[m] = k
-        mask_pos = torch.tensor(mask_pos_list, device=device, dtype=torch.long)
-        anchor_ids = torch.arange(total, device=device)
-        in_mask = (mask_pos >= 0).view(1, 1, total)
-        is_best = anchor_ids.view(1, 1, total) == best_n.unsqueeze(-1)
-        events = usable.unsqueeze(-1) & in_mask & is_best
-        if iou_thresh < 1.0:
-            kind_iou = box_iou_kind(abox, tshift, iou_thresh_kind)  # type: ignore[arg-type]
-            events = events | (usable.unsqueeze(-1) & in_mask & ~is_best & (kind_iou > iou_thresh))
-        eb, et, en = events.nonzero(as_tuple=True)
-        E = int(eb.numel())
-        if E:
-            # Darknet's order: truth by truth, best anchor first, then the others ascending
-            order = et * (total + 1) + torch.where(is_best[eb, et, en], torch.zeros_like(en), en + 1)
-            perm = torch.argsort(order + eb * (T * (total + 1)))
-            eb, et, en = eb[perm], et[perm], en[perm]
-            ea = mask_pos[en]
-            ei = (t_x[eb, et] * w).to(torch.long).clamp(0, w - 1)
-            ej = (t_y[eb, et] * h).to(torch.long).clamp(0, h - 1)
-            cid = t_cls[eb, et]
-            cm_e = cmul[cid] if cmul is not None else torch.ones(E, dtype=dtype, device=device)
-            tbox = tuple(v[eb, et] for v in (t_x, t_y, t_w, t_h))
-            d, ious_e, gious_e = _delta_yolo_box(
-                tbox, out, (eb, ea, ej, ei), anchors[en], w, h, net_w, net_h, iou_norm * cm_e,
-                iou_loss, new_coords, clip_delta, max_delta)
+def _best_truth_iou(opt: _YoloOptions, tr: _Truths, pred: BoxT
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best IoU of every prediction with its image's truths, and which truth: (B, n, h, w) each.
+    Computed over (B, n, h, w, T) in chunks of images to bound memory."""
+    B, T = opt.B, tr.T
+    P = opt.n * opt.h * opt.w
+    chunk = max(1, int(8_000_000 // max(1, P * T)))
+    best_iou_parts, best_t_parts = [], []
+    for b0 in range(0, B, chunk):
+        sl = slice(b0, b0 + chunk)
+        p = tuple(v[sl].unsqueeze(-1) for v in pred)
+        t = tuple(v[sl].view(-1, 1, 1, 1, T) for v in (tr.t_x, tr.t_y, tr.t_w, tr.t_h))
+        ious = box_iou(p, t)  # type: ignore[arg-type]
+        ious = ious.masked_fill(~tr.usable[sl].view(-1, 1, 1, 1, T), 0)
+        bi, bt = ious.max(dim=-1)  # first maximum, like Darknet's strict '>'
+        best_iou_parts.append(bi)
+        best_t_parts.append(bt)
+    best_iou = torch.cat(best_iou_parts, 0) if len(best_iou_parts) > 1 else best_iou_parts[0]
+    best_t = torch.cat(best_t_parts, 0) if len(best_t_parts) > 1 else best_t_parts[0]
+    return best_iou, best_t
 
-            flat = ((eb * n + ea) * h + ej) * w + ei  # cell id in (B, n, h, w) order
-            # per-cell first / last event: events are in order, so compare with a scatter
-            ev_idx = torch.arange(E, device=device)
-            uniq, inverse = torch.unique(flat, return_inverse=True)
-            first_ev = torch.full((uniq.numel(),), E, device=device, dtype=torch.long)
-            first_ev.scatter_reduce_(0, inverse, ev_idx, reduce="amin")
-            last_ev = torch.full((uniq.numel(),), -1, device=device, dtype=torch.long)
-            last_ev.scatter_reduce_(0, inverse, ev_idx, reduce="amax")
-            is_first = first_ev[inverse] == ev_idx
-            is_last = last_ev[inverse] == ev_idx
 
-            # rewritten_bbox: box delta of the cell already non-zero before this event
-            pre_touched = torch.zeros(E, dtype=torch.bool, device=device)
-            if touched_parts:
-                pre_touched = torch.isin(flat, touched_parts[0])
-            stats.rewritten_bbox += int((~is_first | pre_touched).sum())
-            stats.total_bbox += E
+def _every_prediction_pass(opt: _YoloOptions, tr: _Truths, st: _DeltaState) -> None:
+    """Pass 1: every prediction's objectness (ignored above ``ignore_thresh``), and predictions
+    whose best IoU exceeds ``truth_thresh`` trained as positives."""
+    out, o_obj, delta = st.out, st.o_obj, st.delta
+    n, h, w = opt.n, opt.h, opt.w
+    obj_norm, cmul = opt.obj_norm, opt.cmul
+    best_iou, best_t = _best_truth_iou(opt, tr, _prediction_boxes(opt, out))
+    # compare_yolo_class: some class score above 0.25 (checked only when a truth exists)
+    class_match = out[:, :, 5:].amax(dim=2) > 0.25
+    best_match_iou = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
+    ignore = best_match_iou > opt.ignore_thresh
+    if opt.obj_smooth:
+        cand = obj_norm * (best_match_iou - o_obj)
+        st.obj_delta = torch.where(ignore & (cand > st.obj_delta), cand, st.obj_delta)
+    else:
+        st.obj_delta = st.obj_delta.masked_fill(ignore, 0)
 
-            # box deltas accumulate (index_put_ with accumulate adds duplicates)
-            k4 = torch.arange(4, device=device).repeat(E)
-            rep = lambda v: v.repeat_interleave(4)  # noqa: E731
-            delta.index_put_((rep(eb), rep(ea), k4, rep(ej), rep(ei)), d.reshape(-1), accumulate=True)
+    positive = best_iou > opt.truth_thresh
+    if not bool(positive.any()):
+        return
+    pb_, pa_, pj_, pi_ = positive.nonzero(as_tuple=True)
+    pt_ = best_t[pb_, pa_, pj_, pi_]
+    cid = tr.t_cls[pb_, pt_]
+    cm_e = cmul[cid] if cmul is not None else torch.ones_like(pt_, dtype=out.dtype)
+    biou = best_iou[pb_, pa_, pj_, pi_]
+    iou_mult = biou * biou
+    obj_e = o_obj[pb_, pa_, pj_, pi_]
+    if opt.obj_smooth:
+        st.obj_delta[pb_, pa_, pj_, pi_] = obj_norm * (iou_mult - obj_e)
+    else:
+        st.obj_delta[pb_, pa_, pj_, pi_] = obj_norm * (1 - obj_e)
+    ocls = out[pb_, pa_, 5:, pj_, pi_]  # (E, C)
+    full = _class_full_write(ocls, cid, opt.y_true, opt.focal, cmul, opt.cls_norm,
+                             torch.zeros_like(ocls))
+    rows = torch.arange(full.shape[0], device=out.device)
+    if opt.obj_smooth:
+        full[rows, cid] = cm_e * (iou_mult - ocls[rows, cid])
+    delta[pb_, pa_, 5:, pj_, pi_] = full
+    tbox = tuple(v[pb_, pt_] for v in (tr.t_x, tr.t_y, tr.t_w, tr.t_h))
+    d, _, _ = _delta_yolo_box(tbox, out, (pb_, pa_, pj_, pi_), opt.anchors[opt.mask_idx[pa_]],
+                              w, h, opt.net_w, opt.net_h, opt.iou_norm * cm_e, opt.iou_loss,
+                              opt.new_coords, opt.clip_delta, opt.max_delta)
+    delta[pb_, pa_, :4, pj_, pi_] += d
+    flat1 = ((pb_ * n + pa_) * h + pj_) * w + pi_
+    st.touched_parts.append(flat1)
+    st.cls_written_cells = flat1
+    st.stats.total_bbox += int(pb_.numel())
 
-            # objectness: last event of the cell wins (objectness_smooth: first, only if still 0)
-            obj_e = o_obj[eb, ea, ej, ei]
-            obj_val = cm_e * obj_norm * (1 - obj_e)
-            if obj_smooth:
-                sel = is_first & (obj_delta[eb, ea, ej, ei] == 0)
-            else:
-                sel = is_last
-            obj_delta[eb[sel], ea[sel], ej[sel], ei[sel]] = obj_val[sel]
 
-            # classes: the first event of a cell not yet written overwrites all classes;
-            # every later event only rewrites its own class entry
-            full_sel = is_first
-            if cls_written_cells.numel():
-                full_sel = full_sel & ~torch.isin(flat, cls_written_cells)
-            if bool(full_sel.any()):
-                fb, fa, fj, fi = eb[full_sel], ea[full_sel], ej[full_sel], ei[full_sel]
-                ocls = out[fb, fa, 5:, fj, fi]
-                delta[fb, fa, 5:, fj, fi] = _class_full_write(
-                    ocls, cid[full_sel], y_true, focal, cmul, cls_norm, delta[fb, fa, 5:, fj, fi])
-            single = ~full_sel
-            if bool(single.any()):
-                sb, sa, sj, si, sc = eb[single], ea[single], ej[single], ei[single], cid[single] + 5
-                val = y_true(True) - out[sb, sa, sc, sj, si]
-                if cmul is not None:
-                    val = val * cmul[sc - 5]
-                old = delta[sb, sa, sc, sj, si]
-                delta[sb, sa, sc, sj, si] = torch.where(torch.isfinite(val), val, old)
-            touched_parts.append(flat)
+def _truth_events(opt: _YoloOptions, tr: _Truths):
+    """Pass 2's (image, truth, anchor) events in Darknet's order (truth by truth, best anchor
+    first, then the other anchors of the mask above ``iou_thresh``, ascending): ``(eb, et, en)``
+    index tensors (``en`` indexes all ``total`` anchors)."""
+    device, dtype = tr.t_w.device, tr.t_w.dtype
+    total, T = opt.total, tr.T
+    zeros_bt = torch.zeros_like(tr.t_w)
+    tshift = (zeros_bt.unsqueeze(-1), zeros_bt.unsqueeze(-1), tr.t_w.unsqueeze(-1),
+              tr.t_h.unsqueeze(-1))
+    zero_a = torch.zeros(total, device=device, dtype=dtype)
+    abox = tuple(v.view(1, 1, total) for v in
+                 (zero_a, zero_a, opt.anchors[:, 0] / opt.net_w, opt.anchors[:, 1] / opt.net_h))
+    shape_iou = box_iou(abox, tshift)  # type: ignore[arg-type]  (B, T, total)
+    best_n = shape_iou.argmax(dim=-1)  # first maximum (all-zero -> 0, as Darknet)
+    in_mask = (_mask_positions(opt) >= 0).view(1, 1, total)
+    anchor_ids = torch.arange(total, device=device)
+    is_best = anchor_ids.view(1, 1, total) == best_n.unsqueeze(-1)
+    usable = tr.usable.unsqueeze(-1)
+    events = usable & in_mask & is_best
+    if opt.iou_thresh < 1.0:
+        kind_iou = box_iou_kind(abox, tshift, opt.iou_thresh_kind)  # type: ignore[arg-type]
+        events = events | (usable & in_mask & ~is_best & (kind_iou > opt.iou_thresh))
+    eb, et, en = events.nonzero(as_tuple=True)
+    if eb.numel():
+        order = et * (total + 1) + torch.where(is_best[eb, et, en], torch.zeros_like(en), en + 1)
+        perm = torch.argsort(order + eb * (T * (total + 1)))
+        eb, et, en = eb[perm], et[perm], en[perm]
+    return eb, et, en
 
-            stats.count += E
-            stats.class_count += E
-            stats.tot_iou += float(ious_e.double().sum())
-            stats.tot_iou_loss += float((1 - ious_e.double()).sum())
-            stats.tot_giou_loss += float((1 - gious_e.double()).sum())
-            stats.recall50 += int((ious_e > 0.5).sum())
-            stats.recall75 += int((ious_e > 0.75).sum())
-            stats.avg_obj += float(obj_e.double().sum())
-            stats.avg_cat += float(out[eb, ea, cid + 5, ej, ei].double().sum())
 
-    delta[:, :, 4] = obj_delta
+def _mask_positions(opt: _YoloOptions) -> torch.Tensor:
+    """For each of the ``total`` anchors, its (first) position in this layer's mask, or -1."""
+    pos = [-1] * opt.total
+    for k, m in enumerate(opt.mask):
+        if pos[m] < 0:
+            pos[m] = k
+    return torch.tensor(pos, device=opt.mask_idx.device, dtype=torch.long)
 
-    # ---------------------------------------------------------------- 3. averaging (iou_thresh)
-    touched = torch.unique(torch.cat(touched_parts)) if touched_parts else None
-    if touched is not None:
-        tb_ = touched // (n * h * w)
-        ta_ = (touched // (h * w)) % n
-        tj_ = (touched // w) % h
-        ti_ = touched % w
-        if iou_thresh < 1.0:
-            cells = delta[tb_, ta_, :, tj_, ti_]  # (K, 5+C)
-            n_pos = (cells[:, 5:] > 0).sum(dim=1, keepdim=True).to(dtype)
-            avg = (cells[:, 4:5] != 0) & (n_pos > 0)
-            boxes = torch.where(avg, cells[:, :4] / n_pos.clamp(min=1), cells[:, :4])
-            delta[tb_, ta_, :4, tj_, ti_] = boxes
 
-    # ---------------------------------------------------------------- costs
-    stats.sum_sq = float(delta.pow(2).sum(dtype=torch.float64))
+def _every_truth_pass(opt: _YoloOptions, tr: _Truths, st: _DeltaState) -> None:
+    """Pass 2: every truth trains the cell under its centre for its best anchor (and the other
+    anchors above ``iou_thresh``): box deltas accumulate, objectness and class deltas are
+    written in event order."""
+    eb, et, en = _truth_events(opt, tr)
+    E = int(eb.numel())
+    if not E:
+        return
+    out, delta = st.out, st.delta
+    n, h, w = opt.n, opt.h, opt.w
+    device, dtype = out.device, out.dtype
+    cmul = opt.cmul
+    ea = _mask_positions(opt)[en]
+    ei = (tr.t_x[eb, et] * w).to(torch.long).clamp(0, w - 1)
+    ej = (tr.t_y[eb, et] * h).to(torch.long).clamp(0, h - 1)
+    cid = tr.t_cls[eb, et]
+    cm_e = cmul[cid] if cmul is not None else torch.ones(E, dtype=dtype, device=device)
+    tbox = tuple(v[eb, et] for v in (tr.t_x, tr.t_y, tr.t_w, tr.t_h))
+    d, ious_e, gious_e = _delta_yolo_box(
+        tbox, out, (eb, ea, ej, ei), opt.anchors[en], w, h, opt.net_w, opt.net_h,
+        opt.iou_norm * cm_e, opt.iou_loss, opt.new_coords, opt.clip_delta, opt.max_delta)
+
+    flat = ((eb * n + ea) * h + ej) * w + ei  # cell id in (B, n, h, w) order
+    is_first, is_last = _first_and_last_event_of_cell(flat)
+
+    # rewritten_bbox: box delta of the cell already non-zero before this event
+    pre_touched = torch.zeros(E, dtype=torch.bool, device=device)
+    if st.touched_parts:
+        pre_touched = torch.isin(flat, st.touched_parts[0])
+    st.stats.rewritten_bbox += int((~is_first | pre_touched).sum())
+    st.stats.total_bbox += E
+
+    # box deltas accumulate (index_put_ with accumulate adds duplicates)
+    k4 = torch.arange(4, device=device).repeat(E)
+    rep = lambda v: v.repeat_interleave(4)  # noqa: E731
+    delta.index_put_((rep(eb), rep(ea), k4, rep(ej), rep(ei)), d.reshape(-1), accumulate=True)
+
+    # objectness: last event of the cell wins (objectness_smooth: first, only if still 0)
+    obj_e = st.o_obj[eb, ea, ej, ei]
+    obj_val = cm_e * opt.obj_norm * (1 - obj_e)
+    if opt.obj_smooth:
+        sel = is_first & (st.obj_delta[eb, ea, ej, ei] == 0)
+    else:
+        sel = is_last
+    st.obj_delta[eb[sel], ea[sel], ej[sel], ei[sel]] = obj_val[sel]
+
+    _truth_class_deltas(opt, st, (eb, ea, ej, ei), cid, flat, is_first)
+    st.touched_parts.append(flat)
+
+    stats = st.stats
+    stats.count += E
+    stats.class_count += E
+    stats.tot_iou += float(ious_e.double().sum())
+    stats.tot_iou_loss += float((1 - ious_e.double()).sum())
+    stats.tot_giou_loss += float((1 - gious_e.double()).sum())
+    stats.recall50 += int((ious_e > 0.5).sum())
+    stats.recall75 += int((ious_e > 0.75).sum())
+    stats.avg_obj += float(obj_e.double().sum())
+    stats.avg_cat += float(out[eb, ea, cid + 5, ej, ei].double().sum())
+
+
+def _first_and_last_event_of_cell(flat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per event: is it the first / the last event of its cell (events are in order)."""
+    E = flat.numel()
+    ev_idx = torch.arange(E, device=flat.device)
+    uniq, inverse = torch.unique(flat, return_inverse=True)
+    first_ev = torch.full((uniq.numel(),), E, device=flat.device, dtype=torch.long)
+    first_ev.scatter_reduce_(0, inverse, ev_idx, reduce="amin")
+    last_ev = torch.full((uniq.numel(),), -1, device=flat.device, dtype=torch.long)
+    last_ev.scatter_reduce_(0, inverse, ev_idx, reduce="amax")
+    return first_ev[inverse] == ev_idx, last_ev[inverse] == ev_idx
+
+
+def _truth_class_deltas(opt: _YoloOptions, st: _DeltaState, cell, cid: torch.Tensor,
+                        flat: torch.Tensor, is_first: torch.Tensor) -> None:
+    """Pass 2's classes: the first event of a cell not yet written overwrites all classes;
+    every later event only rewrites its own class entry."""
+    eb, ea, ej, ei = cell
+    out, delta, cmul = st.out, st.delta, opt.cmul
+    full_sel = is_first
+    if st.cls_written_cells.numel():
+        full_sel = full_sel & ~torch.isin(flat, st.cls_written_cells)
+    if bool(full_sel.any()):
+        fb, fa, fj, fi = eb[full_sel], ea[full_sel], ej[full_sel], ei[full_sel]
+        ocls = out[fb, fa, 5:, fj, fi]
+        delta[fb, fa, 5:, fj, fi] = _class_full_write(
+            ocls, cid[full_sel], opt.y_true, opt.focal, cmul, opt.cls_norm,
+            delta[fb, fa, 5:, fj, fi])
+    single = ~full_sel
+    if bool(single.any()):
+        sb, sa, sj, si, sc = eb[single], ea[single], ej[single], ei[single], cid[single] + 5
+        val = opt.y_true(True) - out[sb, sa, sc, sj, si]
+        if cmul is not None:
+            val = val * cmul[sc - 5]
+        old = delta[sb, sa, sc, sj, si]
+        delta[sb, sa, sc, sj, si] = torch.where(torch.isfinite(val), val, old)
+
+
+def _average_boxes(opt: _YoloOptions, st: _DeltaState):
+    """Pass 3 (``iou_thresh < 1``): the box delta of a cell with several positive classes is
+    divided by their number. Returns the touched cells as (b, a, j, i) index tensors, or None."""
+    if not st.touched_parts:
+        return None
+    n, h, w = opt.n, opt.h, opt.w
+    touched = torch.unique(torch.cat(st.touched_parts))
+    tb_ = touched // (n * h * w)
+    ta_ = (touched // (h * w)) % n
+    tj_ = (touched // w) % h
+    ti_ = touched % w
+    if opt.iou_thresh < 1.0:
+        delta = st.delta
+        cells = delta[tb_, ta_, :, tj_, ti_]  # (K, 5+C)
+        n_pos = (cells[:, 5:] > 0).sum(dim=1, keepdim=True).to(delta.dtype)
+        avg = (cells[:, 4:5] != 0) & (n_pos > 0)
+        boxes = torch.where(avg, cells[:, :4] / n_pos.clamp(min=1), cells[:, :4])
+        delta[tb_, ta_, :4, tj_, ti_] = boxes
+    return tb_, ta_, tj_, ti_
+
+
+def _costs(opt: _YoloOptions, st: _DeltaState, touched) -> None:
+    """``l.cost`` and the printed sums (see :class:`YoloLossStats`)."""
+    stats = st.stats
+    stats.sum_sq = float(st.delta.pow(2).sum(dtype=torch.float64))
     box_sq = 0.0
     if touched is not None:
-        box_sq = float(delta[tb_, ta_, :4, tj_, ti_].pow(2).sum(dtype=torch.float64))
-    stats.classification_loss = obj_norm * (stats.sum_sq - box_sq)
+        tb_, ta_, tj_, ti_ = touched
+        box_sq = float(st.delta[tb_, ta_, :4, tj_, ti_].pow(2).sum(dtype=torch.float64))
+    stats.classification_loss = opt.obj_norm * (stats.sum_sq - box_sq)
     count = max(stats.count, 1)
-    if iou_loss == "mse" or not stats.show_details:
+    if opt.iou_loss == "mse" or not stats.show_details:
         stats.cost = stats.sum_sq
     else:
-        tot = stats.tot_giou_loss if iou_loss == "giou" else stats.tot_iou_loss
-        stats.cost = iou_norm * (tot / count) + stats.classification_loss
-    return delta.reshape(in_shape), stats
+        tot = stats.tot_giou_loss if opt.iou_loss == "giou" else stats.tot_iou_loss
+        stats.cost = opt.iou_norm * (tot / count) + stats.classification_loss
 
 
 def _class_full_write(o: torch.Tensor, cid: torch.Tensor, y_true, focal: bool,

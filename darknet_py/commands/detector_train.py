@@ -45,6 +45,10 @@ GROUP = "detector"
 @flag("mAP_epochs", "map_epochs", type=int, default=4, show_default=True,
       help="-map: evaluate every N epochs (at least every 100 iterations).")
 @flag("no_amp", is_flag=True, help="CUDA: train in fp32 (mixed precision is on by default).")
+@flag("bf16", "bf16", flag_value=True, default=None,
+      help="CPU: bf16 autocast (batch norm and loss stay fp32; default where the CPU has native "
+           "bf16, AVX512-BF16/AMX).")
+@flag("no_bf16", "bf16", flag_value=False, help="CPU: train in fp32.")
 @flag("workers", type=int, default=2, show_default=True, help="Data loader processes.")
 @flag("seed", type=int, default=None, help="Seed the augmentation (reproducible runs).")
 @flag("verbose", is_flag=True, help="Print Darknet's per-layer 'v3 (...)' loss lines.")
@@ -53,7 +57,7 @@ GROUP = "detector"
       help="Override [net] max_batches (quick experiments).")
 @flag("cache_images", is_flag=True, help="Keep decoded images in RAM.")
 def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nogpu, thresh,
-            iou_thresh, map_epochs, no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images):
+            iou_thresh, map_epochs, no_amp, bf16, workers, seed, verbose, nan_skip, max_batches, cache_images):
     """Train a detector on the images of obj.data's train= list."""
     from ..train.trainer import TrainOptions, Trainer
     check_file(data, "data file")
@@ -69,7 +73,7 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nog
     opts = TrainOptions(data=data, cfg=cfg, weights=weights, clear=clear, dont_show=dont_show,
                         calc_map=calc_map, thresh=thresh, iou_thresh=iou_thresh,
                         map_epochs=map_epochs, gpus=gpu_list, gpu_index=gpu_index,
-                        nogpu=nogpu, amp=False if no_amp else None,
+                        nogpu=nogpu, amp=False if no_amp else None, bf16=bf16,
                         workers=workers, seed=seed, verbose=verbose,
                         nan_policy="skip" if nan_skip else "stop", max_batches=max_batches,
                         cache_images=cache_images)

@@ -42,7 +42,8 @@ class TrainOptions:
     gpus: List[int] = field(default_factory=list)
     gpu_index: Optional[int] = None      # Darknet's -i N (-gpus wins); negative = CPU
     nogpu: bool = False                  # Darknet's -nogpu: the CPU even when CUDA is there
-    amp: Optional[bool] = None          # default: on for CUDA
+    amp: Optional[bool] = None          # CUDA fp16 autocast; default: on
+    bf16: Optional[bool] = None         # CPU bf16 autocast; default: where the CPU has it
     channels_last: Optional[bool] = None
     workers: int = 2
     seed: Optional[int] = None
@@ -140,6 +141,10 @@ class Trainer:
         if o.clear:
             self.net.seen = 0
         self.net.to(self.device)
+        from .precision import choose_precision
+        self.precision = choose_precision(self.device, o.amp, o.bf16, o.channels_last)
+        if self.is_main:
+            print(f"precision: {self.precision.describe()}", file=sys.stderr, flush=True)
         # BN rolling statistics move like the Darknet build for this device: 0.1 in its CPU
         # path, 0.01 (cuDNN's exponentialAverageFactor) on GPU
         from ..layers.convolutional import BN_MOMENTUM_CPU, BN_MOMENTUM_GPU
@@ -170,10 +175,8 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 _RawHeads(self.net), device_ids=[self.device.index] if self.device.type == "cuda"
                 else None)
-        self.use_amp = (self.device.type == "cuda") if o.amp is None else bool(o.amp)
-        if self.use_amp and self.device.type != "cuda":
-            self.use_amp = False
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.use_amp = self.precision.enabled
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.needs_grad_scaler)
         self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
         self.source = self._make_source()
 
@@ -191,9 +194,7 @@ class Trainer:
                 pass
 
     def _channels_last(self) -> bool:
-        if self.opts.channels_last is not None:
-            return self.opts.channels_last
-        return self.device.type == "cuda"
+        return self.precision.channels_last
 
     def _make_source(self) -> "_BatchSource":
         from ..data.augment import AugmentConfig
@@ -217,7 +218,7 @@ class Trainer:
     def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor):
         from .loss import yolo_loss
         w, h = x.shape[3], x.shape[2]
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with self.precision.autocast():
             raw = self.model(x, raw_heads=True) if self.world == 1 else self.model(x)
         costs, stats = [], []
         for head, r in zip(self.net.heads, raw):
@@ -230,9 +231,11 @@ class Trainer:
     def train_iteration(self) -> float:
         cfgc = self.net.config
         subdiv = cfgc.subdivisions
-        net_loss = 0.0
+        # loss and finiteness stay tensors until the end of the iteration: one host sync per
+        # iteration instead of two per mini-batch
+        net_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad()
-        bad = False
         for _ in range(subdiv):
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
@@ -240,15 +243,15 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             truth = truth.to(self.device)
             total, costs, stats = self._forward_loss(x, truth)
-            if not torch.isfinite(total):
-                bad = True
+            finite &= torch.isfinite(total.detach())
             self.scaler.scale(total).backward()
             self.net.seen += x.shape[0]
-            net_loss += float(sum(float(c.detach()) for c in costs) / len(costs))
+            net_loss += torch.stack([c.detach() for c in costs]).double().mean()
             if self.opts.verbose:
                 for idx, st in stats:
                     self.log(st.line(idx))
-        loss = net_loss / (subdiv * max(1, cfgc.mini_batch))
+        loss = float(net_loss) / (subdiv * max(1, cfgc.mini_batch))
+        bad = not bool(finite)
         if self.world > 1:
             t = torch.tensor([loss, float(bad)], device=self.device)
             torch.distributed.all_reduce(t)

@@ -1,0 +1,73 @@
+"""Training precision and memory layout: fp32, bf16 autocast on CPU, fp16 autocast on CUDA.
+
+* CUDA: fp16 autocast with a ``GradScaler`` (on by default, ``-no_amp`` for fp32).
+* CPU: bf16 autocast where the CPU has native bf16 kernels (oneDNN with AVX512-BF16 or AMX,
+  :func:`darknet_py.devices.cpu_bf16_supported`); elsewhere bf16 would be emulated and slower,
+  so fp32. bf16 has fp32's exponent range, so no loss scaling is needed.
+
+Under either autocast only the convolutions run in low precision: Darknet's batch norm
+(:func:`darknet_py.layers.batchnorm.batchnorm_train`: statistics, rolling averages and output)
+and the yolo loss (:class:`darknet_py.train.loss.YoloLossFunction`) compute in fp32, the weights
+and the optimizer state stay fp32, and checkpoints are written from them.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    device_type: str
+    dtype: Optional[torch.dtype] = None      # the autocast dtype; None = fp32
+    channels_last: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.dtype == torch.float16
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def describe(self) -> str:
+        name = {None: "fp32", torch.bfloat16: "bf16 autocast",
+                torch.float16: "fp16 autocast"}[self.dtype]
+        if self.dtype is not None:
+            name += " (batch norm and loss in fp32)"
+        return name + (", channels-last" if self.channels_last else "")
+
+
+def choose_precision(device: torch.device, amp: Optional[bool] = None,
+                     bf16: Optional[bool] = None,
+                     channels_last: Optional[bool] = None) -> Precision:
+    """The precision ``detector train`` uses on ``device``.
+
+    ``amp``: CUDA fp16 autocast (default on). ``bf16``: CPU bf16 autocast (default: on where the
+    CPU supports it natively; ``True`` on a CPU without it warns and trains in fp32).
+    ``channels_last``: default on for CUDA, and on CPU together with bf16 (oneDNN's bf16
+    convolutions want NHWC).
+    """
+    from ..devices import cpu_bf16_supported
+    if device.type == "cuda":
+        dtype = torch.float16 if (amp is None or amp) else None
+        cl = True if channels_last is None else channels_last
+        return Precision("cuda", dtype, cl)
+    dtype = None
+    if bf16 is None or bf16:
+        if cpu_bf16_supported():
+            dtype = torch.bfloat16
+        elif bf16:
+            warnings.warn("-bf16: this CPU has no native bf16 (AVX512-BF16/AMX); training in fp32",
+                          stacklevel=2)
+    cl = (dtype is not None) if channels_last is None else channels_last
+    return Precision(device.type, dtype, cl)

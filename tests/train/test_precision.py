@@ -57,7 +57,7 @@ def test_bf16_step_keeps_bn_and_loss_fp32_and_follows_fp32():
         conv0 = net.layers[0]
         assert conv0.rolling_mean.dtype == torch.float32 and conv0.weight.dtype == torch.float32
         grads = torch.cat([p.grad.reshape(-1) for p in net.parameters() if p.grad is not None])
-        results.append((float(total), grads, conv0.rolling_mean.clone()))
+        results.append((float(total.detach()), grads, conv0.rolling_mean.clone()))
     (c32, g32, m32), (c16, g16, m16) = results
     assert c16 == pytest.approx(c32, rel=2e-2)
     cos = torch.nn.functional.cosine_similarity(g32, g16, dim=0)

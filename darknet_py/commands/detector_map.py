@@ -32,8 +32,8 @@ from typing import Optional
 import click
 
 from ..errors import DataError, UsageError
-from ..metrics.evaluate import _head_codes, collect_map_inputs, read_difficult_truths
-from ._common import check_file, eprint, flag
+from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
+from ._common import backend_flags, check_file, eprint, flag, open_backend
 
 GROUP = "detector"
 
@@ -57,9 +57,10 @@ MAP_FOOTER = ("\nSet -points flag:\n"
 @flag("dont_show", is_flag=True, help="Accepted for compatibility (nothing is shown).")
 @flag("batch", type=int, default=1, show_default=True,
       help="Images per network call (darknet-py only; Darknet runs one at a time).")
+@backend_flags
 def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: float,
             points: int, thresh: float, letter_box: bool, dont_show: bool,
-            batch: int) -> None:
+            batch: int, **backend_options) -> None:
     """Mean average precision of a detector on the data file's valid list (Darknet's
     `detector map`)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
@@ -77,18 +78,16 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     names_file = data.names_or_default()
     names = read_names(names_file)
 
-    from ._common import load_network
-    net = load_network(cfgfile, weightfile, batch=1)
-    classes = int(net.classes)
+    backend = open_backend(cfgfile, weightfile, **backend_options)
+    classes = backend.classes
     if classes != len(names):
         raise DataError(f"number of names {len(names)} isn't equal to classes={classes} in the "
                         f"file {cfgfile}", file=names_file)
-    net_letter_box = bool(getattr(net.config, "letter_box", 0))
-    if letter_box and not net_letter_box:
+    if letter_box and not backend.letter_box:
         eprint("note: -letter_box has no effect on detector map (as in Darknet); set "
                "letter_box=1 in [net] of the cfg")
     print("\n calculation mAP (mean average precision)...")
-    for index, code in _head_codes(net):
+    for index, code in head_codes(backend.heads):
         print(f" Detection layer: {index} - type = {code} ")
     sys.stdout.flush()
     images = read_list(check_file(valid, "valid list"))
@@ -104,8 +103,8 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         print(f"Can't open label file. (This can be normal only if you use MSCOCO): {lp} ")
 
     start = time.time()
-    inputs = collect_map_inputs(cfgfile, weightfile, images, net=net, batch_size=batch,
-                                progress=progress, on_missing_label=missing)
+    inputs = collect_map_inputs(backend, images=images, batch_size=batch, progress=progress,
+                                on_missing_label=missing)
     difficult = None
     if data.difficult is not None:
         # a list parallel to valid=; its labels mark objects whose detections are not ranked

@@ -15,8 +15,8 @@ import time
 import click
 
 from ..errors import DarknetError, DataError
-from ._common import check_file, flag
-from ._detect_common import device_from_index, make_detector
+from ._common import backend_flags, check_file, flag
+from ._detect_common import make_detector, split_model_args
 
 GROUP = "detector"
 
@@ -24,7 +24,7 @@ GROUP = "detector"
 @click.command("test")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.argument("weights", type=click.Path(dir_okay=False))
+@click.argument("weights", required=False)
 @click.argument("image", required=False)
 @flag("thresh", type=float, default=0.25, show_default=True, help="Detection threshold.")
 @flag("hier", "hier_thresh", type=float, default=0.5, show_default=True, help="Hierarchy threshold.")
@@ -34,17 +34,20 @@ GROUP = "detector"
 @flag("out", "out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's JSON result file.")
 @flag("save_labels", is_flag=True, help="Write YOLO .txt labels next to each image.")
-@flag("i", "gpu_index", type=int, default=0, show_default=True,
-      help="GPU index (CPU when CUDA is not available).")
-@flag("half", is_flag=True, help="fp16 forward on CUDA.")
+@backend_flags
 def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_show, letter_box,
-            out, save_labels, gpu_index, half):
-    """Detect objects in IMAGE (or in image paths read from stdin)."""
+            out, save_labels, **backend_options):
+    """Detect objects in IMAGE (or in image paths read from stdin).
+
+    CFG is a Darknet .cfg (then WEIGHTS follows) or a `darknet-py export` .onnx file (no
+    WEIGHTS: `detector test obj.data model.onnx image.jpg`)."""
     from ..infer.draw import JsonOutWriter, write_labels
     from ..infer.image import save_image
     check_file(data, "data file")
-    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,
-                        device_from_index(gpu_index), half=half)
+    weights, image = split_model_args(cfg, weights, image)
+    if image is not None and not os.path.exists(image):
+        raise DataError("image not found", file=image)
+    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, **backend_options)
     writer = JsonOutWriter(out) if out else None
     single = image is not None
     failures = 0

@@ -28,7 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-from ..errors import DataError, read_bounded
+from ..errors import DataError
+from ..files import read_bounded
 
 PathLike = Union[str, "os.PathLike[str]"]
 

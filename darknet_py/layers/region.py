@@ -29,12 +29,12 @@ from typing import List, Optional
 import torch
 
 from ..errors import CfgError
-from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range, register
+from ..structures.heads import HeadSpec
+from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range
 from .parse_helpers import (DefaultsLog, SoftmaxTree, group_softmax, loud_float, loud_int,
                             loud_str, read_map, read_tree)
 
 
-@register("region")
 class RegionLayer(Layer):
     table_name = "detection"
     is_head = True
@@ -94,6 +94,13 @@ class RegionLayer(Layer):
         self._post_lines: List[str] = list(post)
         self.out_shape = self.in_shape
         self.w, self.h = w, h
+
+    def head_spec(self) -> HeadSpec:
+        """What decoding this head's output needs (see :class:`HeadSpec`)."""
+        return HeadSpec(index=self.index, kind="region", classes=self.classes, n=self.n,
+                        total=self.n, mask=tuple(range(self.n)), anchors=tuple(self.anchors),
+                        w=self.w, h=self.h, coords=self.coords,
+                        tree=self.softmax_tree is not None)
 
     # ------------------------------------------------------------------ activation
     def _activate_records(self, rec: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
-from ..errors import CfgError, read_bounded
+from ..errors import CfgError
+from ..files import read_bounded
 
 _MISSING = object()
 

@@ -88,7 +88,7 @@ class TrainChart:
         return img
 
     def save(self, folder: str, base: str, hours_left: Optional[float] = None) -> List[str]:
-        from ..model.weights import atomic_write_bytes
+        from ..files import atomic_write_bytes
         ok, buf = cv2.imencode(".png", self.render(hours_left))
         paths = []
         if ok:

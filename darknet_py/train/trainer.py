@@ -173,7 +173,7 @@ class Trainer:
 
     def _remove_stale_temp_files(self) -> None:
         """Delete the hidden temp files a killed run left mid-save (``.<cfg>_last.weights.*.tmp``,
-        written by :func:`darknet_py.model.weights.atomic_write_bytes`): never a checkpoint itself."""
+        written by :func:`darknet_py.files.atomic_write_bytes`): never a checkpoint itself."""
         import glob
         pattern = os.path.join(glob.escape(self.backup),
                                f".{glob.escape(self.base)}_*.weights.*.tmp")

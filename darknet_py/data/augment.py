@@ -58,7 +58,7 @@ from typing import Callable, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..errors import CfgError, DataError
+from ..errors import CfgError
 
 log = logging.getLogger("darknet_py.data")
 
@@ -621,8 +621,3 @@ def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random
     out_truth[:n] = truth[:n]
     return image, out_truth
 
-
-def check_image(img: Optional[np.ndarray], path: str) -> np.ndarray:
-    if img is None:
-        raise DataError("cannot load image (missing, unreadable or not an image)", file=path)
-    return img

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
 from ..errors import CfgError, read_bounded
 
@@ -208,16 +208,3 @@ def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
         raise CfgError("cfg file has no sections", file=path)
     return sections
 
-
-def write_cfg_text(sections: Sequence[Section]) -> str:
-    """Serialise sections back to cfg text (used by the custom-cfg tool)."""
-    out: List[str] = []
-    for s in sections:
-        out.append(f"[{s.type}]")
-        for o in s.options:
-            out.append(f"{o.key}={o.value}")
-        out.append("")
-    return "\n".join(out)
-
-
-Options = Dict[str, str]

@@ -40,6 +40,7 @@ from xml.parsers import expat
 
 import numpy as np
 
+from ..data.datacfg import read_names  # the one names reader (torch-free)
 from ..errors import DataError, UsageError
 
 PathLike = Union[str, os.PathLike]
@@ -61,35 +62,32 @@ from ..data.paths import IMAGE_EXTENSIONS as DARKNET_IMAGE_EXTENSIONS  # noqa: E
 
 
 # --------------------------------------------------------------------------- names and maps
-def read_names(path: PathLike) -> List[str]:
-    """Read an ``obj.names`` file: one class name per line, in class-id order.
-
-    Mirrors Darknet's ``get_labels`` (one line per class). Trailing blank lines and ``\\r`` are
-    ignored; a blank line between names, a duplicate name or an empty file is a :class:`DataError`
-    (Darknet would silently make a class called "").
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise DataError("names file not found", file=p) from None
-    except OSError as e:
-        raise DataError(f"cannot read names file: {e.strerror}", file=p) from None
-    lines = [ln.rstrip("\r\n").strip() for ln in text.split("\n")]
+def check_names(names: Sequence[str], file: Optional[PathLike] = None) -> List[str]:
+    """The class names as the prep tools require them, from :func:`read_names` (the one reader,
+    Darknet's ``get_labels``): each name stripped of surrounding white space; a blank line between
+    names, a duplicate name or an empty file is a :class:`DataError` (Darknet would silently make a
+    class called "", and a duplicate would make the class id of a name ambiguous)."""
+    lines = [name.strip() for name in names]
     while lines and lines[-1] == "":
         lines.pop()
     if not lines:
-        raise DataError("names file is empty (one class name per line expected)", file=p)
+        raise DataError("names file is empty (one class name per line expected)", file=file)
     seen: Dict[str, int] = {}
     for i, name in enumerate(lines, 1):
         if name == "":
             raise DataError("blank line inside the names file (every line names one class)",
-                            file=p, line=i)
+                            file=file, line=i)
         if name in seen:
             raise DataError(f"class name '{name}' appears twice (lines {seen[name]} and {i})",
-                            file=p, line=i, value=name)
+                            file=file, line=i, value=name)
         seen[name] = i
     return lines
+
+
+def read_class_names(path: PathLike) -> List[str]:
+    """An ``obj.names`` file (one class name per line, in class-id order) read with
+    :func:`read_names` and checked with :func:`check_names`."""
+    return check_names(read_names(path), path)
 
 
 def parse_name_map(specs: Union[None, str, Iterable[str]]) -> Dict[str, str]:
@@ -547,7 +545,7 @@ def convert_voc_dataset(
     if missing_image not in ("error", "skip"):
         raise UsageError(f"missing_image='{missing_image}': expected 'error' or 'skip'",
                          value=missing_image)
-    class_names = read_names(names) if isinstance(names, (str, os.PathLike)) else list(names)
+    class_names = read_class_names(names) if isinstance(names, (str, os.PathLike)) else list(names)
     lookup = _class_lookup(class_names, dict(name_map or {}))
     xml_files = _expand_xml_sources(sources)
     img_dir = None if images_dir is None else Path(images_dir)

@@ -14,9 +14,9 @@ from the worker's torch seed, which the loader derives from ``seed``; with ``num
 dataset's own ``seed`` is used. Same seed + same ``num_workers`` = same batches.
 
 Deliberate differences from Darknet: samples come from a shuffled pass over the list (epochs)
-instead of independent random picks with replacement; images that cannot be decoded are reported
-once and replaced by another random image (Darknet prints an error and leaves a hole that
-crashes later).
+instead of independent random picks with replacement; images that cannot be loaded (exactly those
+that inference refuses: :func:`darknet_py.infer.image.load_image`) are reported once and replaced
+by another random image (Darknet prints an error and leaves a hole that crashes later).
 """
 from __future__ import annotations
 

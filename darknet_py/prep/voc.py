@@ -702,6 +702,11 @@ def convert_voc_dataset(
     return result
 
 
+def _first_names(paths: Sequence[str], n: int = 5) -> str:
+    """The file names of the first ``n`` paths, then " ..." when there are more."""
+    return ", ".join(Path(p).name for p in paths[:n]) + (" ..." if len(paths) > n else "")
+
+
 def format_report(result: ConversionResult) -> str:
     """Human-readable summary: per-class box and image counts, then anything unusual."""
     where = result.out_dir if result.out_dir is not None else "next to the images"
@@ -730,12 +735,10 @@ def format_report(result: ConversionResult) -> str:
         lines.append(f"skipped {result.difficult_skipped} difficult objects")
     if result.empty_images:
         lines.append(f"{len(result.empty_images)} images have no objects (empty label file = "
-                     f"background): " + ", ".join(Path(p).name for p in result.empty_images[:5])
-                     + (" ..." if len(result.empty_images) > 5 else ""))
+                     f"background): " + _first_names(result.empty_images))
     if result.missing_images:
         lines.append(f"skipped {len(result.missing_images)} XML files whose image is missing: "
-                     + ", ".join(Path(p).name for p in result.missing_images[:5])
-                     + (" ..." if len(result.missing_images) > 5 else ""))
+                     + _first_names(result.missing_images))
     if result.size_from_image:
         lines.append(f"{result.size_from_image} XML files had no <size>: size read from the image")
     if result.size_mismatches:

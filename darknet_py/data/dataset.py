@@ -14,9 +14,9 @@ from the worker's torch seed, which the loader derives from ``seed``; with ``num
 dataset's own ``seed`` is used. Same seed + same ``num_workers`` = same batches.
 
 Deliberate differences from Darknet: samples come from a shuffled pass over the list (epochs)
-instead of independent random picks with replacement; images that cannot be decoded are reported
-once and replaced by another random image (Darknet prints an error and leaves a hole that
-crashes later).
+instead of independent random picks with replacement; images that cannot be loaded (exactly those
+that inference refuses: :func:`darknet_py.infer.image.load_image`) are reported once and replaced
+by another random image (Darknet prints an error and leaves a hole that crashes later).
 """
 from __future__ import annotations
 
@@ -97,27 +97,30 @@ class DetectionDataset(Dataset):
             self._labels[index] = b
         return b
 
-    def image(self, index: int) -> Optional[np.ndarray]:
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` as ``(H, W, C)`` uint8 RGB; raises :class:`DataError` for a file that
+        inference would refuse too (see :func:`darknet_py.data.augment.load_image`)."""
         img = self._images.get(index)
         if img is None:
             img = load_image(self.paths[index], self.cfg.channels)
-            if img is not None and self.cache_images:
+            if self.cache_images:
                 self._images[index] = img
         return img
 
     def load(self, index: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-        """Image + boxes of ``index``; an undecodable image is reported once and replaced by a
-        random other one."""
+        """Image + boxes of ``index``; an image that cannot be loaded is reported once and replaced
+        by a random other one."""
         for _ in range(self.max_load_retries + 1):
-            img = self.image(index)
-            if img is not None:
-                return img, self.boxes(index)
-            path = self.paths[index]
-            if path not in _bad_images:
-                _bad_images.add(path)
-                log.warning("%s: cannot load image (missing, unreadable or not an image); "
-                            "using another image instead", path)
-            index = int(rng.integers(len(self.paths)))
+            try:
+                img = self.image(index)
+            except DataError as err:
+                path = self.paths[index]
+                if path not in _bad_images:
+                    _bad_images.add(path)
+                    log.warning("%s; using another image instead", err)
+                index = int(rng.integers(len(self.paths)))
+                continue
+            return img, self.boxes(index)
         raise DataError(f"could not load any image after {self.max_load_retries + 1} tries "
                         f"(last: {self.paths[index]})")
 

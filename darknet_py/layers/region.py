@@ -15,9 +15,7 @@ coords+classes+1)``: ``out.reshape(B, -1)`` is Darknet's ``l.output`` element fo
 Note for box decoding: AlexeyAB's ``get_region_detections`` reads ``l.output`` with
 ``entry_index`` (``n*w*h*(coords+classes+1) + entry*w*h + loc``, the *unflattened* layout), i.e. it
 does not read the records the forward pass wrote. Reproducing ``darknet detector test`` for
-``[region]`` models therefore means reading the flat buffer with ``entry_index``;
-:meth:`RegionLayer.activate_planar` gives the same activations in the planar (un-flattened)
-layout ``(B, num*(coords+classes+1), h, w)`` for a decoder that wants the intended semantics.
+``[region]`` models therefore means reading the flat buffer with ``entry_index``.
 
 ``tree=`` and ``map=`` files are read relative to the current directory like Darknet (yolo9000's
 ``data/9k.tree``); a missing file is a :class:`~darknet_py.errors.CfgError`.
@@ -121,13 +119,6 @@ class RegionLayer(Layer):
         rec = x.reshape(b, self.n * self.size, h * w).transpose(1, 2).reshape(b, h, w, self.n,
                                                                              self.size)
         return self._activate_records(rec)
-
-    def activate_planar(self, x: torch.Tensor) -> torch.Tensor:
-        """The same activations in the input's planar layout ``(B, num*(coords+classes+1), h, w)``."""
-        b, _, h, w = x.shape
-        rec = x.reshape(b, self.n, self.size, h, w).permute(0, 1, 3, 4, 2)
-        out = self._activate_records(rec)
-        return out.permute(0, 1, 4, 2, 3).reshape(b, self.n * self.size, h, w)
 
     def forward(self, x, outputs):
         return self.activate(x)

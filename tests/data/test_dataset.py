@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -81,6 +82,31 @@ def test_plain_resize_without_augmentation(tree):
     rows = y[y[:, 0] > 0].numpy()
     np.testing.assert_allclose(rows[np.argsort(rows[:, 4])],
                                [[0.5, 0.5, 0.3, 0.4, 0], [0.25, 0.3, 0.2, 0.2, 1]], atol=1e-6)
+
+
+BAD_CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "files" / "bad"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (BAD_CORPUS / "images").iterdir()
+                                        if p.suffix in (".jpg", ".png")) + ["nope.jpg"])
+def test_training_refuses_exactly_what_inference_refuses(name):
+    """One decision: the training loader takes an image iff ``infer.image.load_image`` does, and
+    gets the same bytes (as HWC uint8)."""
+    from darknet_py.data.augment import load_image as train_load
+    from darknet_py.infer.image import load_image as infer_load
+    path = str(BAD_CORPUS / "images" / name)
+    for channels in (3, 1):
+        try:
+            want = infer_load(path, channels)
+        except DataError as err:
+            with pytest.raises(DataError) as got:
+                train_load(path, channels)
+            assert str(got.value) == str(err)
+            continue
+        img = train_load(path, channels)
+        assert img.dtype == np.uint8 and img.shape == tuple(want.permute(1, 2, 0).shape)
+        assert torch.equal(torch.from_numpy(img).permute(2, 0, 1).float() * np.float32(1 / 255),
+                           want)
 
 
 def test_broken_image_replaced_and_reported_once(tree, caplog):

@@ -201,8 +201,9 @@ def test_cli_exit_codes_json_and_fix_into(ds, tmp_path):
     r = CliRunner().invoke(cli_main, ["data", "check", str(bad / "obj.data"), "-json",
                                       str(out_json), "-fix-into", str(fixed), "-limit", "0"])
     assert r.exit_code == 1, r.output
-    assert "error missing-image: 1" in r.output and f"{bad / 'train.txt'}:" \
-        f"{ds['tline'][ds['planted']['missing']]}: error: missing-image" in r.output and "Traceback" not in r.output
+    missing_line = ds["tline"][ds["planted"]["missing"]]
+    assert "error missing-image: 1" in r.output and "Traceback" not in r.output
+    assert f"{bad / 'train.txt'}:{missing_line}: error: missing-image" in r.output
     assert "counters_per_class = " in r.output and "cleaned copy in" in r.output
     rep = json.loads(out_json.read_text())
     assert rep["errors"] == 9 and rep["counts"]["malformed"] == 1
@@ -248,3 +249,16 @@ def test_cli_warnings_only_and_strict_and_user_errors(ds, tmp_path):
     assert r.exit_code == 1 and "image list not found" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli_main, ["data", "check", "--help"])
     assert r.exit_code == 0 and "Exit code" in r.output
+
+
+def test_progress_is_throttled_and_only_when_enabled(capsys):
+    from darknet_py.data.check import _Progress
+    p = _Progress(1000, enabled=True)
+    for _ in range(1000):
+        p.step("train")
+    err = capsys.readouterr().err
+    assert err.endswith("train: checked 1000/1000 images\n") and err.count("\r") < 10
+    q = _Progress(3, enabled=False)
+    for _ in range(3):
+        q.step("train")
+    assert capsys.readouterr().err == ""

@@ -7,7 +7,8 @@ OpenCV can write, at the source's FPS). Frames are resized like Darknet's demo d
 (``cv::resize`` bilinear, or letterbox), so detections can differ slightly from ``detector test``
 on the same picture, exactly as in Darknet. ``-benchmark`` times the network only (no drawing, no
 output). Frames are batched (``-batch N``) when that helps throughput on a GPU.
-``-json_port`` and ``-mjpeg_port`` (network streaming) are not implemented.
+``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and ``-json_port N``
+each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from ..errors import DataError, UsageError
 from ._common import check_file, eprint, flag
 from ._detect_common import device_from_index, make_detector
+from ._http import http_flags
 
 GROUP = "detector"
 
@@ -63,12 +65,15 @@ def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch
 @flag("half", is_flag=True, help="fp16 forward on CUDA.")
 @flag("out", "json_out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's per-frame JSON.")
+@http_flags(json_port=True)
 def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filename, ext_output,
-            dont_show, letter_box, benchmark, batch, gpu_index, half, json_out):
+            dont_show, letter_box, benchmark, batch, gpu_index, half, json_out, mjpeg_port,
+            json_port, http_host):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..infer.draw import JsonOutWriter, detection_lines, draw_detections
+    from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json, draw_detections
     from ..infer.image import image_to_bgr_uint8
+    from ..serve import DemoStreams
     check_file(data, "data file")
     if batch < 1:
         raise UsageError("-batch must be >= 1")
@@ -88,6 +93,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     writer = None
     tmp_out = None
     jw = JsonOutWriter(json_out) if json_out else None
+    http = DemoStreams(mjpeg_port, json_port, http_host)
     frames = 0
     avg_fps = 0.0
     t_start = time.perf_counter()
@@ -115,6 +121,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                     print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                     continue
                 print("Objects:\n")
+                http.detections(detection_to_json(dets, det.names, frames))
                 lines = detection_lines(dets, det.names, thresh, ext_output,
                                         (frame.shape[1], frame.shape[0]))
                 for line in lines:
@@ -122,19 +129,22 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                 print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                 if jw is not None:
                     jw.add(dets, det.names, None)
-                if out_filename:
+                if out_filename or http.wants_frames:
                     rgb = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))
                                            ).to(torch.float32) / 255.0
                     drawn = image_to_bgr_uint8(draw_detections(rgb, dets, det.names, thresh,
                                                                det.classes))
-                    if writer is None:
-                        tmp_out = _temp_name(out_filename)
-                        writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
-                                              drawn.shape[0])
-                    writer.write(drawn)
+                    http.frame(drawn, frames=frames, fps=round(fps, 1), avg_fps=round(avg_fps, 1))
+                    if out_filename:
+                        if writer is None:
+                            tmp_out = _temp_name(out_filename)
+                            writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
+                                                  drawn.shape[0])
+                        writer.write(drawn)
             sys.stdout.flush()
     finally:
         cap.release()
+        http.close()
         if jw is not None:
             jw.close()
         if writer is not None:

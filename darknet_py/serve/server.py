@@ -13,6 +13,7 @@ every interface). A port that cannot be bound is a one-line :class:`ServeError`.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import sys
 import threading
@@ -159,7 +160,7 @@ class StreamServer:
             while not self.stopping.is_set():
                 item = q.get(POLL)
                 if item is None:
-                    if q.closed:
+                    if q.closed or _peer_closed(h.connection):
                         break
                     continue
                 h.wfile.write(part(item, n))
@@ -308,6 +309,15 @@ class MjpegServer(StreamServer):
             streams = list(self.streams.values())
         for b in streams:
             b.close_all()
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the client has closed its side (readable with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _jpeg_part(jpeg: bytes, n: int) -> bytes:

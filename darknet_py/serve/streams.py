@@ -81,10 +81,22 @@ class TrainStreams:
         self.server = MjpegServer(check_port(port, "mjpeg_port"), host or DEFAULT_HOST,
                                   title=title).start()
 
-    def update(self, chart_paths: Sequence[str], **status) -> None:
-        """Called after ``chart.png`` was (re)written: stream it, changed plots, and ``status``."""
+    @classmethod
+    def open(cls, port: Optional[int], host: Optional[str], backup: str,
+             out: Optional[TextIO] = None, main_process: bool = True) -> Optional["TrainStreams"]:
+        """The server for ``-mjpeg_port`` (plots from ``<backup>/plots``), or None when off or
+        not the main (rank 0) process."""
+        if not port or not main_process:
+            return None
+        return cls(port, host, os.path.join(backup, "plots"), out=out)
+
+    def update(self, chart_paths: Sequence[str], iteration: int, max_batches: int, loss: float,
+               avg_loss: float, rate: float, last_map: float, best_map: float,
+               hours_left: float) -> None:
+        """Called after ``chart.png`` was (re)written: stream it, changed plots, and the numbers."""
         import cv2
-        self.server.set_status(**status)
+        self.server.set_status(**train_status(iteration, max_batches, loss, avg_loss, rate,
+                                              last_map, best_map, hours_left))
         img = cv2.imread(chart_paths[0]) if chart_paths else None
         if img is not None:
             self.server.publish_image(img)

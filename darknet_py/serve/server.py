@@ -28,6 +28,8 @@ DEFAULT_HOST = "127.0.0.1"
 WRITE_TIMEOUT = 10.0
 #: how often a waiting handler looks at the stop flag
 POLL = 0.25
+#: JSON frames are small: a client may fall this many behind before it skips frames
+JSON_QUEUE_LEN = 64
 BOUNDARY = "mjpegstream"
 _NO_CACHE = (("Cache-Control", "no-cache, private"), ("Pragma", "no-cache"), ("Expires", "0"))
 
@@ -211,6 +213,7 @@ class JsonServer(StreamServer):
 
     def __init__(self, port: int, host: str = DEFAULT_HOST, **kw):
         kw.setdefault("flag", "json_port")
+        kw.setdefault("queue_len", JSON_QUEUE_LEN)
         super().__init__(port, host, **kw)
         self.objects = Broadcaster(self.max_clients, self.queue_len)
 

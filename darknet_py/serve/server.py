@@ -62,6 +62,7 @@ class StreamServer:
     """One listening port served from a background thread; subclasses add the routes."""
 
     what = "HTTP"
+    sender = "HTTP_sender"  # Darknet's stderr name, "MJPG_sender: new client ..."
 
     def __init__(self, port: int, host: str = DEFAULT_HOST, max_clients: int = MAX_CLIENTS,
                  queue_len: int = QUEUE_LEN, flag: str = "port"):
@@ -156,7 +157,7 @@ class StreamServer:
                 h.send_header(k, v)
             h.end_headers()
             h.wfile.write(head)
-            print(f"{self.what}_sender: new client {h.client_address[0]}:{h.client_address[1]}",
+            print(f"{self.sender}: new client {h.client_address[0]}:{h.client_address[1]}",
                   file=sys.stderr)
             n = 0
             while not self.stopping.is_set():
@@ -210,6 +211,7 @@ class JsonServer(StreamServer):
     """Darknet's ``-json_port``: any GET gets ``[`` then one JSON object per update."""
 
     what = "JSON"
+    sender = "JSON_sender"
 
     def __init__(self, port: int, host: str = DEFAULT_HOST, **kw):
         kw.setdefault("flag", "json_port")
@@ -238,6 +240,7 @@ class MjpegServer(StreamServer):
     ``/plots/NAME.mjpg`` further image streams (:meth:`publish_jpeg` with a name)."""
 
     what = "MJPEG"
+    sender = "MJPG_sender"
 
     def __init__(self, port: int, host: str = DEFAULT_HOST, title: str = "darknet-py",
                  quality: int = 80, **kw):

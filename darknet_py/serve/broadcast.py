@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Deque, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 #: the most stream clients one server accepts at a time (Darknet's listen backlog is 10)
 MAX_CLIENTS = 8
@@ -60,6 +60,7 @@ class Broadcaster:
         self._clients: List[ClientQueue] = []
         self.latest: Optional[bytes] = None
         self.published = 0
+        self._pending: Optional[Tuple[Any, Callable[[Any], Optional[bytes]]]] = None
 
     @property
     def client_count(self) -> int:
@@ -73,6 +74,10 @@ class Broadcaster:
             if len(self._clients) >= self.max_clients:
                 return None
             self._clients.append(q)
+            if self.latest is None and self._pending is not None:
+                obj, encode = self._pending
+                self._pending = None
+                self.latest = encode(obj)
             if send_latest and self.latest is not None:
                 q.put(self.latest)
         return q
@@ -83,8 +88,24 @@ class Broadcaster:
             if q in self._clients:
                 self._clients.remove(q)
 
+    def publish_lazy(self, obj: Any, encode: Callable[[Any], Optional[bytes]]) -> None:
+        """``publish(encode(obj))``, except that with no client connected ``obj`` is only kept, and
+        encoded when the first client connects before the next update (nobody watching costs no
+        encoding). ``obj`` must not change after this call."""
+        with self._lock:
+            if not self._clients:
+                self._pending = (obj, encode)
+                self.latest = None
+                self.published += 1
+                return
+            self._pending = None
+        item = encode(obj)
+        if item is not None:
+            self.publish(item)
+
     def publish(self, item: bytes) -> None:
         with self._lock:
+            self._pending = None
             self.latest = item
             self.published += 1
             clients = list(self._clients)

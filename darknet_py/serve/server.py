@@ -257,20 +257,25 @@ class MjpegServer(StreamServer):
         return f" (page; the stream alone: {self.url}stream.mjpg)"
 
     # -------------------------------------------------------------- producer side
-    def publish_image(self, bgr, name: str = "") -> bool:
-        """JPEG-encode a BGR uint8 image and send it; False when OpenCV cannot encode it."""
-        import cv2
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if ok:
-            self.publish_jpeg(buf.tobytes(), name)
-        return bool(ok)
+    def publish_image(self, bgr, name: str = "") -> None:
+        """Send a BGR uint8 image (left unchanged afterwards), JPEG-encoded only when someone
+        watches: now if a client is connected, else when one connects before the next image."""
+        self._broadcaster(name).publish_lazy(bgr, self._encode)
 
     def publish_jpeg(self, jpeg: bytes, name: str = "") -> None:
+        self._broadcaster(name).publish(jpeg)
+
+    def _encode(self, bgr) -> Optional[bytes]:
+        import cv2
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return buf.tobytes() if ok else None
+
+    def _broadcaster(self, name: str) -> Broadcaster:
         with self._lock:
             b = self.streams.get(name)
             if b is None:
                 b = self.streams[name] = Broadcaster(self.max_clients, self.queue_len)
-        b.publish(jpeg)
+        return b
 
     def set_status(self, **values) -> None:
         with self._lock:

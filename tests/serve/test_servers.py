@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from darknet_py.infer.draw import detection_to_json
-from darknet_py.serve import JsonServer, MjpegServer, ServeError, TrainStreams
+from darknet_py.serve import Broadcaster, JsonServer, MjpegServer, ServeError, TrainStreams
 from darknet_py.structures.detections import DetectionSet
 
 from http_fixtures import HOST, free_port, open_stream, read_jpeg_parts, wait_until
@@ -33,7 +33,7 @@ def test_mjpeg_stream_sends_decodable_jpegs_in_order(mjpeg):
     assert r.getheader("Content-Type") == "multipart/x-mixed-replace; boundary=mjpegstream"
     assert wait_until(lambda: mjpeg.streams[""].client_count == 1)
     for v in (40, 120, 200):
-        assert mjpeg.publish_image(grey(v))
+        mjpeg.publish_image(grey(v))
         time.sleep(0.05)  # queue_len 2: let the handler take each one
     images = read_jpeg_parts(r, 3, seconds=10)
     assert [img.shape for img in images] == [(48, 64, 3)] * 3
@@ -78,6 +78,24 @@ def test_json_stream_is_darknets_array_of_frames():
     assert obj["relative_coordinates"] == pytest.approx(
         {"center_x": 0.5, "center_y": 0.4, "width": 0.2, "height": 0.3})
     assert obj["confidence"] == pytest.approx(0.8)
+
+
+def test_images_are_encoded_only_when_someone_watches():
+    encoded = []
+
+    def encode(obj):
+        encoded.append(obj)
+        return b"jpeg%d" % obj
+
+    b = Broadcaster(max_clients=1)
+    for i in range(5):
+        b.publish_lazy(i, encode)
+    assert encoded == [] and b.published == 5
+    q = b.register()                    # the first client gets the latest, encoded now
+    assert encoded == [4] and q.get(1) == b"jpeg4"
+    b.publish_lazy(5, encode)
+    assert encoded == [4, 5] and q.get(1) == b"jpeg5"
+    assert b.register() is None         # max_clients
 
 
 def test_a_client_that_never_reads_does_not_slow_the_producer(mjpeg):

@@ -7,6 +7,8 @@ OpenCV can write, at the source's FPS). Frames are resized like Darknet's demo d
 (``cv::resize`` bilinear, or letterbox), so detections can differ slightly from ``detector test``
 on the same picture, exactly as in Darknet. ``-benchmark`` times the network only (no drawing, no
 output). Frames are batched (``-batch N``) when that helps throughput on a GPU.
+``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and ``-json_port N``
+each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from ..errors import DataError, UsageError
 from ._common import backend_flags, check_file, eprint, flag
 from ._detect_common import make_detector
+from ._http import http_flags
 
 GROUP = "detector"
 
@@ -42,12 +45,15 @@ GROUP = "detector"
 @backend_flags
 @flag("out", "json_out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's per-frame JSON.")
+@http_flags(json_port=True)
 def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filename, ext_output,
-            dont_show, letter_box, benchmark, batch, json_out, **backend_options):
+            dont_show, letter_box, benchmark, batch, json_out, mjpeg_port, json_port, http_host,
+            **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..infer.draw import JsonOutWriter, detection_lines
+    from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
     from ..infer.image import frame_to_input
+    from ..serve import DemoStreams
     check_file(data, "data file")
     if batch < 1:
         raise UsageError("-batch must be >= 1")
@@ -69,6 +75,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     writer = None
     tmp_out = None
     jw = JsonOutWriter(json_out) if json_out else None
+    http = DemoStreams(mjpeg_port, json_port, http_host)
     frames = 0
     avg_fps = 0.0
     t_start = time.perf_counter()
@@ -96,6 +103,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                     print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                     continue
                 print("Objects:\n")
+                http.detections(detection_to_json(dets, det.names, frames))
                 lines = detection_lines(dets, det.names, thresh, ext_output,
                                         (frame.shape[1], frame.shape[0]))
                 for line in lines:
@@ -103,16 +111,19 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                 print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                 if jw is not None:
                     jw.add(dets, det.names, None)
-                if out_filename:
+                if out_filename or http.wants_frames:
                     drawn = det.draw(frame, dets)
-                    if writer is None:
-                        tmp_out = _temp_name(out_filename)
-                        writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
-                                              drawn.shape[0])
-                    writer.write(drawn)
+                    http.frame(drawn, frames=frames, fps=round(fps, 1), avg_fps=round(avg_fps, 1))
+                    if out_filename:
+                        if writer is None:
+                            tmp_out = _temp_name(out_filename)
+                            writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
+                                                  drawn.shape[0])
+                        writer.write(drawn)
             sys.stdout.flush()
     finally:
         cap.release()
+        http.close()
         if jw is not None:
             jw.close()
         if writer is not None:

@@ -11,8 +11,9 @@ saves ``_last.weights`` and exits 0.
 Devices: CPU; one CUDA GPU (``-gpus 0``) with mixed precision by default (``-no_amp`` turns it
 off); several GPUs ``-gpus 0,1`` through DDP, one process per GPU (started here with torchrun's
 machinery, or run the command under ``torchrun`` yourself; on CPU under torchrun it uses gloo).
-Darknet's ``-mjpeg_port``, ``-json_port`` and ``-show_imgs`` windows are not implemented
-(``detector show_batch`` writes the augmented images instead).
+``-mjpeg_port N`` serves chart.png as it is redrawn (MJPEG over HTTP) with a page at ``/`` that
+also shows the latest loss, learning rate, mAP and time left. Darknet's ``-show_imgs`` windows are
+not implemented (``detector show_batch`` writes the augmented images instead).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import click
 
 from ..errors import UsageError
 from ._common import check_file, flag, parse_gpus
+from ._http import http_flags
 
 GROUP = "detector"
 
@@ -47,9 +49,12 @@ GROUP = "detector"
 @flag("max_batches", type=int, default=None,
       help="Override [net] max_batches (quick experiments).")
 @flag("cache_images", is_flag=True, help="Keep decoded images in RAM.")
+@http_flags(json_port=False)
 def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_thresh, map_epochs,
-            no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images):
+            no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images, mjpeg_port,
+            http_host):
     """Train a detector on the images of obj.data's train= list."""
+    from ..serve.server import check_port
     from ..train.trainer import TrainOptions, Trainer
     check_file(data, "data file")
     check_file(cfg, "cfg file")
@@ -63,7 +68,9 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_th
                         map_epochs=map_epochs, gpus=gpu_list, amp=False if no_amp else None,
                         workers=workers, seed=seed, verbose=verbose,
                         nan_policy="skip" if nan_skip else "stop", max_batches=max_batches,
-                        cache_images=cache_images)
+                        cache_images=cache_images,
+                        mjpeg_port=check_port(mjpeg_port, "mjpeg_port"),
+                        http_host=http_host)
     if len(gpu_list) > 1 and "WORLD_SIZE" not in os.environ:
         _launch_ddp(len(gpu_list))
         return

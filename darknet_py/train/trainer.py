@@ -24,6 +24,7 @@ import torch
 
 from ..errors import DarknetError, DataError, UsageError
 from ..model.network import Network
+from ..serve.streams import TrainStreams
 from .chart import TrainChart
 from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
 
@@ -48,6 +49,8 @@ class TrainOptions:
     nan_policy: str = "stop"             # stop | skip
     max_batches: Optional[int] = None    # override [net] max_batches (tests, quick runs)
     chart: bool = True
+    mjpeg_port: int = 0                  # -mjpeg_port: stream chart.png and status over HTTP
+    http_host: Optional[str] = None      # -http_host (default 127.0.0.1)
     show_imgs: bool = False
     cache_images: bool = False
     #: with nan_policy="skip": stop after this many NaN/inf batches in a row (the weights have
@@ -302,7 +305,10 @@ class Trainer:
         avg_time = -1.0
         old_handlers = self._install_signal_handlers()
         nan_in_a_row = 0
+        self.http = None
         try:
+            self.http = TrainStreams.open(o.mjpeg_port, o.http_host, self.backup, self.out,
+                                          self.is_main)
             while self.iteration < cfgc.max_batches:
                 if self._stop_requested:
                     break
@@ -359,7 +365,11 @@ class Trainer:
                 if self.save_policy.last_due(it):
                     self.save(self.save_policy.path("last"))
                 if o.chart and self.is_main:
-                    self.chart.save(self.backup if not o.dont_show else ".", self.base, avg_time)
+                    paths = self.chart.save(self.backup if not o.dont_show else ".", self.base,
+                                            avg_time)
+                    if self.http is not None:
+                        self.http.update(paths, it, cfgc.max_batches, loss, avg_loss,
+                                         self.optimizer.rate(it), last_map, best_map, avg_time)
             if self._stop_requested:
                 self.save(self.save_policy.path("last"))
                 self.log("Interrupted: last weights saved; resume with the same command and "
@@ -371,6 +381,8 @@ class Trainer:
         finally:
             self._restore_signal_handlers(old_handlers)
             self.source.close()
+            if self.http is not None:
+                self.http.close()
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):

@@ -125,7 +125,8 @@ def _pr_plot(result: MapResult, path: str) -> None:
     if sampled:
         mean = np.mean(sampled, axis=0)
         ax.plot(grid, mean, color="blue", linewidth=3,
-                label=f"all classes mAP@{result.iou_thresh:.2f} {result.mean_ap:.3f}")
+                label=f"mean of {len(with_truth)} classes (mAP@{result.iou_thresh:.2f} "
+                f"{result.mean_ap:.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("Recall")

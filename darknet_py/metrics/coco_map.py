@@ -3,7 +3,10 @@
 The detections (objectness 0.005, NMS 0.45, boxes relative to the original image) become COCO
 results exactly as ``detector valid`` writes them (:func:`~darknet_py.metrics.coco.coco_result_lines`,
 ``%f`` text, read back as JSON), so pycocotools run on the written ``coco_results.json`` gives the
-same numbers. The ground truth is the data file's ``coco_json=`` (a COCO ``instances_*.json``;
+same numbers. (``detector valid``'s own file holds another detection set, Darknet's
+``validate_detector`` one: threshold 0.001, NMS 0.6 on pixel boxes; on 32 coco128 train2017
+images with yolov3-tiny it scores AP 0.223 / AP50 0.395 / AR100 0.380 against 0.212 / 0.389 /
+0.308 here, the extra low-confidence boxes adding recall.) The ground truth is the data file's ``coco_json=`` (a COCO ``instances_*.json``;
 images are found by Darknet's ``atoi(basename)`` id, classes by name, or by Darknet's 80-class
 ``coco_ids`` table) or, without it, built from the YOLO label files: one non-crowd box per label
 line, in pixels of the image, area = w x h.

@@ -135,7 +135,8 @@ def _pr_plot(result: MapResult, path: str) -> None:
         f" (legend: {MAX_LEGEND_CLASSES} most labelled of {len(with_truth)} classes)"
     ax.set_title(f"Precision-Recall curve, IoU > {result.iou_thresh:.2f}{shown}")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, bbox_to_anchor=(1.01, 0.0))
+    if with_truth:
+        ax.legend(loc="lower left", fontsize=8, bbox_to_anchor=(1.01, 0.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -22,6 +22,10 @@ As in Darknet:
 stdout carries the same lines as Darknet's (``calculation mAP``, ``Detection layer``, the
 ``detections_count`` / ``rank`` progress, one line per class, the thresh statistics and the mAP);
 stderr the per-batch image counter and ``Total Detection Time``.
+
+darknet-py additions, after Darknet's text: ``-coco`` prints pycocotools' summary of the same
+detections (:mod:`darknet_py.metrics.coco_map`); ``-plots DIR`` writes curves, the confusion
+matrix and tables (:mod:`darknet_py.metrics.plots`), plus ``coco_results.json`` with ``-coco``.
 """
 from __future__ import annotations
 

@@ -22,9 +22,15 @@ As in Darknet:
 stdout carries the same lines as Darknet's (``calculation mAP``, ``Detection layer``, the
 ``detections_count`` / ``rank`` progress, one line per class, the thresh statistics and the mAP);
 stderr the per-batch image counter and ``Total Detection Time``.
+
+darknet-py additions, after Darknet's text: ``-coco`` prints pycocotools' summary of the same
+detections (:mod:`darknet_py.metrics.coco_map`); ``-plots DIR`` writes curves, the confusion
+matrix and tables (:mod:`darknet_py.metrics.plots`), plus ``coco_results.json`` with ``-coco``.
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from typing import Optional
@@ -57,10 +63,16 @@ MAP_FOOTER = ("\nSet -points flag:\n"
 @flag("dont_show", is_flag=True, help="Accepted for compatibility (nothing is shown).")
 @flag("batch", type=int, default=1, show_default=True,
       help="Images per network call (darknet-py only; Darknet runs one at a time).")
+@flag("plots", type=click.Path(file_okay=False), default=None,
+      help="darknet-py: write PR/F1 curves, confusion matrix, per_class.csv and summary.json "
+      "into this folder.")
+@flag("coco", is_flag=True, help="darknet-py: after Darknet's printout, pycocotools' COCO AP "
+      "summary of the same detections (ground truth: coco_json= of the .data file, else the "
+      "YOLO labels).")
 @backend_flags
 def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: float,
             points: int, thresh: float, letter_box: bool, dont_show: bool,
-            batch: int, **backend_options) -> None:
+            batch: int, plots: Optional[str], coco: bool, **backend_options) -> None:
     """Mean average precision of a detector on the data file's valid list (Darknet's
     `detector map`)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
@@ -74,6 +86,8 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     if weightfile is not None:
         check_file(weightfile, "weights file")
     data = read_data_cfg(datacfg)
+    if coco and "coco_json" in data.options:     # fail before running the network
+        check_file(data.options["coco_json"].value, "coco_json file")
     valid = data.valid_or_default("data/train.txt")
     names_file = data.names_or_default()
     names = read_names(names_file)
@@ -118,3 +132,30 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     eprint(f"Total Detection Time: {int(time.time() - start)} Seconds")
     sys.stdout.write(MAP_FOOTER)
     sys.stdout.flush()
+    if coco or plots:
+        _extras(data, inputs, result, classes, names, plots, coco)
+
+
+def _extras(data, inputs, result, classes, names, plots: Optional[str], coco: bool) -> None:
+    """darknet-py's additions after Darknet's text: ``-coco`` summary, ``-plots`` files."""
+    run = None
+    opt = data.options.get("coco_json")
+    coco_json = opt.value if opt is not None else None
+    if coco:
+        from ..metrics.coco_map import coco_map
+        run = coco_map(inputs.paths, inputs.detections, inputs.truths, classes, names,
+                       coco_json)
+        gt_name = coco_json if coco_json else "the YOLO label files"
+        print(f"\n COCO evaluation (pycocotools, ground truth: {gt_name}):")
+        sys.stdout.write(run.summary_lines())
+        sys.stdout.flush()
+    if plots:
+        from ..metrics.plots import write_map_plots
+        write_map_plots(result, plots, run.stats.as_dict() if run is not None else None)
+        if run is not None:
+            from ..metrics.coco import write_coco_results
+            write_coco_results(os.path.join(plots, "coco_results.json"), run.result_lines)
+            if coco_json is None:       # the ground truth built from the labels
+                with open(os.path.join(plots, "coco_ground_truth.json"), "w") as f:
+                    json.dump(run.ground_truth, f)
+        eprint(f"plots written to {plots}")

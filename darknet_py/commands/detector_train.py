@@ -50,9 +50,11 @@ GROUP = "detector"
       help="Override [net] max_batches (quick experiments).")
 @flag("cache_images", is_flag=True, help="Keep decoded images in RAM.")
 @http_flags(json_port=False)
+@flag("tensorboard", type=click.Path(file_okay=False), default=None,
+      help="Also write loss, learning rate and mAP as TensorBoard scalars into this folder.")
 def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_thresh, map_epochs,
             no_amp, workers, seed, verbose, nan_skip, max_batches, cache_images, mjpeg_port,
-            http_host):
+            http_host, tensorboard):
     """Train a detector on the images of obj.data's train= list."""
     from ..serve.server import check_port
     from ..train.trainer import TrainOptions, Trainer
@@ -63,6 +65,9 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_th
     gpu_list = parse_gpus(gpus)
     if workers < 0:
         raise UsageError("-workers must be >= 0")
+    if tensorboard:
+        from ..train.log import summary_writer_class
+        summary_writer_class()          # a one-line error now, not after the network is built
     opts = TrainOptions(data=data, cfg=cfg, weights=weights, clear=clear, dont_show=dont_show,
                         calc_map=calc_map, thresh=thresh, iou_thresh=iou_thresh,
                         map_epochs=map_epochs, gpus=gpu_list, amp=False if no_amp else None,
@@ -70,7 +75,7 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, thresh, iou_th
                         nan_policy="skip" if nan_skip else "stop", max_batches=max_batches,
                         cache_images=cache_images,
                         mjpeg_port=check_port(mjpeg_port, "mjpeg_port"),
-                        http_host=http_host)
+                        http_host=http_host, tensorboard=tensorboard)
     if len(gpu_list) > 1 and "WORLD_SIZE" not in os.environ:
         _launch_ddp(len(gpu_list))
         return

@@ -27,6 +27,7 @@ from ..model.network import Network
 from ..serve.streams import TrainStreams
 from .chart import TrainChart
 from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
+from .log import IterationTimer, TensorBoardLog, TrainLog
 
 
 @dataclass
@@ -56,6 +57,8 @@ class TrainOptions:
     #: with nan_policy="skip": stop after this many NaN/inf batches in a row (the weights have
     #: diverged and every later batch would be skipped too)
     max_nan_skips: int = 100
+    #: -tensorboard DIR: the logged scalars also through TensorBoard's SummaryWriter
+    tensorboard: Optional[str] = None
 
 
 class TrainingStopped(DarknetError):
@@ -258,6 +261,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_map(self) -> float:
+        """mAP on valid=; the full result (curves, confusion) stays in ``last_map_result``."""
         from ..metrics.evaluate import evaluate_network_map
         valid = self.data_cfg.valid_or_default(self.train_list)
         was_training = self.net.training
@@ -269,7 +273,25 @@ class Trainer:
                                           difficult=self.data_cfg.difficult, out=self.out)
         finally:
             self.net.train(was_training)
+        self.last_map_result = result
         return float(result.map)
+
+    def _write_best_plots(self) -> None:
+        """``-plots`` of ``detector map`` for the new best mAP, into ``<backup>/plots/``."""
+        from ..metrics.plots import write_map_plots
+        try:
+            write_map_plots(self.last_map_result, os.path.join(self.backup, "plots"))
+        except DarknetError as e:     # pictures must not stop training
+            self.log(f" plots not written: {e}")
+
+    # ------------------------------------------------------------------ logs
+    def _open_logs(self) -> list:
+        if not self.is_main:
+            return []
+        logs = [TrainLog(os.path.join(self.backup, f"{self.base}_log.csv"))]
+        if self.opts.tensorboard:
+            logs.append(TensorBoardLog(self.opts.tensorboard))
+        return logs
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str) -> None:
@@ -303,9 +325,12 @@ class Trainer:
         last_map = -1.0
         iter_map = self.iteration
         avg_time = -1.0
+        timer = IterationTimer()
+        logs = self._open_logs()
         old_handlers = self._install_signal_handlers()
         nan_in_a_row = 0
         self.http = None
+        t_end = time.time()
         try:
             self.http = TrainStreams.open(o.mjpeg_port, o.http_host, self.backup, self.out,
                                           self.is_main)
@@ -333,11 +358,17 @@ class Trainer:
                 avg_loss = avg_loss * 0.9 + loss * 0.1
                 it = self.iteration
                 elapsed = time.time() - t0
-                remaining = (cfgc.max_batches - it) * elapsed / 3600
-                avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
+                # hours left from a moving average of the whole loop's time per iteration
+                # (mAP and saves included); Darknet's 0.01-smoothed remaining time barely moves
+                now = time.time()
+                timer.add(now - t_end)
+                t_end = now
+                avg_time = timer.hours_left(it, cfgc.max_batches)
                 if o.calc_map:
                     nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths) *
                                              self.world, self.images_per_iter, cfgc.burn_in)
+                    # the last iteration always evaluates: say so on short runs
+                    nxt = min(nxt, cfgc.max_batches)
                     self.log(f"\n (next mAP calculation at {nxt} iterations) ", end="")
                     if last_map > 0:
                         self.log(f"\n Last accuracy mAP@{o.iou_thresh:0.2f} = {last_map * 100:2.2f} "
@@ -346,6 +377,9 @@ class Trainer:
                          f"rate, {elapsed:f} seconds, {it * self.images_per_iter * self.world} "
                          f"images, {avg_time:f} hours left")
                 self.chart.add_loss(it, avg_loss)
+                for lg in logs:
+                    lg.iteration(it, loss, avg_loss, self.optimizer.rate(it),
+                                 self.images_per_iter * self.world / max(elapsed, 1e-9), elapsed)
                 if o.calc_map and (it >= next_map_iteration(
                         iter_map, o.map_epochs, len(self.train_paths) * self.world,
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
@@ -355,10 +389,14 @@ class Trainer:
                         self.log(f"\n mean_average_precision (mAP@{o.iou_thresh:0.2f}) = "
                                  f"{last_map:f} ")
                         self.chart.add_map(it, last_map)
-                        if last_map >= best_map:
-                            best_map = last_map
+                        new_best = last_map >= best_map
+                        best_map = max(best_map, last_map)
+                        for lg in logs:
+                            lg.map(it, last_map, best_map)
+                        if new_best:
                             self.log("New best mAP!")
                             self.save(self.save_policy.path("best"))
+                            self._write_best_plots()
                     _barrier(self.world)
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
@@ -379,6 +417,8 @@ class Trainer:
             self.log("If you want to train from the beginning, then use flag in the end of "
                      "training command: -clear ")
         finally:
+            for lg in logs:
+                lg.close()
             self._restore_signal_handlers(old_handlers)
             self.source.close()
             if self.http is not None:

@@ -5,10 +5,10 @@ accumulate (Darknet's ``train_network``), then one Darknet SGD update with the l
 the policy at the new iteration. The printed loss is Darknet's: the mean over yolo layers of
 ``l.cost``, averaged over the mini-batches and divided by the mini-batch size.
 
-Multi-GPU follows Darknet's semantics with torch DDP: every process trains a full ``batch`` of
-its own images, the learning rate is multiplied by the number of processes, and gradients are
-averaged (Darknet instead averages weights every few iterations). Rank 0 prints, evaluates and
-writes checkpoints.
+Several processes (torchrun, or ``-gpus 0,1``) train with torch DDP on the *global* batch of the
+cfg: each rank loads its shard of the same mini-batches a single process would load and the
+update is the single-process one (see :mod:`darknet_py.distributed` for the details and for what
+differs: per-rank BN statistics). Rank 0 prints, evaluates and writes checkpoints and the chart.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
+from .. import distributed as dist
 from ..model.network import Network
 from .chart import TrainChart
 from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
@@ -63,9 +64,11 @@ class Trainer:
     def __init__(self, opts: TrainOptions, out=None):
         self.opts = opts
         self.out = out or sys.stdout
-        self.rank, self.world = _dist_info()
+        d = dist.info()
+        self.rank, self.world = d.rank, d.world
         self.is_main = self.rank == 0
         self.device = self._pick_device()
+        dist.init(self.device)
         self._stop_requested = False
         #: the last checkpoint written (what a NaN stop points the user at)
         self.last_good: Optional[str] = None
@@ -153,7 +156,7 @@ class Trainer:
         self.log(f"Weights are saved after: {self.save_policy.save_every} iterations. Last weights "
                  f"(*_last.weight) are stored every {self.save_policy.save_last_every} iterations. ")
         from .optim import DarknetSGD
-        lr_scale = self.world  # Darknet: learning_rate *= ngpus
+        lr_scale = 1  # batch= is the global batch: no Darknet learning_rate *= ngpus
         self.optimizer = DarknetSGD(self.net, cfgc, lr_multiplier=lr_scale)
         self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
                  f"Decay: {cfgc.decay:g}")
@@ -194,8 +197,7 @@ class Trainer:
         from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
         cfgc = self.net.config
         aug = AugmentConfig.from_cfg(self.opts.cfg)
-        seed = self.opts.seed if self.opts.seed is not None else int(time.time())
-        seed += 1000 * self.rank           # every process draws its own images, as Darknet's GPUs
+        seed = dist.shared_seed(self.opts.seed)   # one seed: every rank shards the same batches
         dataset = DetectionDataset(self.train_paths, aug, seed=seed,
                                    cache_images=self.opts.cache_images)
         schedule = None
@@ -204,7 +206,8 @@ class Trainer:
                                           cfgc.max_batches, cfgc.mini_batch)
         loader = make_loader(dataset, cfgc.batch, cfgc.subdivisions,
                              num_workers=self.opts.workers, seed=seed, multiscale=schedule,
-                             max_batches=cfgc.max_batches, start_iteration=self.iteration)
+                             max_batches=cfgc.max_batches, start_iteration=self.iteration,
+                             rank=self.rank, world=self.world)
         return _BatchSource(loader)
 
     # ------------------------------------------------------------------ one iteration
@@ -227,6 +230,8 @@ class Trainer:
         net_loss = 0.0
         self.optimizer.zero_grad()
         bad = False
+        seen = 0
+        mini_batch = max(1, cfgc.mini_batch)    # global: the ranks' shards add up to it
         for _ in range(subdiv):
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
@@ -236,17 +241,18 @@ class Trainer:
             total, costs, stats = self._forward_loss(x, truth)
             if not torch.isfinite(total):
                 bad = True
-            self.scaler.scale(total).backward()
-            self.net.seen += x.shape[0]
+            # x world: DDP averages the ranks' gradients, the global batch needs their sum
+            self.scaler.scale(total * self.world).backward()
+            seen += x.shape[0]
             net_loss += float(sum(float(c.detach()) for c in costs) / len(costs))
             if self.opts.verbose:
                 for idx, st in stats:
                     self.log(st.line(idx))
-        loss = net_loss / (subdiv * max(1, cfgc.mini_batch))
+        loss = net_loss / (subdiv * mini_batch)
         if self.world > 1:
-            t = torch.tensor([loss, float(bad)], device=self.device)
-            torch.distributed.all_reduce(t)
-            loss, bad = float(t[0]) / self.world, bool(t[1] > 0)
+            loss, nbad, seen = dist.all_reduce_sum([loss, float(bad), seen], self.device)
+            bad = nbad > 0
+        self.net.seen += int(seen)
         if bad or not math.isfinite(loss):
             return float("nan")
         self.iteration += 1
@@ -330,18 +336,18 @@ class Trainer:
                 remaining = (cfgc.max_batches - it) * elapsed / 3600
                 avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
                 if o.calc_map:
-                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths) *
-                                             self.world, self.images_per_iter, cfgc.burn_in)
+                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths),
+                                             self.images_per_iter, cfgc.burn_in)
                     self.log(f"\n (next mAP calculation at {nxt} iterations) ", end="")
                     if last_map > 0:
                         self.log(f"\n Last accuracy mAP@{o.iou_thresh:0.2f} = {last_map * 100:2.2f} "
                                  f"%, best = {best_map * 100:2.2f} % ", end="")
                 self.log(f"\n {it}: {loss:f}, {avg_loss:f} avg loss, {self.optimizer.rate(it):f} "
-                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter * self.world} "
+                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter} "
                          f"images, {avg_time:f} hours left")
                 self.chart.add_loss(it, avg_loss)
                 if o.calc_map and (it >= next_map_iteration(
-                        iter_map, o.map_epochs, len(self.train_paths) * self.world,
+                        iter_map, o.map_epochs, len(self.train_paths),
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
                     iter_map = it
                     if self.is_main:
@@ -353,7 +359,7 @@ class Trainer:
                             best_map = last_map
                             self.log("New best mAP!")
                             self.save(self.save_policy.path("best"))
-                    _barrier(self.world)
+                    dist.barrier()
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
@@ -448,18 +454,3 @@ def _first_nonfinite_layer(net: Network) -> Optional[int]:
                 return layer.index
     return None
 
-
-def _dist_info():
-    ws = int(os.environ.get("WORLD_SIZE", "1"))
-    if ws > 1:
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()

@@ -14,10 +14,17 @@ torchrun's launcher, does that).
   per-rank list (detections per image, JSON lines, per-class result lines) is put back in the
   single-process order by :func:`gather_ordered`, without carrying indices;
 * :func:`gather_ordered` collects one list per rank on rank 0 (concatenated in rank order);
-  :func:`map_sharded` is shard -> ``fn(my items)`` -> gather;
+  :func:`gather_concat` does it for several lists in one collective; :func:`map_sharded` is
+  shard -> ``fn(my items)`` -> gather;
 * :func:`broadcast`, :func:`all_reduce_sum`, :func:`barrier`, :func:`shared_seed`;
 * :func:`main_only_output`: stdout/stderr of ranks other than 0 go to /dev/null (restored
-  before an exception leaves the block, so a rank's error is still printed).
+  before an exception leaves the block, so a rank's error is still printed); :func:`command`
+  wraps a CLI callback in :func:`init` + :func:`main_only_output`.
+
+Evaluation and inference (``detector map``, ``valid``, ``test`` with a list) shard the list of
+image paths, compute per-image results on each rank with the single-process code, gather them
+on rank 0 in the original order and format/print them there with the single-process code, so
+the printout and files are those of one process.
 
 Training (``darknet_py.train.trainer``) uses the same pieces: Darknet's ``batch`` is the
 *global* batch. Every rank draws the same permutation and multi-scale sizes (one seed, shared by
@@ -190,6 +197,15 @@ def gather_ordered(local: Sequence[T]) -> Optional[List[T]]:
     return out
 
 
+def gather_concat(*lists: Sequence[Any]) -> Optional[List[List[Any]]]:
+    """Several per-rank lists at once (one collective): rank 0 gets, for each argument, the
+    concatenation over ranks in rank order; other ranks ``None``."""
+    parts = gather_ordered([tuple(list(x) for x in lists)])
+    if parts is None:
+        return None
+    return [[v for part in parts for v in part[i]] for i in range(len(lists))]
+
+
 def map_sharded(items: Sequence[T], fn: Callable[[List[T]], Sequence[R]]) -> Optional[List[R]]:
     """``fn`` over this rank's shard of ``items`` (it returns one result per item, in order);
     rank 0 gets all results in the order of ``items``, other ranks ``None``."""
@@ -224,6 +240,21 @@ def shared_seed(seed: Optional[int]) -> int:
     import time
     value = int(seed) if seed is not None else int(time.time())
     return int(broadcast(value))
+
+
+def command(fn: Callable[..., R]) -> Callable[..., Optional[R]]:
+    """Decorator for a command callback that can run under torchrun: joins the process group
+    (:func:`init`) and runs the callback inside :func:`main_only_output`. One process: ``fn``."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not info().distributed:
+            return fn(*args, **kwargs)
+        init()
+        with main_only_output():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ def make_detector(data: str, cfg: str, weights: str, thresh: float, hier_thresh:
 
 
 def device_from_index(gpu_index: int) -> str:
-    import torch
-    if gpu_index >= 0 and torch.cuda.is_available():
-        return f"cuda:{gpu_index}"
-    return "cpu"
+    """``-i N``: ``cuda:N`` (CPU without CUDA); under torchrun each rank takes the GPU of its
+    LOCAL_RANK (:func:`darknet_py.distributed.local_device`)."""
+    from ..distributed import local_device
+    return local_device(gpu_index)

@@ -31,6 +31,7 @@ from typing import Optional
 
 import click
 
+from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ..metrics.evaluate import _head_codes, collect_map_inputs, read_difficult_truths
 from ._common import check_file, eprint, flag
@@ -57,6 +58,7 @@ MAP_FOOTER = ("\nSet -points flag:\n"
 @flag("dont_show", is_flag=True, help="Accepted for compatibility (nothing is shown).")
 @flag("batch", type=int, default=1, show_default=True,
       help="Images per network call (darknet-py only; Darknet runs one at a time).")
+@dist.command
 def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: float,
             points: int, thresh: float, letter_box: bool, dont_show: bool,
             batch: int) -> None:
@@ -104,8 +106,18 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         print(f"Can't open label file. (This can be normal only if you use MSCOCO): {lp} ")
 
     start = time.time()
-    inputs = collect_map_inputs(cfgfile, weightfile, images, net=net, batch_size=batch,
-                                progress=progress, on_missing_label=missing)
+    sharded = dist.is_distributed()      # torchrun: this rank's images, gathered on rank 0
+    inputs = collect_map_inputs(cfgfile, weightfile, dist.shard(images), net=net,
+                                batch_size=batch, progress=progress,
+                                on_missing_label=None if sharded else missing)
+    if sharded:
+        merged = dist.gather_concat(inputs.paths, inputs.detections, inputs.truths,
+                                    inputs.missing_labels)
+        if merged is None:               # not rank 0
+            return
+        inputs.paths, inputs.detections, inputs.truths, inputs.missing_labels = merged
+        for lp in inputs.missing_labels:
+            missing(lp)
     difficult = None
     if data.difficult is not None:
         # a list parallel to valid=; its labels mark objects whose detections are not ranked

@@ -23,6 +23,7 @@ import click
 import numpy as np
 import torch
 
+from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ._common import check_file, eprint, flag, load_network
 
@@ -62,6 +63,7 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
 @flag("batch", type=int, default=8, show_default=True, help="Images per forward pass.")
 @flag("workers", type=int, default=4, show_default=True, help="Image decoding threads.")
 @flag("i", "gpu_index", type=int, default=0, show_default=True)
+@dist.command
 def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
     """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
@@ -102,6 +104,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
     if not os.path.isdir(prefix):
         raise DataError(f"results folder '{prefix}' does not exist (results= in {data}; "
                         "Darknet needs it too)", file=prefix)
+    paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)
     nms_kind, beta = nms_params(net.heads)
     letter_box = bool(net.config.letter_box)
     coco_lines: List[str] = []
@@ -126,6 +129,10 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
                     image_id = os.path.basename(path).split(".", 1)[0]
                     for j, line in voc_lines(image_id, px, w, h):
                         voc[j].append(line)
+    merged = dist.gather_concat(coco_lines, *voc)      # rank 0: in the order of the list
+    if merged is None:
+        return
+    coco_lines, voc = merged[0], merged[1:]
     if kind == "coco":
         out = os.path.join(prefix, (outfile or "coco_results") + ".json")
         atomic_write_bytes(out, format_coco_results(coco_lines).encode())

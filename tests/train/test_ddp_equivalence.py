@@ -149,6 +149,7 @@ def test_two_processes_train_like_one(runs):
     assert net.seen == 8
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun(runs):
     """A torchrun run resumes from the checkpoint of a torchrun run, counting on from seen."""
     root, _, two = runs

@@ -163,3 +163,43 @@ def test_resume_under_torchrun(runs):
     net = Network.from_cfg(root / "tiny.cfg")
     net.load_weights(root / "backup_two" / "tiny_final.weights")
     assert net.seen == 12
+
+
+def test_gpus_list_relaunches_through_torchrun(tmp_path, monkeypatch):
+    """`-gpus 0,1` re-runs the same command line under torchrun's launcher (one process per
+    GPU); inside torchrun (WORLD_SIZE set) the command trains instead of relaunching."""
+    from click.testing import CliRunner
+    import torch.distributed.run as trun
+    from darknet_py.cli import main as cli_main
+    from darknet_py.train import trainer as trainer_mod
+    make_tiny_workdir(tmp_path)
+    launched, trained = [], []
+    monkeypatch.setattr(trun, "main", lambda argv: launched.append(argv))
+    monkeypatch.setattr(trainer_mod.Trainer, "run", lambda self: trained.append(self.opts))
+    argv = ["detector", "train", "one.data", "tiny.cfg", "-gpus", "0,1", "-seed", "3"]
+    monkeypatch.setattr(sys, "argv", ["darknet-py", *argv])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    r = CliRunner().invoke(cli_main, argv)
+    assert r.exit_code == 0, r.output
+    assert launched == [["--standalone", "--nproc_per_node=2", "-m", "darknet_py.cli", *argv]]
+    assert trained == []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(trainer_mod.dist, "init", lambda device=None: None)  # no real group
+    r = CliRunner().invoke(cli_main, argv)
+    assert r.exit_code == 0, r.output
+    assert len(launched) == 1 and len(trained) == 1 and trained[0].gpus == [0, 1]
+
+
+def test_shard_and_gather_helpers_single_process():
+    from darknet_py import distributed as dist
+    items = list(range(10))
+    parts = [dist.shard(items, r, 3) for r in range(3)]
+    assert parts == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert sum(parts, []) == items                       # contiguous: rank order = list order
+    assert [len(dist.shard(items[:2], r, 4)) for r in range(4)] == [0, 1, 0, 1]
+    assert dist.info().world == 1 and dist.gather_ordered([3, 1]) == [3, 1]
+    assert dist.map_sharded(items, lambda mine: [v * v for v in mine]) == [v * v for v in items]
+    assert dist.gather_concat([1], [2, 3]) == [[1], [2, 3]]
+    with pytest.raises(ValueError):
+        dist.shard(items, 3, 3)

@@ -16,7 +16,8 @@ torchrun's launcher, does that).
 * :func:`gather_ordered` collects one list per rank on rank 0 (concatenated in rank order);
   :func:`gather_concat` does it for several lists in one collective; :func:`map_sharded` is
   shard -> ``fn(my items)`` -> gather;
-* :func:`broadcast`, :func:`all_reduce_sum`, :func:`barrier`, :func:`shared_seed`;
+* :func:`broadcast`, :func:`all_reduce_sum`, :func:`any_rank`, :func:`barrier`,
+  :func:`shared_seed`;
 * :func:`main_only_output`: stdout/stderr of ranks other than 0 go to /dev/null (restored
   before an exception leaves the block, so a rank's error is still printed); :func:`command`
   wraps a CLI callback in :func:`init` + :func:`main_only_output`.
@@ -233,6 +234,11 @@ def all_reduce_sum(values: Sequence[float], device: Optional[torch.device] = Non
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return [float(v) for v in t.cpu()]
+
+
+def any_rank(flag: bool, device: Optional[torch.device] = None) -> bool:
+    """True on every rank when ``flag`` is true on any rank (e.g. a stop signal one rank got)."""
+    return all_reduce_sum([1.0 if flag else 0.0], device)[0] > 0
 
 
 def shared_seed(seed: Optional[int]) -> int:

@@ -278,14 +278,15 @@ class Trainer:
     def save(self, path: str) -> None:
         """Write a checkpoint atomically; never one with NaN/inf weights (that would replace a
         good file with a useless one), then the run stops naming the last good checkpoint."""
-        if not self.is_main:
-            return
-        bad = _first_nonfinite_layer(self.net)
+        bad = _first_nonfinite_layer(self.net)    # the same weights on every rank (DDP)
         if bad is not None:
             raise TrainingStopped(
                 f"the weights of layer {bad} became NaN/inf at iteration {self.iteration}; "
                 f"{path} was not written; {self._last_good_hint()} (lower learning_rate or "
                 "check the labels)")
+        if not self.is_main:
+            self.last_good = path                # what rank 0 wrote
+            return
         self.log(f"Saving weights to {path}")
         self.net.seen = self.iteration * self.images_per_iter
         self.net.save_weights(path)
@@ -310,6 +311,8 @@ class Trainer:
         nan_in_a_row = 0
         try:
             while self.iteration < cfgc.max_batches:
+                if self.world > 1:   # a signal seen by any rank stops every rank here
+                    self._stop_requested = dist.any_rank(self._stop_requested, self.device)
                 if self._stop_requested:
                     break
                 t0 = time.time()
@@ -380,11 +383,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):
-        if not self.is_main and self.world > 1:
-            return None
-
         def handler(signum, frame):
-            if self._stop_requested:  # second Ctrl-C: stop now
+            # second Ctrl-C: stop now; not under torchrun, whose launcher passes the signal it
+            # got on to the ranks (a second one) and kills them itself after its grace period
+            if self._stop_requested and self.world == 1:
                 raise KeyboardInterrupt
             self._stop_requested = True
             self.log(f"\n signal {signum}: finishing this iteration, then saving _last.weights")

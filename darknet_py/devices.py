@@ -3,6 +3,7 @@ else the CPU; Darknet's ``-i N`` / ``-gpus N`` pick the GPU, and naming a GPU th
 is a one-line :class:`~darknet_py.errors.UsageError`."""
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import torch
@@ -16,7 +17,11 @@ def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = N
     """``cuda:N`` for the first of ``gpus`` (or ``index``), else the default rule."""
     wanted = list(gpus) if gpus else ([index] if index is not None else [])
     if not wanted:
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each process takes the GPU of its LOCAL_RANK
+        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        return torch.device("cuda", local % torch.cuda.device_count())
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for g in wanted:
         if g < 0 or g >= count:

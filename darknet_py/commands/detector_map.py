@@ -37,6 +37,7 @@ from typing import Optional
 
 import click
 
+from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
 from ._common import backend_flags, check_file, eprint, flag, open_backend
@@ -70,6 +71,7 @@ MAP_FOOTER = ("\nSet -points flag:\n"
       "summary of the same detections (ground truth: coco_json= of the .data file, else the "
       "YOLO labels).")
 @backend_flags
+@dist.command
 def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: float,
             points: int, thresh: float, letter_box: bool, dont_show: bool,
             batch: int, plots: Optional[str], coco: bool, **backend_options) -> None:
@@ -117,8 +119,17 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         print(f"Can't open label file. (This can be normal only if you use MSCOCO): {lp} ")
 
     start = time.time()
-    inputs = collect_map_inputs(backend, images=images, batch_size=batch, progress=progress,
-                                on_missing_label=missing)
+    sharded = dist.is_distributed()      # torchrun: this rank's images, gathered on rank 0
+    inputs = collect_map_inputs(backend, images=dist.shard(images), batch_size=batch,
+                                progress=progress, on_missing_label=None if sharded else missing)
+    if sharded:
+        merged = dist.gather_concat(inputs.paths, inputs.detections, inputs.truths,
+                                    inputs.missing_labels)
+        if merged is None:               # not rank 0
+            return
+        inputs.paths, inputs.detections, inputs.truths, inputs.missing_labels = merged
+        for lp in inputs.missing_labels:
+            missing(lp)
     difficult = None
     if data.difficult is not None:
         # a list parallel to valid=; its labels mark objects whose detections are not ranked

@@ -10,7 +10,10 @@ saves ``_last.weights`` and exits 0.
 
 Devices: CPU; one CUDA GPU (``-gpus 0``) with mixed precision by default (``-no_amp`` turns it
 off); several GPUs ``-gpus 0,1`` through DDP, one process per GPU (started here with torchrun's
-machinery, or run the command under ``torchrun`` yourself; on CPU under torchrun it uses gloo).
+machinery, or run the same command, ``-gpus`` included, under ``torchrun`` yourself; on CPU under
+torchrun it uses gloo). The cfg's ``batch`` is the global batch, shared by the processes, and the
+learning rate is the cfg's (Darknet instead trains a full batch per GPU and multiplies the rate
+by the GPU count): see :mod:`darknet_py.distributed` and docs/scaling.md.
 ``-mjpeg_port N`` serves chart.png as it is redrawn (MJPEG over HTTP) with a page at ``/`` that
 also shows the latest loss, learning rate, mAP and time left. Darknet's ``-show_imgs`` windows are
 not implemented (``detector show_batch`` writes the augmented images instead).

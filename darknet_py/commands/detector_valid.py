@@ -21,6 +21,7 @@ from typing import List
 import click
 import numpy as np
 
+from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ._common import backend_flags, check_file, eprint, flag, open_backend
 
@@ -60,6 +61,7 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
 @flag("batch", type=int, default=8, show_default=True, help="Images per forward pass.")
 @flag("workers", type=int, default=4, show_default=True, help="Image decoding threads.")
 @backend_flags
+@dist.command
 def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_options):
     """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
@@ -103,6 +105,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_op
                         loader_threads=workers)
     coco_lines: List[str] = []
     voc = [[] for _ in range(classes)]
+    paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)
     for done, (path, _, px) in enumerate(pipeline.iterate(paths), 1):
         if done % batch == 0 or done == len(paths):
             eprint(done)
@@ -113,6 +116,10 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_op
             image_id = os.path.basename(path).split(".", 1)[0]
             for j, line in voc_lines(image_id, px, w, h):
                 voc[j].append(line)
+    merged = dist.gather_concat(coco_lines, *voc)      # rank 0: in the order of the list
+    if merged is None:
+        return
+    coco_lines, voc = merged[0], merged[1:]
     if kind == "coco":
         out = os.path.join(prefix, (outfile or "coco_results") + ".json")
         atomic_write_bytes(out, format_coco_results(coco_lines).encode())

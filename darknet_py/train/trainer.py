@@ -5,10 +5,10 @@ accumulate (Darknet's ``train_network``), then one Darknet SGD update with the l
 the policy at the new iteration. The printed loss is Darknet's: the mean over yolo layers of
 ``l.cost``, averaged over the mini-batches and divided by the mini-batch size.
 
-Multi-GPU follows Darknet's semantics with torch DDP: every process trains a full ``batch`` of
-its own images, the learning rate is multiplied by the number of processes, and gradients are
-averaged (Darknet instead averages weights every few iterations). Rank 0 prints, evaluates and
-writes checkpoints.
+Several processes (torchrun, or ``-gpus 0,1``) train with torch DDP on the *global* batch of the
+cfg: each rank loads its shard of the same mini-batches a single process would load and the
+update is the single-process one (see :mod:`darknet_py.distributed` for the details and for what
+differs: per-rank BN statistics). Rank 0 prints, evaluates and writes checkpoints and the chart.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
+from .. import distributed as dist
 from ..model.network import Network
 from ..serve.streams import TrainStreams
 from .chart import TrainChart
@@ -69,9 +70,11 @@ class Trainer:
     def __init__(self, opts: TrainOptions, out=None):
         self.opts = opts
         self.out = out or sys.stdout
-        self.rank, self.world = _dist_info()
+        d = dist.info()
+        self.rank, self.world = d.rank, d.world
         self.is_main = self.rank == 0
         self.device = self._pick_device()
+        dist.init(self.device)
         self._stop_requested = False
         #: the last checkpoint written (what a NaN stop points the user at)
         self.last_good: Optional[str] = None
@@ -159,7 +162,7 @@ class Trainer:
         self.log(f"Weights are saved after: {self.save_policy.save_every} iterations. Last weights "
                  f"(*_last.weight) are stored every {self.save_policy.save_last_every} iterations. ")
         from .optim import DarknetSGD
-        lr_scale = self.world  # Darknet: learning_rate *= ngpus
+        lr_scale = 1  # batch= is the global batch: no Darknet learning_rate *= ngpus
         self.optimizer = DarknetSGD(self.net, cfgc, lr_multiplier=lr_scale)
         self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
                  f"Decay: {cfgc.decay:g}")
@@ -200,8 +203,7 @@ class Trainer:
         from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
         cfgc = self.net.config
         aug = AugmentConfig.from_cfg(self.opts.cfg)
-        seed = self.opts.seed if self.opts.seed is not None else int(time.time())
-        seed += 1000 * self.rank           # every process draws its own images, as Darknet's GPUs
+        seed = dist.shared_seed(self.opts.seed)   # one seed: every rank shards the same batches
         dataset = DetectionDataset(self.train_paths, aug, seed=seed,
                                    cache_images=self.opts.cache_images)
         schedule = None
@@ -210,7 +212,8 @@ class Trainer:
                                           cfgc.max_batches, cfgc.mini_batch)
         loader = make_loader(dataset, cfgc.batch, cfgc.subdivisions,
                              num_workers=self.opts.workers, seed=seed, multiscale=schedule,
-                             max_batches=cfgc.max_batches, start_iteration=self.iteration)
+                             max_batches=cfgc.max_batches, start_iteration=self.iteration,
+                             rank=self.rank, world=self.world)
         return _BatchSource(loader)
 
     # ------------------------------------------------------------------ one iteration
@@ -233,6 +236,8 @@ class Trainer:
         net_loss = 0.0
         self.optimizer.zero_grad()
         bad = False
+        seen = 0
+        mini_batch = max(1, cfgc.mini_batch)    # global: the ranks' shards add up to it
         for _ in range(subdiv):
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
@@ -242,17 +247,18 @@ class Trainer:
             total, costs, stats = self._forward_loss(x, truth)
             if not torch.isfinite(total):
                 bad = True
-            self.scaler.scale(total).backward()
-            self.net.seen += x.shape[0]
+            # x world: DDP averages the ranks' gradients, the global batch needs their sum
+            self.scaler.scale(total * self.world).backward()
+            seen += x.shape[0]
             net_loss += float(sum(float(c.detach()) for c in costs) / len(costs))
             if self.opts.verbose:
                 for idx, st in stats:
                     self.log(st.line(idx))
-        loss = net_loss / (subdiv * max(1, cfgc.mini_batch))
+        loss = net_loss / (subdiv * mini_batch)
         if self.world > 1:
-            t = torch.tensor([loss, float(bad)], device=self.device)
-            torch.distributed.all_reduce(t)
-            loss, bad = float(t[0]) / self.world, bool(t[1] > 0)
+            loss, nbad, seen = dist.all_reduce_sum([loss, float(bad), seen], self.device)
+            bad = nbad > 0
+        self.net.seen += int(seen)
         if bad or not math.isfinite(loss):
             return float("nan")
         self.iteration += 1
@@ -297,14 +303,15 @@ class Trainer:
     def save(self, path: str) -> None:
         """Write a checkpoint atomically; never one with NaN/inf weights (that would replace a
         good file with a useless one), then the run stops naming the last good checkpoint."""
-        if not self.is_main:
-            return
-        bad = _first_nonfinite_layer(self.net)
+        bad = _first_nonfinite_layer(self.net)    # the same weights on every rank (DDP)
         if bad is not None:
             raise TrainingStopped(
                 f"the weights of layer {bad} became NaN/inf at iteration {self.iteration}; "
                 f"{path} was not written; {self._last_good_hint()} (lower learning_rate or "
                 "check the labels)")
+        if not self.is_main:
+            self.last_good = path                # what rank 0 wrote
+            return
         self.log(f"Saving weights to {path}")
         self.net.seen = self.iteration * self.images_per_iter
         self.net.save_weights(path)
@@ -335,6 +342,8 @@ class Trainer:
             self.http = TrainStreams.open(o.mjpeg_port, o.http_host, self.backup, self.out,
                                           self.is_main)
             while self.iteration < cfgc.max_batches:
+                if self.world > 1:   # a signal seen by any rank stops every rank here
+                    self._stop_requested = dist.any_rank(self._stop_requested, self.device)
                 if self._stop_requested:
                     break
                 t0 = time.time()
@@ -365,8 +374,8 @@ class Trainer:
                 t_end = now
                 avg_time = timer.hours_left(it, cfgc.max_batches)
                 if o.calc_map:
-                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths) *
-                                             self.world, self.images_per_iter, cfgc.burn_in)
+                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths),
+                                             self.images_per_iter, cfgc.burn_in)
                     # the last iteration always evaluates: say so on short runs
                     nxt = min(nxt, cfgc.max_batches)
                     self.log(f"\n (next mAP calculation at {nxt} iterations) ", end="")
@@ -374,14 +383,14 @@ class Trainer:
                         self.log(f"\n Last accuracy mAP@{o.iou_thresh:0.2f} = {last_map * 100:2.2f} "
                                  f"%, best = {best_map * 100:2.2f} % ", end="")
                 self.log(f"\n {it}: {loss:f}, {avg_loss:f} avg loss, {self.optimizer.rate(it):f} "
-                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter * self.world} "
+                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter} "
                          f"images, {avg_time:f} hours left")
                 self.chart.add_loss(it, avg_loss)
                 for lg in logs:
                     lg.iteration(it, loss, avg_loss, self.optimizer.rate(it),
                                  self.images_per_iter * self.world / max(elapsed, 1e-9), elapsed)
                 if o.calc_map and (it >= next_map_iteration(
-                        iter_map, o.map_epochs, len(self.train_paths) * self.world,
+                        iter_map, o.map_epochs, len(self.train_paths),
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
                     iter_map = it
                     if self.is_main:
@@ -397,7 +406,7 @@ class Trainer:
                             self.log("New best mAP!")
                             self.save(self.save_policy.path("best"))
                             self._write_best_plots()
-                    _barrier(self.world)
+                    dist.barrier()
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
@@ -426,11 +435,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):
-        if not self.is_main and self.world > 1:
-            return None
-
         def handler(signum, frame):
-            if self._stop_requested:  # second Ctrl-C: stop now
+            # second Ctrl-C: stop now; not under torchrun, whose launcher passes the signal it
+            # got on to the ranks (a second one) and kills them itself after its grace period
+            if self._stop_requested and self.world == 1:
                 raise KeyboardInterrupt
             self._stop_requested = True
             self.log(f"\n signal {signum}: finishing this iteration, then saving _last.weights")
@@ -500,18 +508,3 @@ def _first_nonfinite_layer(net: Network) -> Optional[int]:
                 return layer.index
     return None
 
-
-def _dist_info():
-    ws = int(os.environ.get("WORLD_SIZE", "1"))
-    if ws > 1:
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()

@@ -75,7 +75,7 @@ def detector() -> None:
 
 @main.group(cls=DarknetGroup, context_settings=CONTEXT)
 def data() -> None:
-    """Dataset tools: VOC XML to YOLO labels, train/valid/test splits."""
+    """Dataset tools: VOC XML to YOLO labels, train/valid/test splits, checks."""
 
 
 @main.group(cls=DarknetGroup, context_settings=CONTEXT)

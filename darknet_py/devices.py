@@ -1,6 +1,7 @@
 """Which device a command or the API runs on: one rule for everything.
 
-* No GPU named: CUDA GPU 0 when torch sees one, else the CPU.
+* No GPU named: a CUDA GPU when torch sees one (GPU 0; under torchrun each process the GPU of its
+  ``LOCAL_RANK``), else the CPU.
 * Darknet's ``-i N`` (``index``) or ``-gpus N[,M...]`` (``gpus``; a DDP process takes the entry
   of its ``LOCAL_RANK``) name the GPU; ``-gpus`` wins when both are given, as in Darknet's
   ``run_detector``. A negative ``-i`` (Darknet's ``-i -1``) or ``-nogpu`` (``nogpu``) means the
@@ -20,6 +21,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .errors import UsageError
+
+__all__ = ["select_device", "describe", "cpu_bf16_supported"]
 
 DeviceSpec = Union[None, str, int, torch.device]
 
@@ -55,7 +58,11 @@ def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = N
             return torch.device("cpu")
         gpu, flag = int(index), f"-i {int(index)}"
     if gpu is None:                                    # nothing named: CUDA when available
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     if not torch.cuda.is_available():
         why = (f"this torch ({torch.__version__}) is built without CUDA"
                if torch.version.cuda is None else "torch sees no CUDA GPU")

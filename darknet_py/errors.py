@@ -69,20 +69,3 @@ class UsageError(DarknetError):
     """Bad command-line usage (missing argument, contradictory flags)."""
     exit_code = 2
     kind = "usage error"
-
-
-def read_bounded(path: str, limit: int, error: type, what: str) -> bytes:
-    """Read at most ``limit`` bytes of a user-named file (``/dev/zero`` or a mistaken huge file
-    cannot exhaust memory), turning every failure into ``error`` naming the file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise error(f"{what} not found", file=path) from None
-    except IsADirectoryError:
-        raise error(f"{what} path is a directory, not a file", file=path) from None
-    except OSError as e:
-        raise error(f"cannot read {what}: {e.strerror}", file=path) from None
-    if len(data) > limit:
-        raise error(f"not a {what}: larger than {limit >> 20} MiB", file=path)
-    return data

@@ -91,3 +91,10 @@ def test_train_cli_rejects_a_missing_gpu(tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"names GPU {gpu}" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_torchrun_without_gpus_takes_the_gpu_of_its_local_rank(monkeypatch):
+    fake_cuda(monkeypatch, 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert select_device() == torch.device("cuda", 1)
+    assert select_device(nogpu=True) == torch.device("cpu")

@@ -53,3 +53,50 @@ def parse_gpus(text: Optional[str]):
     except ValueError:
         raise UsageError(f"-gpus expects a comma-separated list of GPU indices, got '{text}'") \
             from None
+
+
+def backend_flags(fn):
+    """``-backend``, ``-precision``, ``-threads``, ``-i`` (and Darknet's ``-half``) for the
+    commands that run a model."""
+    from ..infer.backends.base import BACKENDS, PRECISIONS
+    decorators = [
+        flag("backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+             help="What runs the network: auto = cuda on a GPU, else fast (CPU); exact = the "
+                  "Darknet-exact reference; onnxruntime / openvino = an ONNX export (cached next "
+                  "to the weights)."),
+        flag("precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+             help="fp16 (CUDA) and bf16 are fast paths, not Darknet-exact."),
+        flag("half", is_flag=True, help="Same as -precision fp16."),
+        flag("threads", type=int, default=None, help="CPU threads for the backend."),
+        flag("i", "gpu_index", type=int, default=None,
+             help="GPU index (default: GPU 0 when CUDA is available, else the CPU)."),
+    ]
+    for deco in reversed(decorators):
+        fn = deco(fn)
+    return fn
+
+
+def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
+                 precision: str = "fp32", half: bool = False, threads: Optional[int] = None,
+                 gpu_index: Optional[int] = None, quiet: bool = False, batch: int = 1):
+    """The backend a command runs: Darknet's layer table and weights report first (stderr),
+    then one line naming the backend and device."""
+    from ..devices import select_device
+    from ..infer.backends.base import load_network, make_backend
+    from ..model.weights import format_load_report
+    if threads is not None and threads < 1:
+        raise UsageError(f"-threads must be >= 1, got {threads}")
+    cpu_only = backend in ("fast", "onnxruntime", "openvino")
+    device = select_device(index=gpu_index) if gpu_index is not None or not cpu_only else None
+    precision = "fp16" if half else precision
+    network = None
+    if not cfg.lower().endswith(".onnx"):
+        network = load_network(cfg, weights, batch=batch)
+        if not quiet:
+            network.print_table()
+            if network.load_report is not None:
+                eprint(format_load_report(network.load_report))
+    result = make_backend(cfg, weights, backend=backend, device=device, precision=precision,
+                          threads=threads, network=network)
+    eprint(f"Using {result.describe()}")
+    return result

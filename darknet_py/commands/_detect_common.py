@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
 from ..errors import DataError
-from ._common import eprint
+from ._common import eprint, open_backend
 
 
 def names_from_data(data_path: str, classes: int) -> List[str]:
@@ -26,23 +26,19 @@ def names_from_data(data_path: str, classes: int) -> List[str]:
     return names
 
 
-def make_detector(data: str, cfg: str, weights: str, thresh: float, hier_thresh: float,
-                  letter_box: bool, device: str, half: bool = False, batch_size: int = 1):
+def split_model_args(cfg: str, weights: Optional[str], rest: Optional[str]):
+    """``data model.onnx image``: an ONNX export takes no weights argument, so the third
+    positional is the image."""
+    if cfg.lower().endswith(".onnx") and rest is None:
+        return None, weights
+    return weights, rest
+
+
+def make_detector(data: str, cfg: str, weights: Optional[str], thresh: float, hier_thresh: float,
+                  letter_box: bool, batch_size: int = 1, **backend_options):
     from ..infer.detector import Detector
-    from ..model.weights import format_load_report, LoadReport
-    det = Detector(cfg, weights, names=None, device=device, half=half,
-                   letter_box=True if letter_box else None, thresh=thresh,
+    backend = open_backend(cfg, weights, **backend_options)
+    det = Detector(cfg, backend=backend, letter_box=True if letter_box else None, thresh=thresh,
                    hier_thresh=hier_thresh, batch_size=batch_size)
-    det.net.print_table()
-    h = det.net.weights_header
-    if h is not None:
-        eprint(format_load_report(LoadReport(weights, h, len(det.net.layers), 0, 0)))
     det.names = names_from_data(data, det.classes)
     return det
-
-
-def device_from_index(gpu_index: int) -> str:
-    import torch
-    if gpu_index >= 0 and torch.cuda.is_available():
-        return f"cuda:{gpu_index}"
-    return "cpu"

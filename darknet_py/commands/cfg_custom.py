@@ -46,7 +46,7 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     """
     from ..errors import UsageError
     from ..prep.custom_cfg import write_custom_cfg
-    from ..prep.voc import read_names
+    from ..prep.voc import read_class_names as read_names
 
     if names is not None:
         n_names = len(read_names(names))

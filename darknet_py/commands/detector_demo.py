@@ -7,7 +7,8 @@ OpenCV can write, at the source's FPS). Frames are resized like Darknet's demo d
 (``cv::resize`` bilinear, or letterbox), so detections can differ slightly from ``detector test``
 on the same picture, exactly as in Darknet. ``-benchmark`` times the network only (no drawing, no
 output). Frames are batched (``-batch N``) when that helps throughput on a GPU.
-``-json_port`` and ``-mjpeg_port`` (network streaming) are not implemented.
+``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and ``-json_port N``
+each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
 """
 from __future__ import annotations
 
@@ -16,32 +17,14 @@ import sys
 import time
 
 import click
-import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
-from ._common import check_file, eprint, flag
-from ._detect_common import device_from_index, make_detector
+from ._common import backend_flags, check_file, eprint, flag
+from ._detect_common import make_detector
+from ._http import http_flags
 
 GROUP = "detector"
-
-
-def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch.Tensor:
-    """A BGR uint8 frame -> (3, h, w) RGB float input as Darknet's demo builds it."""
-    import cv2
-    fh, fw = frame.shape[:2]
-    if letter_box:
-        from ..infer.image import letterbox_size
-        nw, nh = letterbox_size(fw, fh, w, h)
-        small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        canvas = np.full((h, w, 3), 127, np.uint8)
-        y0, x0 = (h - nh) // 2, (w - nw) // 2
-        canvas[y0:y0 + nh, x0:x0 + nw] = small
-        small = canvas
-    else:
-        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
-    rgb = np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1))
-    return torch.from_numpy(rgb).to(torch.float32) * np.float32(1.0 / 255.0)
 
 
 @click.command("demo")
@@ -59,21 +42,25 @@ def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch
 @flag("letter_box", is_flag=True)
 @flag("benchmark", is_flag=True, help="Measure network speed only: no drawing or output video.")
 @flag("batch", type=int, default=1, show_default=True, help="Frames per forward pass.")
-@flag("i", "gpu_index", type=int, default=0, show_default=True)
-@flag("half", is_flag=True, help="fp16 forward on CUDA.")
+@backend_flags
 @flag("out", "json_out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's per-frame JSON.")
+@http_flags(json_port=True)
 def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filename, ext_output,
-            dont_show, letter_box, benchmark, batch, gpu_index, half, json_out):
+            dont_show, letter_box, benchmark, batch, json_out, mjpeg_port, json_port, http_host,
+            **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..infer.draw import JsonOutWriter, detection_lines, draw_detections
-    from ..infer.image import image_to_bgr_uint8
+    from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
+    from ..infer.image import frame_to_input
+    from ..serve import DemoStreams
     check_file(data, "data file")
     if batch < 1:
         raise UsageError("-batch must be >= 1")
-    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,
-                        device_from_index(gpu_index), half=half)
+    if video:
+        check_file(video, "video file")
+    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, batch_size=batch,
+                        **backend_options)
     print("Demo")
     if video:
         check_file(video, "video file")
@@ -88,6 +75,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     writer = None
     tmp_out = None
     jw = JsonOutWriter(json_out) if json_out else None
+    http = DemoStreams(mjpeg_port, json_port, http_host)
     frames = 0
     avg_fps = 0.0
     t_start = time.perf_counter()
@@ -104,7 +92,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             if not batch_frames:
                 break
             t0 = time.perf_counter()
-            x = torch.stack([frame_to_input(f, det.net.width, det.net.height, det.letter_box)
+            x = torch.stack([frame_to_input(f, *det.input_size, det.letter_box)
                              for f in batch_frames])
             sets = det.detect_batch(x, [(f.shape[1], f.shape[0]) for f in batch_frames])
             fps = len(batch_frames) / max(1e-9, time.perf_counter() - t0)
@@ -115,6 +103,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                     print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                     continue
                 print("Objects:\n")
+                http.detections(detection_to_json(dets, det.names, frames))
                 lines = detection_lines(dets, det.names, thresh, ext_output,
                                         (frame.shape[1], frame.shape[0]))
                 for line in lines:
@@ -122,19 +111,19 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                 print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                 if jw is not None:
                     jw.add(dets, det.names, None)
-                if out_filename:
-                    rgb = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))
-                                           ).to(torch.float32) / 255.0
-                    drawn = image_to_bgr_uint8(draw_detections(rgb, dets, det.names, thresh,
-                                                               det.classes))
-                    if writer is None:
-                        tmp_out = _temp_name(out_filename)
-                        writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
-                                              drawn.shape[0])
-                    writer.write(drawn)
+                if out_filename or http.wants_frames:
+                    drawn = det.draw(frame, dets)
+                    http.frame(drawn, frames=frames, fps=round(fps, 1), avg_fps=round(avg_fps, 1))
+                    if out_filename:
+                        if writer is None:
+                            tmp_out = _temp_name(out_filename)
+                            writer = _open_writer(tmp_out, out_filename, src_fps, drawn.shape[1],
+                                                  drawn.shape[0])
+                        writer.write(drawn)
             sys.stdout.flush()
     finally:
         cap.release()
+        http.close()
         if jw is not None:
             jw.close()
         if writer is not None:

@@ -22,18 +22,25 @@ As in Darknet:
 stdout carries the same lines as Darknet's (``calculation mAP``, ``Detection layer``, the
 ``detections_count`` / ``rank`` progress, one line per class, the thresh statistics and the mAP);
 stderr the per-batch image counter and ``Total Detection Time``.
+
+darknet-py additions, after Darknet's text: ``-coco`` prints pycocotools' summary of the same
+detections (:mod:`darknet_py.metrics.coco_map`); ``-plots DIR`` writes curves, the confusion
+matrix and tables (:mod:`darknet_py.metrics.plots`), plus ``coco_results.json`` with ``-coco``.
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from typing import Optional
 
 import click
 
+from .. import distributed as dist
 from ..errors import DataError, UsageError
-from ..metrics.evaluate import _head_codes, collect_map_inputs, read_difficult_truths
-from ._common import check_file, eprint, flag
+from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
+from ._common import backend_flags, check_file, eprint, flag, open_backend
 
 GROUP = "detector"
 
@@ -57,9 +64,17 @@ MAP_FOOTER = ("\nSet -points flag:\n"
 @flag("dont_show", is_flag=True, help="Accepted for compatibility (nothing is shown).")
 @flag("batch", type=int, default=1, show_default=True,
       help="Images per network call (darknet-py only; Darknet runs one at a time).")
+@flag("plots", type=click.Path(file_okay=False), default=None,
+      help="darknet-py: write PR/F1 curves, confusion matrix, per_class.csv and summary.json "
+      "into this folder.")
+@flag("coco", is_flag=True, help="darknet-py: after Darknet's printout, pycocotools' COCO AP "
+      "summary of the same detections (ground truth: coco_json= of the .data file, else the "
+      "YOLO labels).")
+@backend_flags
+@dist.command
 def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: float,
             points: int, thresh: float, letter_box: bool, dont_show: bool,
-            batch: int) -> None:
+            batch: int, plots: Optional[str], coco: bool, **backend_options) -> None:
     """Mean average precision of a detector on the data file's valid list (Darknet's
     `detector map`)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
@@ -73,22 +88,22 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     if weightfile is not None:
         check_file(weightfile, "weights file")
     data = read_data_cfg(datacfg)
+    if coco and "coco_json" in data.options:     # fail before running the network
+        check_file(data.options["coco_json"].value, "coco_json file")
     valid = data.valid_or_default("data/train.txt")
     names_file = data.names_or_default()
     names = read_names(names_file)
 
-    from ._common import load_network
-    net = load_network(cfgfile, weightfile, batch=1)
-    classes = int(net.classes)
+    backend = open_backend(cfgfile, weightfile, **backend_options)
+    classes = backend.classes
     if classes != len(names):
         raise DataError(f"number of names {len(names)} isn't equal to classes={classes} in the "
                         f"file {cfgfile}", file=names_file)
-    net_letter_box = bool(getattr(net.config, "letter_box", 0))
-    if letter_box and not net_letter_box:
+    if letter_box and not backend.letter_box:
         eprint("note: -letter_box has no effect on detector map (as in Darknet); set "
                "letter_box=1 in [net] of the cfg")
     print("\n calculation mAP (mean average precision)...")
-    for index, code in _head_codes(net):
+    for index, code in head_codes(backend.heads):
         print(f" Detection layer: {index} - type = {code} ")
     sys.stdout.flush()
     images = read_list(check_file(valid, "valid list"))
@@ -104,8 +119,17 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         print(f"Can't open label file. (This can be normal only if you use MSCOCO): {lp} ")
 
     start = time.time()
-    inputs = collect_map_inputs(cfgfile, weightfile, images, net=net, batch_size=batch,
-                                progress=progress, on_missing_label=missing)
+    sharded = dist.is_distributed()      # torchrun: this rank's images, gathered on rank 0
+    inputs = collect_map_inputs(backend, images=dist.shard(images), batch_size=batch,
+                                progress=progress, on_missing_label=None if sharded else missing)
+    if sharded:
+        merged = dist.gather_concat(inputs.paths, inputs.detections, inputs.truths,
+                                    inputs.missing_labels)
+        if merged is None:               # not rank 0
+            return
+        inputs.paths, inputs.detections, inputs.truths, inputs.missing_labels = merged
+        for lp in inputs.missing_labels:
+            missing(lp)
     difficult = None
     if data.difficult is not None:
         # a list parallel to valid=; its labels mark objects whose detections are not ranked
@@ -119,3 +143,30 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     eprint(f"Total Detection Time: {int(time.time() - start)} Seconds")
     sys.stdout.write(MAP_FOOTER)
     sys.stdout.flush()
+    if coco or plots:
+        _extras(data, inputs, result, classes, names, plots, coco)
+
+
+def _extras(data, inputs, result, classes, names, plots: Optional[str], coco: bool) -> None:
+    """darknet-py's additions after Darknet's text: ``-coco`` summary, ``-plots`` files."""
+    run = None
+    opt = data.options.get("coco_json")
+    coco_json = opt.value if opt is not None else None
+    if coco:
+        from ..metrics.coco_map import coco_map
+        run = coco_map(inputs.paths, inputs.detections, inputs.truths, classes, names,
+                       coco_json)
+        gt_name = coco_json if coco_json else "the YOLO label files"
+        print(f"\n COCO evaluation (pycocotools, ground truth: {gt_name}):")
+        sys.stdout.write(run.summary_lines())
+        sys.stdout.flush()
+    if plots:
+        from ..metrics.plots import write_map_plots
+        write_map_plots(result, plots, run.stats.as_dict() if run is not None else None)
+        if run is not None:
+            from ..metrics.coco import write_coco_results
+            write_coco_results(os.path.join(plots, "coco_results.json"), run.result_lines)
+            if coco_json is None:       # the ground truth built from the labels
+                with open(os.path.join(plots, "coco_ground_truth.json"), "w") as f:
+                    json.dump(run.ground_truth, f)
+        eprint(f"plots written to {plots}")

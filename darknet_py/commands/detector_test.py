@@ -5,6 +5,11 @@ Prints the layer table, then per image Darknet's ``Detection layer`` lines,
 (``dog: 81%``, or with ``-ext_output`` the ``(left_x: … top_y: … width: … height: …)`` block), and
 writes ``predictions.jpg``. Without an image argument, image paths are read from stdin, one per
 line (Darknet's ``Enter Image Path:`` loop); an unreadable image there is reported and skipped.
+
+Under ``torchrun`` with paths on stdin, rank 0 reads the whole list, every rank detects its
+contiguous share (:mod:`darknet_py.distributed`), and rank 0 prints the per-image text, writes
+``-out`` and ``predictions.jpg`` (of the last image) as one process would; ``-save_labels`` files
+are written by the rank that detected the image.
 """
 from __future__ import annotations
 
@@ -14,9 +19,10 @@ import time
 
 import click
 
+from .. import distributed as dist
 from ..errors import DarknetError, DataError
-from ._common import check_file, flag
-from ._detect_common import device_from_index, make_detector
+from ._common import backend_flags, check_file, flag
+from ._detect_common import make_detector, split_model_args
 
 GROUP = "detector"
 
@@ -24,7 +30,7 @@ GROUP = "detector"
 @click.command("test")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.argument("weights", type=click.Path(dir_okay=False))
+@click.argument("weights", required=False)
 @click.argument("image", required=False)
 @flag("thresh", type=float, default=0.25, show_default=True, help="Detection threshold.")
 @flag("hier", "hier_thresh", type=float, default=0.5, show_default=True, help="Hierarchy threshold.")
@@ -34,17 +40,23 @@ GROUP = "detector"
 @flag("out", "out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's JSON result file.")
 @flag("save_labels", is_flag=True, help="Write YOLO .txt labels next to each image.")
-@flag("i", "gpu_index", type=int, default=0, show_default=True,
-      help="GPU index (CPU when CUDA is not available).")
-@flag("half", is_flag=True, help="fp16 forward on CUDA.")
+@backend_flags
+@dist.command
 def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_show, letter_box,
-            out, save_labels, gpu_index, half):
-    """Detect objects in IMAGE (or in image paths read from stdin)."""
+            out, save_labels, **backend_options):
+    """Detect objects in IMAGE (or in image paths read from stdin).
+
+    CFG is a Darknet .cfg (then WEIGHTS follows) or a `darknet-py export` .onnx file (no
+    WEIGHTS: `detector test obj.data model.onnx image.jpg`)."""
     from ..infer.draw import JsonOutWriter, write_labels
     from ..infer.image import save_image
     check_file(data, "data file")
-    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,
-                        device_from_index(gpu_index), half=half)
+    weights, image = split_model_args(cfg, weights, image)
+    if image is not None and not os.path.exists(image):
+        raise DataError("image not found", file=image)
+    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, **backend_options)
+    if image is None and dist.is_distributed():
+        return _sharded_stdin_list(det, out, ext_output, save_labels, thresh)
     writer = JsonOutWriter(out) if out else None
     single = image is not None
     failures = 0
@@ -83,3 +95,54 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
     finally:
         if writer is not None:
             writer.close()
+
+
+def _detect_one(det, path, ext_output, save_labels, thresh):
+    """(stdout text, detections, None) of one image, or (None, None, error message)."""
+    from ..infer.draw import write_labels
+    try:
+        (name, _, dets), = det.detect_sets([path])
+    except DataError as e:
+        return None, None, e.message
+    ms = det.last_forward_ms[0] if det.last_forward_ms else 0.0
+    if save_labels:
+        base, _ = os.path.splitext(path)
+        write_labels(base + ".txt", dets, thresh)
+    return det.stdout(name, dets, ms, ext_output), dets, None
+
+
+def _sharded_stdin_list(det, out, ext_output, save_labels, thresh) -> None:
+    """torchrun: rank 0 reads stdin to its end, the ranks detect their share, rank 0 prints."""
+    from ..infer.draw import JsonOutWriter
+    from ..infer.image import save_image
+    lines = dist.broadcast(sys.stdin.readlines() if dist.is_main() else None)
+    paths = [line.strip() for line in lines if line.strip()]
+    results = dist.map_sharded(paths, lambda mine: [
+        _detect_one(det, p, ext_output, save_labels, thresh) for p in mine])
+    if results is None:                   # not rank 0
+        return
+    writer = JsonOutWriter(out) if out else None
+    todo = iter(results)
+    last = None
+    try:
+        for line in lines + [None]:       # None: the prompt that meets the end of input
+            sys.stdout.write("Enter Image Path: ")
+            sys.stdout.flush()
+            path = line.strip() if line is not None else ""
+            if not path:
+                continue
+            text, dets, error = next(todo)
+            if error is not None:
+                print(f"Cannot load image {path}: {error}", file=sys.stderr)
+                continue
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            if writer is not None:
+                writer.add(dets, det.names, path)
+            last = path
+    finally:
+        if writer is not None:
+            writer.close()
+    if last is not None:                  # predictions.jpg is the last image's, as one process
+        (_, im, dets), = det.detect_sets([last])
+        save_image(det.draw(im, dets), "predictions")

@@ -14,11 +14,15 @@ device is printed once on stderr, then the precision. On CUDA fp16 mixed precisi
 default (``-no_amp`` turns it off); on a CPU with native bf16 (AVX512-BF16/AMX) bf16 autocast
 with channels-last is (``-no_bf16`` turns it off; see :mod:`darknet_py.train.precision`).
 Several GPUs ``-gpus 0,1`` train through DDP, one process per GPU (started here with torchrun's
-machinery, or run the command under ``torchrun`` yourself; on CPU under torchrun it uses gloo).
+machinery, or run the same command, ``-gpus`` included, under ``torchrun`` yourself; on CPU under
+torchrun it uses gloo). The cfg's ``batch`` is the global batch, shared by the processes, and the
+learning rate is the cfg's (Darknet instead trains a full batch per GPU and multiplies the rate
+by the GPU count): see :mod:`darknet_py.distributed` and docs/scaling.md.
 Signals: SIGINT/SIGTERM to the process or its whole group (``timeout``, SLURM, Kubernetes) are
 handled by the main process; the data loader workers ignore them and are shut down by it.
-Darknet's ``-mjpeg_port``, ``-json_port`` and ``-show_imgs`` windows are not implemented
-(``detector show_batch`` writes the augmented images instead).
+``-mjpeg_port N`` serves chart.png as it is redrawn (MJPEG over HTTP) with a page at ``/`` that
+also shows the latest loss, learning rate, mAP and time left. Darknet's ``-show_imgs`` windows are
+not implemented (``detector show_batch`` writes the augmented images instead).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import click
 
 from ..errors import UsageError
 from ._common import check_file, flag, parse_gpus
+from ._http import http_flags
 
 GROUP = "detector"
 
@@ -62,9 +67,14 @@ GROUP = "detector"
 @flag("max_batches", type=int, default=None,
       help="Override [net] max_batches (quick experiments).")
 @flag("cache_images", is_flag=True, help="Keep decoded images in RAM.")
+@http_flags(json_port=False)
+@flag("tensorboard", type=click.Path(file_okay=False), default=None,
+      help="Also write loss, learning rate and mAP as TensorBoard scalars into this folder.")
 def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nogpu, thresh,
-            iou_thresh, map_epochs, no_amp, bf16, workers, seed, verbose, nan_skip, max_batches, cache_images):
+            iou_thresh, map_epochs, no_amp, bf16, workers, seed, verbose, nan_skip, max_batches,
+            cache_images, mjpeg_port, http_host, tensorboard):
     """Train a detector on the images of obj.data's train= list."""
+    from ..serve.server import check_port
     from ..train.trainer import TrainOptions, Trainer
     check_file(data, "data file")
     check_file(cfg, "cfg file")
@@ -76,13 +86,18 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nog
         select_device(gpu_list, gpu_index, nogpu=nogpu, local_rank=rank)
     if workers < 0:
         raise UsageError("-workers must be >= 0")
+    if tensorboard:
+        from ..train.log import summary_writer_class
+        summary_writer_class()          # a one-line error now, not after the network is built
     opts = TrainOptions(data=data, cfg=cfg, weights=weights, clear=clear, dont_show=dont_show,
                         calc_map=calc_map, thresh=thresh, iou_thresh=iou_thresh,
                         map_epochs=map_epochs, gpus=gpu_list, gpu_index=gpu_index,
                         nogpu=nogpu, amp=False if no_amp else None, bf16=bf16,
                         workers=workers, seed=seed, verbose=verbose,
                         nan_policy="skip" if nan_skip else "stop", max_batches=max_batches,
-                        cache_images=cache_images)
+                        cache_images=cache_images,
+                        mjpeg_port=check_port(mjpeg_port, "mjpeg_port"),
+                        http_host=http_host, tensorboard=tensorboard)
     if len(gpu_list) > 1 and "WORLD_SIZE" not in os.environ:
         _launch_ddp(len(gpu_list))
         return

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import List
 
 import click
 import numpy as np
-import torch
 
+from .. import distributed as dist
 from ..errors import DataError, UsageError
-from ._common import check_file, eprint, flag, load_network
+from ._common import backend_flags, check_file, eprint, flag, open_backend
 
 GROUP = "detector"
 
@@ -61,18 +60,15 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
       help="COCO instances json: score the results with pycocotools.")
 @flag("batch", type=int, default=8, show_default=True, help="Images per forward pass.")
 @flag("workers", type=int, default=4, show_default=True, help="Image decoding threads.")
-@flag("i", "gpu_index", type=int, default=0, show_default=True)
-def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
+@backend_flags
+@dist.command
+def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_options):
     """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
-    from ..infer.image import load_image, prepare_input
-    from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results, \
-        scale_to_pixels
-    from ..metrics.evaluate import _head_codes
-    from ..infer.nms import apply_nms, nms_params
-    from ..infer.decode import get_network_boxes
-    from ..model.weights import atomic_write_bytes
-    from ._detect_common import device_from_index
+    from ..infer.pipeline import Pipeline
+    from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results
+    from ..metrics.evaluate import head_codes
+    from ..files import atomic_write_bytes
     if batch < 1 or workers < 1:
         raise UsageError("-batch and -workers must be >= 1")
     check_file(data, "data file")
@@ -86,46 +82,44 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
                          "results only")
     if coco_json is None and "coco_json" in d.options:
         coco_json = d.options["coco_json"].value
-    device = device_from_index(gpu_index)
-    net = load_network(cfg, weights, device=device)
-    eprint(f"Learning Rate: {net.config.learning_rate:g}, Momentum: {net.config.momentum:g}, "
-           f"Decay: {net.config.decay:g}")
-    for index, code in _head_codes(net):
-        print(f" Detection layer: {index} - type = {code} ")
-    classes = net.classes
-    if len(names) < classes:
-        raise DataError(f"the names file has {len(names)} names but the cfg has "
-                        f"classes={classes}", file=d.names_or_default())
     paths = read_list(check_file(valid, "valid list"))
     if not paths:
         raise DataError("the valid list is empty", file=valid)
     if not os.path.isdir(prefix):
         raise DataError(f"results folder '{prefix}' does not exist (results= in {data}; "
                         "Darknet needs it too)", file=prefix)
-    nms_kind, beta = nms_params(net.heads)
-    letter_box = bool(net.config.letter_box)
+    backend = open_backend(cfg, weights, **backend_options)
+    if backend.network is not None:
+        c = backend.network.config
+        eprint(f"Learning Rate: {c.learning_rate:g}, Momentum: {c.momentum:g}, "
+               f"Decay: {c.decay:g}")
+    for index, code in head_codes(backend.heads):
+        print(f" Detection layer: {index} - type = {code} ")
+    classes = backend.classes
+    if len(names) < classes:
+        raise DataError(f"the names file has {len(names)} names but the cfg has "
+                        f"classes={classes}", file=d.names_or_default())
+    # validate_detector: thresh .001, hier .5, NMS .6 on pixel boxes, the cfg's letter_box
+    pipeline = Pipeline(backend, thresh=VALID_THRESH, hier_thresh=VALID_HIER, nms=VALID_NMS,
+                        letter_box=backend.letter_box, batch_size=batch, pixel_boxes=True,
+                        loader_threads=workers)
     coco_lines: List[str] = []
     voc = [[] for _ in range(classes)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), batch):
-            chunk = paths[start:start + batch]
-            images = list(pool.map(lambda p: load_image(p, net.channels), chunk))
-            eprint(start + len(chunk))
-            x = torch.stack([prepare_input(im, net.width, net.height, letter_box)
-                             for im in images])
-            with torch.no_grad():
-                outs = net(x.to(net.device))
-            sizes = [(int(im.shape[2]), int(im.shape[1])) for im in images]
-            sets = get_network_boxes(list(zip(net.heads, [o.cpu() for o in outs])), net.width,
-                                     net.height, sizes, VALID_THRESH, VALID_HIER, letter_box)
-            for path, dets, (w, h) in zip(chunk, sets, sizes):
-                px = apply_nms(scale_to_pixels(dets, w, h), VALID_NMS, nms_kind, beta)
-                if kind == "coco":
-                    coco_lines += coco_result_lines(path, px, w, h, relative=False)
-                else:
-                    image_id = os.path.basename(path).split(".", 1)[0]
-                    for j, line in voc_lines(image_id, px, w, h):
-                        voc[j].append(line)
+    paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)
+    for done, (path, _, px) in enumerate(pipeline.iterate(paths), 1):
+        if done % batch == 0 or done == len(paths):
+            eprint(done)
+        w, h = px.image_size
+        if kind == "coco":
+            coco_lines += coco_result_lines(path, px, w, h, relative=False)
+        else:
+            image_id = os.path.basename(path).split(".", 1)[0]
+            for j, line in voc_lines(image_id, px, w, h):
+                voc[j].append(line)
+    merged = dist.gather_concat(coco_lines, *voc)      # rank 0: in the order of the list
+    if merged is None:
+        return
+    coco_lines, voc = merged[0], merged[1:]
     if kind == "coco":
         out = os.path.join(prefix, (outfile or "coco_results") + ".json")
         atomic_write_bytes(out, format_coco_results(coco_lines).encode())

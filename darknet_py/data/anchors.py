@@ -87,14 +87,19 @@ def shuffled_indices(n: int, rng: GlibcRand) -> np.ndarray:
     return np.array(s, dtype=np.int64)
 
 
-def iou_distance(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """``dist()`` of matrix.c for all pairs: 1 - IoU of (w,h) boxes sharing a corner, float32."""
-    pw, ph = points[:, 0:1], points[:, 1:2]
-    cw, ch = centers[None, :, 0], centers[None, :, 1]
+def wh_iou(pw: np.ndarray, ph: np.ndarray, cw: np.ndarray, ch: np.ndarray) -> np.ndarray:
+    """IoU of (w, h) boxes sharing a corner, broadcast (``dist()`` of matrix.c and
+    ``calc_anchors``: ``inter / union`` with ``union = pw*ph + cw*ch - inter``)."""
     inter = np.minimum(pw, cw) * np.minimum(ph, ch)
     union = (pw * ph + cw * ch) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.float32(1) - inter / union
+        return inter / union
+
+
+def iou_distance(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """``dist()`` of matrix.c for all pairs: 1 - IoU of (w,h) boxes sharing a corner, float32."""
+    return np.float32(1) - wh_iou(points[:, 0:1], points[:, 1:2], centers[None, :, 0],
+                                  centers[None, :, 1])
 
 
 @dataclass
@@ -153,9 +158,7 @@ def kmeans_anchors(points: np.ndarray, k: int, seed: Optional[int] = None) -> KM
     dist = iou_distance(pts, centers)
     best = np.argmin(dist, axis=1)
     # the IoU of the closest centre, computed as inter/union like calc_anchors does
-    inter = np.minimum(pts[:, 0], centers[best, 0]) * np.minimum(pts[:, 1], centers[best, 1])
-    union = pts[:, 0] * pts[:, 1] + centers[best, 0] * centers[best, 1] - inter
-    best_iou = (inter / union).astype(np.float32)
+    best_iou = wh_iou(pts[:, 0], pts[:, 1], centers[best, 0], centers[best, 1]).astype(np.float32)
     ok = (best_iou >= 0) & (best_iou <= 1)
     total = np.cumsum(np.where(ok, best_iou, np.float32(0)), dtype=np.float32)[-1]
     avg = np.float32(np.float32(100) * total) / np.float32(n)

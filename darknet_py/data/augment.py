@@ -51,14 +51,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
+import torch
 
-from ..errors import CfgError, DataError
+from ..errors import CfgError
+from ..infer.image import load_image as load_image_chw
 
 log = logging.getLogger("darknet_py.data")
 
@@ -171,18 +172,15 @@ def _trunc(v: float) -> int:
 
 
 # ----------------------------------------------------------------------------- image I/O
-def load_image(path: str, channels: int = 3) -> Optional[np.ndarray]:
-    """``load_image_mat_cv``: decode with OpenCV (``IMREAD_COLOR``: EXIF orientation applied,
-    greyscale expanded to 3 channels), RGB order; ``None`` when the file cannot be decoded."""
-    flag = cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE
-    if not os.path.isfile(path):
-        return None  # (the caller reports it; OpenCV would also print a WARN line per attempt)
-    img = cv2.imread(path, flag)
-    if img is None:
-        return None
-    if img.ndim == 2:
-        return img[:, :, None]
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+def load_image(path: str, channels: int = 3) -> np.ndarray:
+    """The training image: :func:`darknet_py.infer.image.load_image` (the one decoder, so training
+    refuses exactly the files inference refuses: it raises :class:`~darknet_py.errors.DataError`)
+    as the ``(H, W, C)`` uint8 RGB array the augmentation works on. ``channels`` >= 3 reads in
+    colour (``IMREAD_COLOR``), fewer in greyscale."""
+    chw = load_image_chw(path, 3 if channels >= 3 else 1)
+    # inverse of ``byte * float32(1/255)``: round(x * 255) gives every byte back exactly
+    hwc = (chw * 255).round_().to(torch.uint8).permute(1, 2, 0)
+    return np.ascontiguousarray(hwc.numpy())
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -621,8 +619,3 @@ def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random
     out_truth[:n] = truth[:n]
     return image, out_truth
 
-
-def check_image(img: Optional[np.ndarray], path: str) -> np.ndarray:
-    if img is None:
-        raise DataError("cannot load image (missing, unreadable or not an image)", file=path)
-    return img

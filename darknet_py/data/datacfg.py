@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
-from ..errors import DataError, read_bounded
+from ..errors import DataError
+from ..files import read_bounded
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -200,4 +201,10 @@ def read_list(path: PathLike) -> List[str]:
     Relative paths are returned unchanged: like Darknet they are opened relative to the current
     working directory, not to the list file.
     """
-    return [p.strip() for p in _read_lines(path, "image list") if p.strip()]
+    return [p for _, p in read_list_lines(path)]
+
+
+def read_list_lines(path: PathLike) -> List[Tuple[int, str]]:
+    """:func:`read_list` with the (1-based) line number of each path, for messages."""
+    return [(i, p.strip()) for i, p in enumerate(_read_lines(path, "image list"), start=1)
+            if p.strip()]

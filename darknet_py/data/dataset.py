@@ -9,14 +9,18 @@ reproducible worker seeding from one ``seed``, pinned memory, persistent workers
 ``[yolo] random=``) the size changes of Darknet's ``train_detector`` through
 :class:`DetectionBatchSampler` + :class:`MultiScaleSchedule`.
 
-Randomness: every process draws from its own ``numpy.random.Generator``; in a worker it is seeded
-from the worker's torch seed, which the loader derives from ``seed``; with ``num_workers=0`` the
-dataset's own ``seed`` is used. Same seed + same ``num_workers`` = same batches.
+Randomness: items from :class:`DetectionBatchSampler` are ``(index, w, h, iteration,
+subdivision)``; with a dataset ``seed`` the augmentation of such an item draws from
+``numpy.random.default_rng([seed, iteration, subdivision, index])``, so a sample is the same
+whatever process, DataLoader worker or torchrun rank loads it (what makes a sharded DDP batch
+the single-process batch). Plain ``index`` / ``(index, w, h)`` items, or no seed, draw from the
+process's own generator (in a worker seeded from the worker's torch seed, which the loader
+derives from ``seed``; with ``num_workers=0`` from the dataset's ``seed``).
 
 Deliberate differences from Darknet: samples come from a shuffled pass over the list (epochs)
-instead of independent random picks with replacement; images that cannot be decoded are reported
-once and replaced by another random image (Darknet prints an error and leaves a hole that
-crashes later).
+instead of independent random picks with replacement; images that cannot be loaded (exactly those
+that inference refuses: :func:`darknet_py.infer.image.load_image`) are reported once and replaced
+by another random image (Darknet prints an error and leaves a hole that crashes later).
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from .paths import label_path
 
 log = logging.getLogger("darknet_py.data")
 
-Item = Union[int, Tuple[int, int, int]]
+Item = Union[int, Tuple[int, int, int], Tuple[int, int, int, int, int]]
 
 _bad_images: Set[str] = set()
 
@@ -81,6 +85,12 @@ class DetectionDataset(Dataset):
             self._rng_key = key
         return self._rng
 
+    def sample_rng(self, index: int, iteration: int, subdivision: int) -> np.random.Generator:
+        """The generator of one sampled item: a function of (seed, iteration, subdivision,
+        image index) only."""
+        key = [int(self.seed) & 0xFFFFFFFFFFFFFFFF, int(iteration), int(subdivision), int(index)]
+        return np.random.default_rng(key)
+
     def reseed(self, seed: Optional[int]) -> None:
         """Restart the main-process random stream (``num_workers=0``)."""
         self.seed = seed
@@ -97,36 +107,43 @@ class DetectionDataset(Dataset):
             self._labels[index] = b
         return b
 
-    def image(self, index: int) -> Optional[np.ndarray]:
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` as ``(H, W, C)`` uint8 RGB; raises :class:`DataError` for a file that
+        inference would refuse too (see :func:`darknet_py.data.augment.load_image`)."""
         img = self._images.get(index)
         if img is None:
             img = load_image(self.paths[index], self.cfg.channels)
-            if img is not None and self.cache_images:
+            if self.cache_images:
                 self._images[index] = img
         return img
 
     def load(self, index: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-        """Image + boxes of ``index``; an undecodable image is reported once and replaced by a
-        random other one."""
+        """Image + boxes of ``index``; an image that cannot be loaded is reported once and replaced
+        by a random other one."""
         for _ in range(self.max_load_retries + 1):
-            img = self.image(index)
-            if img is not None:
-                return img, self.boxes(index)
-            path = self.paths[index]
-            if path not in _bad_images:
-                _bad_images.add(path)
-                log.warning("%s: cannot load image (missing, unreadable or not an image); "
-                            "using another image instead", path)
-            index = int(rng.integers(len(self.paths)))
+            try:
+                img = self.image(index)
+            except DataError as err:
+                path = self.paths[index]
+                if path not in _bad_images:
+                    _bad_images.add(path)
+                    log.warning("%s; using another image instead", err)
+                index = int(rng.integers(len(self.paths)))
+                continue
+            return img, self.boxes(index)
         raise DataError(f"could not load any image after {self.max_load_retries + 1} tries "
                         f"(last: {self.paths[index]})")
 
     def __getitem__(self, item: Item) -> Tuple[torch.Tensor, torch.Tensor]:
+        key = None
         if isinstance(item, (tuple, list)):
-            index, w, h = (int(v) for v in item)
+            index, w, h = (int(v) for v in item[:3])
+            if len(item) == 5:
+                key = (int(item[3]), int(item[4]))
         else:
             index, w, h = int(item), self.cfg.width, self.cfg.height
-        rng = self.rng()
+        rng = self.rng() if key is None or self.seed is None else \
+            self.sample_rng(index, *key)
 
         def fetch(k: int) -> Tuple[np.ndarray, np.ndarray]:
             i = index if k == 0 else int(rng.integers(len(self.paths)))
@@ -198,17 +215,27 @@ class MultiScaleSchedule:
 
 
 class DetectionBatchSampler(Sampler):
-    """Yields mini-batches of ``(index, w, h)``: ``mini_batch`` images each, ``subdivisions``
-    mini-batches per iteration, network size from :class:`MultiScaleSchedule` every 10
-    iterations. The iteration counter carries over between epochs (the loader is re-iterated),
-    so the schedule follows training iterations, not epochs. Deterministic given ``seed``.
+    """Yields mini-batches of ``(index, w, h, iteration, subdivision)``: ``mini_batch`` images
+    each, ``subdivisions`` mini-batches per iteration, network size from
+    :class:`MultiScaleSchedule` every 10 iterations. The iteration counter carries over between
+    epochs (the loader is re-iterated), so the schedule follows training iterations, not
+    epochs. Deterministic given ``seed``.
+
+    ``rank``/``world`` (torchrun): every rank draws the same order and sizes and yields only its
+    :func:`darknet_py.distributed.shard` of each mini-batch (``mini_batch`` is the global one).
     """
 
     def __init__(self, num_images: int, mini_batch: int, subdivisions: int,
                  schedule: Optional[MultiScaleSchedule], width: int, height: int,
-                 seed: Optional[int] = None, shuffle: bool = True, start_iteration: int = 0):
+                 seed: Optional[int] = None, shuffle: bool = True, start_iteration: int = 0,
+                 rank: int = 0, world: int = 1):
         if mini_batch < 1:
             raise DataError(f"mini-batch must be >= 1, got {mini_batch}")
+        if mini_batch < world:
+            raise DataError(f"the mini-batch (batch/subdivisions = {mini_batch} images) is "
+                            f"smaller than the {world} processes that share it: raise batch or "
+                            "lower subdivisions")
+        self.rank, self.world = rank, world
         self.num_images = num_images
         self.mini_batch = mini_batch
         self.subdivisions = max(1, subdivisions)
@@ -236,7 +263,12 @@ class DetectionBatchSampler(Sampler):
         for start in range(0, len(self) * self.mini_batch, self.mini_batch):
             self._maybe_resize()
             w, h = self.size
-            yield [(int(i), w, h) for i in order[start:start + self.mini_batch]]
+            it, sub = self.iteration, self._sub
+            mb = order[start:start + self.mini_batch]
+            if self.world > 1:
+                from ..distributed import shard
+                mb = shard(mb, self.rank, self.world)
+            yield [(int(i), w, h, it, sub) for i in mb]
             self._sub += 1
             if self._sub == self.subdivisions:
                 self._sub = 0
@@ -283,11 +315,14 @@ def make_loader(dataset: DetectionDataset, batch: int, subdivisions: int = 1, *,
                 num_workers: int = 2, seed: Optional[int] = None, shuffle: bool = True,
                 multiscale: Optional[MultiScaleSchedule] = None, max_batches: int = 0,
                 pin_memory: Optional[bool] = None, persistent_workers: bool = True,
-                prefetch_factor: int = 2, start_iteration: int = 0) -> DataLoader:
+                prefetch_factor: int = 2, start_iteration: int = 0, rank: int = 0,
+                world: int = 1) -> DataLoader:
     """DataLoader of mini-batches (``batch // subdivisions`` images, Darknet's ``net->batch``).
 
     ``multiscale``: a :class:`MultiScaleSchedule` (``random=`` of the last yolo layer); without
     it every batch has the cfg size. ``pin_memory`` defaults to ``torch.cuda.is_available()``.
+    ``rank``/``world``: this process's shard of every mini-batch (see
+    :class:`DetectionBatchSampler`; give every rank the same ``seed``).
 
     Workers ignore SIGINT/SIGTERM (:func:`ignore_stop_signals`): the main process handles a
     signal sent to the whole process group and shuts them down.
@@ -302,11 +337,11 @@ def make_loader(dataset: DetectionDataset, batch: int, subdivisions: int = 1, *,
         multiscale.max_batches = max_batches
     sampler = DetectionBatchSampler(len(dataset), mini_batch, subdivisions, multiscale,
                                     cfg.width, cfg.height, seed=seed, shuffle=shuffle,
-                                    start_iteration=start_iteration)
+                                    start_iteration=start_iteration, rank=rank, world=world)
     if len(sampler) == 0:
         raise DataError(f"the image list has {len(dataset)} images, fewer than one mini-batch "
                         f"({mini_batch})")
-    if num_workers == 0 and seed is not None and dataset.seed is None:
+    if seed is not None and dataset.seed is None:
         dataset.reseed(seed)
     generator = torch.Generator()
     generator.manual_seed(0 if seed is None else int(seed))

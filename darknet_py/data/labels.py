@@ -46,6 +46,18 @@ _reported: Set[str] = set()
 EDGE_TOLERANCE = 0.01
 
 
+@dataclass(frozen=True)
+class LabelIssue:
+    """One problem of a label file: its line, a stable ``kind`` (``malformed``, ``extra-columns``,
+    ``class-not-integer``, ``nan``, ``class-out-of-range``, ``nonpositive-size``, ``zero-xy``,
+    ``outside-image``, ``extends-outside``), the message, and whether the row was dropped."""
+
+    line: int
+    kind: str
+    message: str
+    dropped: bool
+
+
 @dataclass
 class LabelFile:
     """What :func:`read_labels` found: usable boxes ``(M, 5)`` float32 ``(class, x, y, w, h)``."""
@@ -57,6 +69,7 @@ class LabelFile:
     rows: Optional[np.ndarray] = None   # (N, 5) float32: every parsable row before validation
     #                                    (what Darknet's read_boxes returns; calc_anchors uses it)
     linenos: Optional[np.ndarray] = None  # (N,) line number of each row of ``rows``
+    issues: List[LabelIssue] = field(default_factory=list)  # what ``warnings`` says, typed
 
     @property
     def rows_read(self) -> int:
@@ -71,7 +84,7 @@ def _empty() -> np.ndarray:
     return np.zeros((0, 5), np.float32)
 
 
-def _parse_rows(path: str, text: str, warnings: List[str]) -> tuple:
+def _parse_rows(text: str, issues: List[LabelIssue]) -> tuple:
     """Parse text into (rows float32 (N,5), line numbers (N,)). Fast path for clean files."""
     tokens = text.split()
     if not tokens:
@@ -92,19 +105,22 @@ def _parse_rows(path: str, text: str, warnings: List[str]) -> tuple:
         if not parts:
             continue
         if len(parts) < 5:
-            warnings.append(f"{path}:{i}: expected 'class x y w h', got '{ln.strip()}' "
-                            f"(line skipped)")
+            issues.append(LabelIssue(i, "malformed", f"expected 'class x y w h', got "
+                                                     f"'{ln.strip()}' (line skipped)", True))
             continue
         try:
             vals = [float(p) for p in parts[:5]]
         except ValueError:
-            warnings.append(f"{path}:{i}: not numbers: '{ln.strip()}' (line skipped)")
+            issues.append(LabelIssue(i, "malformed", f"not numbers: '{ln.strip()}' (line skipped)",
+                                     True))
             continue
         if not (math.isfinite(vals[0]) and float(vals[0]).is_integer()):
-            warnings.append(f"{path}:{i}: class id '{parts[0]}' is not an integer (line skipped)")
+            issues.append(LabelIssue(i, "class-not-integer", f"class id '{parts[0]}' is not an "
+                                     f"integer (line skipped)", True))
             continue
         if len(parts) > 5:
-            warnings.append(f"{path}:{i}: {len(parts) - 5} extra column(s) ignored")
+            issues.append(LabelIssue(i, "extra-columns", f"{len(parts) - 5} extra column(s) ignored",
+                                     False))
         rows.append(vals)
         linenos.append(i)
     if not rows:
@@ -112,8 +128,8 @@ def _parse_rows(path: str, text: str, warnings: List[str]) -> tuple:
     return np.array(rows, np.float64), np.array(linenos, np.int64)
 
 
-def validate_boxes(path: str, arr: np.ndarray, linenos: np.ndarray, classes: Optional[int],
-                   warnings: List[str]) -> np.ndarray:
+def validate_boxes(arr: np.ndarray, linenos: np.ndarray, classes: Optional[int],
+                   issues: List[LabelIssue]) -> np.ndarray:
     """Drop / flag rows as described in the module docstring; returns the kept rows (float32)."""
     if arr.shape[0] == 0:
         return _empty()
@@ -135,21 +151,21 @@ def validate_boxes(path: str, arr: np.ndarray, linenos: np.ndarray, classes: Opt
         vals = (f"class={arr[r, 0]:g} x={arr[r, 1]:g} y={arr[r, 2]:g} w={arr[r, 3]:g} "
                 f"h={arr[r, 4]:g}")
         if not finite[r]:
-            why = "NaN or inf"
+            kind, why = "nan", "NaN or inf"
         elif bad_cls[r]:
             rng = "must be >= 0" if classes is None else f"should be [from 0 to {classes - 1}]"
-            why = f"class_id = {int(arr[r, 0])} {rng}"
+            kind, why = "class-out-of-range", f"class_id = {int(arr[r, 0])} {rng}"
         elif nonpos[r]:
-            why = "width or height <= 0"
+            kind, why = "nonpositive-size", "width or height <= 0"
         elif zero_xy[r]:
-            why = "x = 0, y = 0"
+            kind, why = "zero-xy", "x = 0, y = 0"
         elif outside[r]:
-            why = "box lies entirely outside the image [0,1]"
+            kind, why = "outside-image", "box lies entirely outside the image [0,1]"
         else:
-            warnings.append(f"{path}:{ln}: Wrong annotation: box extends outside [0,1] ({vals}); "
-                            f"clipped to the image")
+            issues.append(LabelIssue(ln, "extends-outside", f"Wrong annotation: box extends "
+                                     f"outside [0,1] ({vals}); clipped to the image", False))
             continue
-        warnings.append(f"{path}:{ln}: Wrong annotation: {why} ({vals}); box skipped")
+        issues.append(LabelIssue(ln, kind, f"Wrong annotation: {why} ({vals}); box skipped", True))
     return np.ascontiguousarray(b[~drop])
 
 
@@ -167,11 +183,12 @@ def read_labels(path: str, classes: Optional[int] = None) -> LabelFile:
         raise DataError("label path is a directory", file=path) from None
     except OSError as e:
         raise DataError(f"cannot read label file: {e.strerror}", file=path) from None
-    warnings: List[str] = []
-    arr, linenos = _parse_rows(path, text, warnings)
-    boxes = validate_boxes(path, arr, linenos, classes, warnings)
+    issues: List[LabelIssue] = []
+    arr, linenos = _parse_rows(text, issues)
+    boxes = validate_boxes(arr, linenos, classes, issues)
+    warnings = [f"{path}:{i.line}: {i.message}" for i in issues]
     return LabelFile(path, boxes, warnings, missing=False, rows=arr.astype(np.float32),
-                     linenos=linenos)
+                     linenos=linenos, issues=issues)
 
 
 def report_once(label: LabelFile, logger: Optional[logging.Logger] = None) -> None:

@@ -46,7 +46,6 @@ import copy
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -56,11 +55,13 @@ import torch
 from torch import nn
 
 from ..errors import DarknetError, UsageError
+from ..files import atomic_write_files
+from ..infer.decode import HeadDecoder
 
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["ExportError", "ExportOptions", "export_model", "export_network", "export_metadata",
-           "ExportedGraph", "DecodeHeads", "head_metadata", "FORMATS", "MIN_OPSET", "MAX_OPSET",
+           "ExportedGraph", "head_metadata", "FORMATS", "MIN_OPSET", "MAX_OPSET",
            "INPUT_NAME", "DETECTIONS_NAME", "SELECTED_NAME", "METADATA_KEY", "TORCHSCRIPT_EXTRA",
            "sidecar_path", "read_names_option"]
 
@@ -82,158 +83,10 @@ class ExportError(DarknetError):
 
 
 # ----------------------------------------------------------------------------- head description
-def _head_kind(layer: Any) -> str:
-    from ..infer.decode import head_kind
-    return head_kind(layer)
-
-
-def _masked_anchors(layer: Any, kind: str) -> Tuple[List[float], List[float]]:
-    """Anchor widths/heights of the head's masked anchors (Darknet's ``l.biases[2*mask[n]]``)."""
-    anchors = [float(a) for a in (getattr(layer, "anchors", None) or [])]
-    n = int(layer.n)
-    mask = list(getattr(layer, "mask", None) or [])
-    idx = list(range(n)) if kind == "region" or not mask else [int(m) for m in mask]
-    need = 2 * (max(idx) + 1) if idx else 0
-    if len(anchors) < need:
-        anchors = anchors + [0.5] * (need - len(anchors))  # Darknet's default bias
-    return [anchors[2 * i] for i in idx], [anchors[2 * i + 1] for i in idx]
-
-
-def _entries(kind: str, classes: int) -> int:
-    return classes + (9 if kind == "gaussian_yolo" else 5)
-
-
 def head_metadata(net: Any) -> List[Dict[str, Any]]:
-    """What a decoder needs to know about each head, in layer order (JSON-ready)."""
-    heads = []
-    for layer in net.heads:
-        kind = _head_kind(layer)
-        c, h, w = layer.in_shape
-        n = int(getattr(layer, "n", 0) or len(getattr(layer, "mask", []) or []))
-        mask = getattr(layer, "mask", None)
-        heads.append({
-            "index": int(layer.index),
-            "type": kind,
-            "output": f"{kind}_{int(layer.index)}",
-            "classes": int(layer.classes),
-            "n": n,
-            "total": int(getattr(layer, "total", n)),
-            "mask": [int(m) for m in mask] if mask is not None else list(range(n)),
-            "anchors": [float(a) for a in (getattr(layer, "anchors", None) or [])],
-            "scale_x_y": float(getattr(layer, "scale_x_y", 1.0)),
-            "new_coords": int(getattr(layer, "new_coords", 0)),
-            "nms_kind": str(getattr(layer, "nms_kind", "default") or "default"),
-            "beta_nms": float(getattr(layer, "beta_nms", 0.6)),
-            "w": int(w), "h": int(h),
-            "entries": _entries(kind, int(layer.classes)),
-            "coords": int(getattr(layer, "coords", 4)),
-            "yolo_point": str(getattr(layer, "yolo_point", "center")),
-            "out_shape": [int(v) for v in layer.out_shape],
-            "tree": bool(getattr(layer, "softmax_tree", None) is not None
-                         or getattr(layer, "tree_file", None)),
-        })
-    return heads
-
-
-# ----------------------------------------------------------------------------- decoding module
-class DecodeHeads(nn.Module):
-    """Darknet's box decoding of every head as traceable tensor ops.
-
-    Mirrors ``get_yolo_box``/``get_yolo_detections`` (``yolo_layer.c``),
-    ``get_gaussian_yolo_detections`` (``gaussian_yolo_layer.c``) and ``get_region_box``
-    (``region_layer.c``) *before* thresholding and ``correct_yolo_boxes``: all candidates are kept,
-    boxes stay relative to the network input. The grid offsets and anchors are constants of the
-    graph (the export has a fixed input size). Output ``(B, N, 4+1+C)`` float32.
-
-    Deliberate difference: for ``[region]`` heads the objectness column is the head's real
-    objectness (Darknet sets ``dets[].objectness = 1`` for region candidates; the runtime does so).
-    """
-
-    def __init__(self, heads: Sequence[Dict[str, Any]], net_w: int, net_h: int):
-        super().__init__()
-        self.specs = [dict(h) for h in heads]
-        self.net_w, self.net_h = int(net_w), int(net_h)
-        classes = {h["classes"] for h in heads}
-        if len(classes) != 1:
-            raise ExportError(f"detection heads have different numbers of classes "
-                              f"({sorted(classes)}): they cannot be concatenated into one "
-                              f"detections output")
-        for i, h in enumerate(self.specs):
-            kind, n, lw, lh = h["type"], h["n"], h["w"], h["h"]
-            if kind == "region" and h["coords"] != 4:
-                raise ExportError(f"[region] layer {h['index']} with coords={h['coords']} cannot "
-                                  f"be decoded (only coords=4); export without --with-decode")
-            if h.get("tree"):
-                raise ExportError(f"[region] layer {h['index']} uses a hierarchical softmax "
-                                  f"(tree=), which darknet-py cannot decode; export without "
-                                  f"--with-decode")
-            cell = torch.arange(lh * lw).repeat_interleave(n)
-            aw, ah = _masked_anchors(_Spec(h), kind)
-            self.register_buffer(f"gx{i}", (cell % lw).to(torch.float32).view(1, -1),
-                                 persistent=False)
-            self.register_buffer(f"gy{i}", (cell // lw).to(torch.float32).view(1, -1),
-                                 persistent=False)
-            self.register_buffer(f"aw{i}", torch.tensor(aw, dtype=torch.float32).repeat(lh * lw)
-                                 .view(1, -1), persistent=False)
-            self.register_buffer(f"ah{i}", torch.tensor(ah, dtype=torch.float32).repeat(lh * lw)
-                                 .view(1, -1), persistent=False)
-
-    def _rows(self, out: torch.Tensor, h: Dict[str, Any]) -> torch.Tensor:
-        n, e, lh, lw = h["n"], h["entries"], h["h"], h["w"]
-        out = out.to(torch.float32)
-        if out.dim() != 4:  # region records (B, h, w, n, E) or Darknet's flat (B, h*w*n*E):
-            return out.reshape(-1, lh * lw * n, e)  # cell-major, anchor-minor, entries last
-        return out.reshape(-1, n, e, lh, lw).permute(0, 3, 4, 1, 2).reshape(-1, lh * lw * n, e)
-
-    def forward(self, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        parts = []
-        for i, (h, out) in enumerate(zip(self.specs, outputs)):
-            r = self._rows(out, h)
-            gx, gy = getattr(self, f"gx{i}"), getattr(self, f"gy{i}")
-            aw, ah = getattr(self, f"aw{i}"), getattr(self, f"ah{i}")
-            kind, lw, lh = h["type"], h["w"], h["h"]
-            if kind == "region":
-                # get_region_box: logistic of x, y here; w, h relative to the grid
-                bx = (gx + torch.sigmoid(r[..., 0].double()).float()) / lw
-                by = (gy + torch.sigmoid(r[..., 1].double()).float()) / lh
-                bw = (torch.exp(r[..., 2].double()) * aw.double() / lw).float()
-                bh = (torch.exp(r[..., 3].double()) * ah.double() / lh).float()
-                obj = r[..., 4]
-                probs = obj.unsqueeze(-1) * r[..., 5:]
-            elif kind == "gaussian_yolo":
-                bx = (gx + r[..., 0]) / lw
-                by = (gy + r[..., 2]) / lh
-                bw = (torch.exp(r[..., 4].double()) * aw.double() / self.net_w).float()
-                bh = (torch.exp(r[..., 6].double()) * ah.double() / self.net_h).float()
-                if h["yolo_point"] == "left_top":
-                    bx, by = bx + bw / 2, by + bh / 2
-                elif h["yolo_point"] == "right_bottom":
-                    bx, by = bx - bw / 2, by - bh / 2
-                obj = r[..., 8]
-                uc = ((r[..., 1].double() + r[..., 3].double() + r[..., 5].double()
-                       + r[..., 7].double()) / 4.0).float().double()
-                probs = ((obj.unsqueeze(-1) * r[..., 9:]).double()
-                         * (1.0 - uc).unsqueeze(-1)).float()
-            else:
-                bx = (gx + r[..., 0]) / lw
-                by = (gy + r[..., 1]) / lh
-                if h["new_coords"]:
-                    bw = r[..., 2] * r[..., 2] * 4 * aw / self.net_w
-                    bh = r[..., 3] * r[..., 3] * 4 * ah / self.net_h
-                else:
-                    bw = (torch.exp(r[..., 2].double()) * aw.double() / self.net_w).float()
-                    bh = (torch.exp(r[..., 3].double()) * ah.double() / self.net_h).float()
-                obj = r[..., 4]
-                probs = obj.unsqueeze(-1) * r[..., 5:]
-            parts.append(torch.cat([torch.stack([bx, by, bw, bh, obj], dim=-1), probs], dim=-1))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-class _Spec:
-    """Attribute view of a head-metadata dict (for the anchor helper)."""
-
-    def __init__(self, d: Dict[str, Any]):
-        self.__dict__.update(d)
+    """What a decoder needs to know about each head, in layer order (JSON-ready): each head's
+    :class:`~darknet_py.structures.heads.HeadSpec` plus its output name."""
+    return [dict(spec.to_dict(), output=f"{spec.kind}_{spec.index}") for spec in net.head_specs]
 
 
 class ExportedGraph(nn.Module):
@@ -267,7 +120,12 @@ class ExportedGraph(nn.Module):
         for name, buf in net.named_buffers():
             if id(buf) not in replaced:
                 self.register_buffer("net_" + name.replace(".", "_"), buf)
-        self.decode = DecodeHeads(head_metadata(net), net.width, net.height) if decode else None
+        self.decode = None
+        if decode:
+            try:
+                self.decode = HeadDecoder(net.head_specs, net.width, net.height)
+            except UsageError as e:
+                raise ExportError(f"{e.message}; export without --with-decode") from None
 
     def forward(self, x: torch.Tensor):
         outs = self.net(x)
@@ -402,27 +260,10 @@ def _check_output_path(out: str) -> None:
 
 
 def _write_files(files: Sequence[Tuple[str, bytes]]) -> None:
-    """Write every (path, bytes) to a temp file next to it, then rename them all; on any error
-    no temp file stays and no target is touched (unless a rename itself fails half-way)."""
-    temps: List[Tuple[str, str]] = []
+    """All files or none (see :func:`darknet_py.files.atomic_write_files`)."""
     try:
-        for path, data in files:
-            folder = os.path.dirname(os.path.abspath(path))
-            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                       dir=folder)
-            temps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        atomic_write_files(files)
     except OSError as e:
-        for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
         raise ExportError(f"cannot write the export: {e.strerror or e}",
                           file=files[0][0] if files else None) from None
 

@@ -223,66 +223,52 @@ class _Context:
         self.x_numpy = self.x.numpy()
         self.torch = torch
 
-    # darknet-py end-to-end: decode + Darknet resize + forward + boxes + NMS
-    def ours_end_to_end(self, forward: Callable, device) -> Callable[[], Any]:
-        import torch
-
-        from .image import image_size, load_image, prepare_input
-        from .nms import apply_nms, nms_params
-        from .decode import get_network_boxes
-        net, b = self.net, self.config.batch
-        nms_kind, beta = nms_params(net.heads)
-        path = self.image
-
-        def run():
-            ims = [load_image(path, net.channels) for _ in range(b)]
-            x = torch.stack([prepare_input(im, self.width, self.height) for im in ims])
-            outs = forward(x.to(device))
-            heads = [(layer, o.float().cpu()) for layer, o in zip(net.heads, outs)]
-            sets = get_network_boxes(heads, self.width, self.height,
-                                     [image_size(im) for im in ims], THRESH)
-            return [apply_nms(s, NMS_THRESH, nms_kind, beta) for s in sets]
-        return run
+    # darknet-py end-to-end: what users run (the pipeline: load + resize + backend + decode + NMS)
+    def ours_end_to_end(self, backend) -> Callable[[], Any]:
+        from .pipeline import Pipeline
+        pipeline = Pipeline(backend, thresh=THRESH, nms=NMS_THRESH, letter_box=False,
+                            batch_size=self.config.batch)
+        paths = [self.image] * self.config.batch
+        return lambda: pipeline.run(paths)
 
 
 def _torch_runners(ctx: _Context, variants: Sequence[str], notes: List[str],
                    skipped: List[Dict[str, str]], build: Dict[str, Any]) -> List[Runner]:
     import torch
 
-    from .backends.fast import optimize_for_inference
+    from .backends.cuda import CudaBackend
+    from .backends.exact import ExactBackend
+    from .backends.fast import FastBackend
     runners: List[Runner] = []
     net, x = ctx.net, ctx.x
-    cpu = torch.device("cpu")
-
-    def exact_forward(inp):
-        with torch.inference_mode():
-            return net(inp)
 
     if "exact" in variants:
+        exact = ExactBackend(net, torch.device("cpu"))
         runners.append(Runner("exact", "darknet-py exact (cpu fp32)", "cpu",
-                              lambda: exact_forward(x), ctx.ours_end_to_end(exact_forward, cpu)))
+                              lambda: exact(x), ctx.ours_end_to_end(exact)))
     cpu_fast = [("fast", {}, "darknet-py fast (cpu fp32)"),
-                ("fast-bf16", {"half": "bf16"}, "darknet-py fast (cpu bf16)"),
+                ("fast-bf16", {"precision": "bf16"}, "darknet-py fast (cpu bf16)"),
                 ("fast-compile", {"compile": True}, "darknet-py fast + torch.compile (cpu fp32)")]
     for key, kw, label in cpu_fast:
         if key not in variants:
             continue
         t0 = time.perf_counter()
         try:
-            fast = optimize_for_inference(net, "cpu", **kw)
+            fast = FastBackend(net, **kw)
             fast(x)  # first call (compiles, if asked)
         except Exception as e:  # a variant that cannot run here is skipped, not fatal
             skipped.append({"runner": key, "reason": f"{type(e).__name__}: {e}"})
             continue
-        build[key] = {"build_s": round(fast.timing.build_seconds, 3),
+        plan = fast.plan
+        build[key] = {"build_s": round(plan.timing.build_seconds, 3),
                       "first_call_s": round(time.perf_counter() - t0, 3),
-                      "plan": fast.describe()}
-        if fast.timing.compile_seconds is not None:
-            build[key]["compile_s"] = round(fast.timing.compile_seconds, 3)
-            if not fast.compiled:
+                      "plan": plan.describe()}
+        if plan.timing.compile_seconds is not None:
+            build[key]["compile_s"] = round(plan.timing.compile_seconds, 3)
+            if not plan.compiled:
                 notes.append(f"{key}: torch.compile failed, measured eagerly")
         runners.append(Runner(key, label, "cpu", (lambda f=fast: f(x)),
-                              ctx.ours_end_to_end(fast, cpu), info={"plan": fast.describe()}))
+                              ctx.ours_end_to_end(fast), info={"plan": plan.describe()}))
 
     cuda_keys = [k for k in variants if k.startswith("cuda-")]
     if cuda_keys and not torch.cuda.is_available():
@@ -292,25 +278,23 @@ def _torch_runners(ctx: _Context, variants: Sequence[str], notes: List[str],
     if cuda_keys:
         import copy
         gpu_net = copy.deepcopy(net).to("cuda")
-        xg = x.to("cuda")
         for key in cuda_keys:
-            half = {"cuda-fp32": False, "cuda-fp16": "fp16", "cuda-bf16": "bf16"}.get(key)
-            if half is None:
+            precision = {"cuda-fp32": "fp32", "cuda-fp16": "fp16", "cuda-bf16": "bf16"}.get(key)
+            if precision is None:
                 skipped.append({"runner": key, "reason": "unknown variant"})
                 continue
-            if half == "bf16" and not torch.cuda.is_bf16_supported():
+            if precision == "bf16" and not torch.cuda.is_bf16_supported():
                 skipped.append({"runner": key, "reason": "this GPU has no bf16 support"})
                 continue
             t0 = time.perf_counter()
-            fast = optimize_for_inference(gpu_net, "cuda", half=half)
-            fast(xg)
+            cuda = CudaBackend(gpu_net, torch.device("cuda"), precision)
+            cuda(x)
             torch.cuda.synchronize()
-            build[key] = {"build_s": round(fast.timing.build_seconds, 3),
+            build[key] = {"build_s": round(cuda.plan.timing.build_seconds, 3),
                           "first_call_s": round(time.perf_counter() - t0, 3),
-                          "plan": fast.describe()}
-            runners.append(Runner(key, f"darknet-py fast (cuda {half or 'fp32'})", "cuda",
-                                  (lambda f=fast: f(xg)),
-                                  ctx.ours_end_to_end(fast, torch.device("cuda")),
+                          "plan": cuda.plan.describe()}
+            runners.append(Runner(key, f"darknet-py fast (cuda {precision})", "cuda",
+                                  (lambda f=cuda: f(x)), ctx.ours_end_to_end(cuda),
                                   sync=torch.cuda.synchronize))
     return runners
 

@@ -128,13 +128,10 @@ def detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float = 0.
 
 def detection_layer_lines(heads: Sequence[Any]) -> List[str]:
     """`` Detection layer: <index> - type = <LAYER_TYPE> `` for every head (``test_detector``)."""
-    from .decode import HEAD_TYPE_CODES, head_kind
+    from .decode import as_spec
 
-    out = []
-    for h in heads:
-        layer = h[0] if isinstance(h, tuple) else h
-        out.append(f" Detection layer: {int(layer.index)} - type = {HEAD_TYPE_CODES[head_kind(layer)]} ")
-    return out
+    specs = [as_spec(h[0] if isinstance(h, tuple) else h) for h in heads]
+    return [f" Detection layer: {s.index} - type = {s.type_code} " for s in specs]
 
 
 def predicted_line(path: str, milliseconds: float) -> str:

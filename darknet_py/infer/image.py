@@ -146,6 +146,18 @@ def jpeg_problem(path: Union[str, os.PathLike]) -> Optional[str]:
     return f"the JPEG file is truncated ({n} bytes, no end-of-image marker)"
 
 
+def image_from_array(array: np.ndarray) -> torch.Tensor:
+    """Darknet's ``mat_to_image`` of an OpenCV image (HWC BGR or HW grey; uint8 is scaled by
+    float32(1/255), float arrays are taken as already in [0, 1])."""
+    arr = array if array.ndim == 3 else array[:, :, None]
+    if arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32)
+    if array.dtype == np.uint8:
+        t = t * np.float32(1.0 / 255.0)
+    return t
+
+
 def image_size(image: torch.Tensor) -> Tuple[int, int]:
     """(width, height) of a ``(C, H, W)`` or ``(B, C, H, W)`` image tensor."""
     return int(image.shape[-1]), int(image.shape[-2])
@@ -269,6 +281,24 @@ def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, letter_bo
         return torch.zeros(0, channels, net_h, net_w), [], []
     batch = torch.stack([prepare_input(im, net_w, net_h, letter_box) for im in originals])
     return batch, [image_size(im) for im in originals], originals
+
+
+def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch.Tensor:
+    """A BGR uint8 video frame -> ``(3, h, w)`` input as Darknet's ``demo`` builds it
+    (``cv::resize`` bilinear, or a letterbox of it on grey 127), not ``resize_image``."""
+    cv2 = _cv2()
+    fh, fw = frame.shape[:2]
+    if letter_box:
+        nw, nh = letterbox_size(fw, fh, w, h)
+        small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((h, w, 3), 127, np.uint8)
+        y0, x0 = (h - nh) // 2, (w - nw) // 2
+        canvas[y0:y0 + nh, x0:x0 + nw] = small
+        small = canvas
+    else:
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+    rgb = np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1))
+    return torch.from_numpy(rgb).to(torch.float32) * np.float32(1.0 / 255.0)
 
 
 def image_to_bgr_uint8(image: torch.Tensor) -> np.ndarray:

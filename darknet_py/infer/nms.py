@@ -32,11 +32,10 @@ import torch
 from ..structures.boxes import pairwise_diounms, pairwise_iou
 from ..structures.detections import DetectionSet
 from ..errors import UsageError
+from ..structures.heads import NMS_KINDS, nms_params  # noqa: F401  (re-exported)
 
 __all__ = ["do_nms_sort", "do_nms_obj", "diounms_sort", "apply_nms", "greedy_keep",
            "nms_params", "NMS_KINDS"]
-
-NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 
 
 def _move_zero_objectness(objectness: torch.Tensor) -> Tuple[torch.Tensor, int]:
@@ -170,14 +169,3 @@ def apply_nms(dets: DetectionSet, thresh: float = 0.45, nms_kind: str = "default
     if nms_kind == "default":
         return do_nms_sort(dets, thresh)
     return diounms_sort(dets, thresh, nms_kind, beta_nms)
-
-
-def nms_params(head_layers: Sequence[Any]) -> Tuple[str, float]:
-    """``(nms_kind, beta_nms)`` Darknet uses: those of the *last* detection head of the network."""
-    if not head_layers:
-        return "default", 0.6
-    last = head_layers[-1]
-    kind = str(getattr(last, "nms_kind", "default") or "default")
-    if kind not in NMS_KINDS:
-        kind = "default"
-    return kind, float(getattr(last, "beta_nms", 0.6))

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .activations import get_activation
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import DefaultsLog, loud_str
 
 #: activations handled by Darknet's scalar ``activate()``; everything else gives 0 there
@@ -46,7 +46,6 @@ def array_activation(name: str, section=None, where: str = "") -> Callable[[torc
     return _zeros
 
 
-@register("activation")
 class ActivationLayer(Layer):
     """``out = activate_array(copy of x)``; shape unchanged."""
 

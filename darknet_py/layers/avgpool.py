@@ -6,10 +6,9 @@ for it (0 in ``Total BFLOPS``). ``[local_avgpool]`` (a windowed average) lives i
 """
 from __future__ import annotations
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 
 
-@register("avgpool", "avg")
 class AvgpoolLayer(Layer):
     table_name = "avg"
 

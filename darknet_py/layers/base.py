@@ -1,6 +1,6 @@
 """The contract every Darknet layer module follows.
 
-A layer class is registered for one or more section names (``@register("maxpool", "max")``) and is
+A layer class is listed for its section names in :mod:`darknet_py.layers.registry` and is
 built from its :class:`~darknet_py.model.cfg.Section` and a :class:`BuildContext` that knows the shapes of
 every earlier layer. It owns:
 
@@ -162,20 +162,3 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"index={self.index}, out={self.out_shape}"
-
-
-LAYER_TYPES: Dict[str, Type[Layer]] = {}
-
-
-def register(*names: str):
-    """Class decorator: register a layer class for the given section names."""
-
-    def deco(cls: Type[Layer]) -> Type[Layer]:
-        cls.section_types = tuple(names)
-        for n in names:
-            if n in LAYER_TYPES and LAYER_TYPES[n] is not cls:
-                raise RuntimeError(f"section [{n}] registered twice")
-            LAYER_TYPES[n] = cls
-        return cls
-
-    return deco

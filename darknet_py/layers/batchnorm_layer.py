@@ -14,12 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .batchnorm import batchnorm_infer, batchnorm_train
 from .convolutional import BN_MOMENTUM_GPU
 
 
-@register("batchnorm")
 class BatchnormLayer(Layer):
     table_name = "Batch Normalization Layer"
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .activation_layer import array_activation
-from .base import BuildContext, Layer, check_weights_size, register
+from .base import BuildContext, Layer, check_weights_size
 from .batchnorm import BN_EPS, batchnorm_train
 from .parse_helpers import DefaultsLog, loud_int, loud_str
 
@@ -29,7 +29,6 @@ from .parse_helpers import DefaultsLog, loud_int, loud_str
 CONNECTED_BN_MOMENTUM = 0.05
 
 
-@register("connected", "conn")
 class ConnectedLayer(Layer):
     table_name = "connected"
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import CfgError
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import DefaultsLog, loud_int, option_line
 from .yolo import YoloLayer
 
 
-@register("contrastive")
 class ContrastiveLayer(Layer):
     table_name = "contrastive"
 

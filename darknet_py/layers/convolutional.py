@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import CfgError
 from .activations import get_activation
-from .base import BuildContext, Layer, check_weights_size, register
+from .base import BuildContext, Layer, check_weights_size
 from .batchnorm import BN_EPS, batchnorm_infer, batchnorm_train
 
 #: rolling-statistics momentum used in training (Darknet's GPU/cuDNN path uses 0.01, CPU 0.1)
@@ -27,7 +27,6 @@ BN_MOMENTUM_GPU = 0.01
 BN_MOMENTUM_CPU = 0.1
 
 
-@register("convolutional", "conv")
 class ConvolutionalLayer(Layer):
     table_name = "conv"
 

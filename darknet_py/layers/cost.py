@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import DefaultsLog, loud_str
 
 COST_TYPES = ("sse", "masked", "smooth")
@@ -23,7 +23,6 @@ COST_TYPES = ("sse", "masked", "smooth")
 SECRET_NUM = -1234.0
 
 
-@register("cost")
 class CostLayer(Layer):
     table_name = "cost"
 

@@ -27,7 +27,7 @@ from typing import List, Optional
 import torch
 
 from ..model.cfg import Option, Section
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .convolutional import ConvolutionalLayer
 from .parse_helpers import DefaultsLog, loud_int, loud_str
 
@@ -39,7 +39,6 @@ def _sub_section(parent: Section, **options) -> Section:
     return sec
 
 
-@register("crnn")
 class CrnnLayer(Layer):
     table_name = "CRNN Layer"
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import DefaultsLog, loud_float, loud_int
 
 
-@register("crop")
 class CropLayer(Layer):
     table_name = "Crop Layer"
 

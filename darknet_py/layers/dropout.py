@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 
 
-@register("dropout")
 class DropoutLayer(Layer):
     table_name = "dropout"
 

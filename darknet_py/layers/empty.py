@@ -4,10 +4,9 @@ Darknet makes this layer share the previous layer's output buffer, so its output
 """
 from __future__ import annotations
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 
 
-@register("empty", "silence")
 class EmptyLayer(Layer):
     table_name = "empty"
 

@@ -16,7 +16,8 @@ from typing import List, Optional
 import torch
 
 from ..errors import CfgError
-from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range, register
+from ..structures.heads import HeadSpec
+from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range
 from .parse_helpers import DefaultsLog, loud_float, loud_int, loud_str
 from .yolo import IOU_LOSSES, IOU_LOSSES_CODES
 
@@ -24,7 +25,6 @@ from .yolo import IOU_LOSSES, IOU_LOSSES_CODES
 YOLO_POINTS = {"center": 1, "left_top": 2, "right_bottom": 4}
 
 
-@register("Gaussian_yolo")
 class GaussianYoloLayer(Layer):
     table_name = "Gaussian_yolo"
     is_head = True
@@ -99,6 +99,13 @@ class GaussianYoloLayer(Layer):
         self._post_lines: List[str] = list(post)
         self.out_shape = self.in_shape
         self.w, self.h = w, h
+
+    def head_spec(self) -> HeadSpec:
+        """What decoding this head's output needs (see :class:`HeadSpec`)."""
+        return HeadSpec(index=self.index, kind="gaussian_yolo", classes=self.classes, n=self.n,
+                        total=self.total, mask=tuple(self.mask), anchors=tuple(self.anchors),
+                        w=self.w, h=self.h, scale_x_y=self.scale_x_y, nms_kind=self.nms_kind,
+                        beta_nms=self.beta_nms, yolo_point=self.yolo_point)
 
     def activate(self, x: torch.Tensor) -> torch.Tensor:
         """Darknet's ``l.output`` from the raw input ``(B, n*(9+classes), h, w)``."""

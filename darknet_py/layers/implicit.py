@@ -11,11 +11,10 @@ import math
 import torch
 from torch import nn
 
-from .base import BuildContext, Layer, check_weights_size, register
+from .base import BuildContext, Layer, check_weights_size
 from .parse_helpers import DefaultsLog, loud_float, loud_int
 
 
-@register("implicit")
 class ImplicitLayer(Layer):
     table_name = "implicit"
 

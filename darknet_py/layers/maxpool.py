@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import BuildContext, Layer, max_alloc_floats, register
+from .base import BuildContext, Layer, max_alloc_floats
 
 FLT_MAX = 3.4028234663852886e38
 
@@ -67,7 +67,6 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
-@register("maxpool", "max")
 class MaxpoolLayer(Layer):
     table_name = "max"
     avgpool = False
@@ -181,7 +180,6 @@ class MaxpoolLayer(Layer):
                 f"{shp}")
 
 
-@register("local_avgpool", "local_avg")
 class LocalAvgpoolLayer(MaxpoolLayer):
     table_name = "avg"
     avgpool = True

@@ -15,9 +15,7 @@ coords+classes+1)``: ``out.reshape(B, -1)`` is Darknet's ``l.output`` element fo
 Note for box decoding: AlexeyAB's ``get_region_detections`` reads ``l.output`` with
 ``entry_index`` (``n*w*h*(coords+classes+1) + entry*w*h + loc``, the *unflattened* layout), i.e. it
 does not read the records the forward pass wrote. Reproducing ``darknet detector test`` for
-``[region]`` models therefore means reading the flat buffer with ``entry_index``;
-:meth:`RegionLayer.activate_planar` gives the same activations in the planar (un-flattened)
-layout ``(B, num*(coords+classes+1), h, w)`` for a decoder that wants the intended semantics.
+``[region]`` models therefore means reading the flat buffer with ``entry_index``.
 
 ``tree=`` and ``map=`` files are read relative to the current directory like Darknet (yolo9000's
 ``data/9k.tree``); a missing file is a :class:`~darknet_py.errors.CfgError`.
@@ -29,12 +27,12 @@ from typing import List, Optional
 import torch
 
 from ..errors import CfgError
-from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range, register
+from ..structures.heads import HeadSpec
+from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range
 from .parse_helpers import (DefaultsLog, SoftmaxTree, group_softmax, loud_float, loud_int,
                             loud_str, read_map, read_tree)
 
 
-@register("region")
 class RegionLayer(Layer):
     table_name = "detection"
     is_head = True
@@ -95,6 +93,13 @@ class RegionLayer(Layer):
         self.out_shape = self.in_shape
         self.w, self.h = w, h
 
+    def head_spec(self) -> HeadSpec:
+        """What decoding this head's output needs (see :class:`HeadSpec`)."""
+        return HeadSpec(index=self.index, kind="region", classes=self.classes, n=self.n,
+                        total=self.n, mask=tuple(range(self.n)), anchors=tuple(self.anchors),
+                        w=self.w, h=self.h, coords=self.coords,
+                        tree=self.softmax_tree is not None)
+
     # ------------------------------------------------------------------ activation
     def _activate_records(self, rec: torch.Tensor) -> torch.Tensor:
         """Activate ``(..., coords+classes+1)`` records like ``forward_region_layer``."""
@@ -114,13 +119,6 @@ class RegionLayer(Layer):
         rec = x.reshape(b, self.n * self.size, h * w).transpose(1, 2).reshape(b, h, w, self.n,
                                                                              self.size)
         return self._activate_records(rec)
-
-    def activate_planar(self, x: torch.Tensor) -> torch.Tensor:
-        """The same activations in the input's planar layout ``(B, num*(coords+classes+1), h, w)``."""
-        b, _, h, w = x.shape
-        rec = x.reshape(b, self.n, self.size, h, w).permute(0, 1, 3, 4, 2)
-        out = self._activate_records(rec)
-        return out.permute(0, 1, 4, 2, 3).reshape(b, self.n * self.size, h, w)
 
     def forward(self, x, outputs):
         return self.activate(x)

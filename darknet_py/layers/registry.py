@@ -1,18 +1,79 @@
-"""Section name -> layer class: the one table, like Darknet's ``string_to_layer_type``.
-
-Importing the layer modules registers them (``@register`` in :mod:`darknet_py.layers.base`).
-"""
+"""Section name -> layer class: the one table, like Darknet's ``string_to_layer_type``
+(``parser.c``). A new layer type is one module under :mod:`darknet_py.layers` and one line here."""
 from __future__ import annotations
 
-from typing import Type
+from typing import Dict, Type
 
-from ..model.cfg import Section
 from ..errors import CfgError
-from . import LAYER_MODULES  # noqa: F401  (imports every layer module)
-from .base import LAYER_TYPES, Layer
+from ..model.cfg import Section
+from .activation_layer import ActivationLayer
+from .avgpool import AvgpoolLayer
+from .base import Layer
+from .batchnorm_layer import BatchnormLayer
+from .connected import ConnectedLayer
+from .contrastive import ContrastiveLayer
+from .convolutional import ConvolutionalLayer
+from .cost import CostLayer
+from .crnn import CrnnLayer
+from .crop import CropLayer
+from .dropout import DropoutLayer
+from .empty import EmptyLayer
+from .gaussian_yolo import GaussianYoloLayer
+from .implicit import ImplicitLayer
+from .maxpool import LocalAvgpoolLayer, MaxpoolLayer
+from .region import RegionLayer
+from .reorg import ReorgOldLayer
+from .reorg3d import Reorg3dLayer
+from .route import RouteLayer
+from .sam import SamLayer
+from .scale_channels import ScaleChannelsLayer
+from .shortcut import ShortcutLayer
+from .softmax import SoftmaxLayer
+from .upsample import UpsampleLayer
+from .yolo import YoloLayer
+
+#: every section name Darknet's parser accepts for the detection cfgs, with its aliases
+LAYER_TYPES: Dict[str, Type[Layer]] = {
+    "convolutional": ConvolutionalLayer, "conv": ConvolutionalLayer,
+    "route": RouteLayer,
+    "shortcut": ShortcutLayer,
+    "maxpool": MaxpoolLayer, "max": MaxpoolLayer,
+    "local_avgpool": LocalAvgpoolLayer, "local_avg": LocalAvgpoolLayer,
+    "avgpool": AvgpoolLayer, "avg": AvgpoolLayer,
+    "upsample": UpsampleLayer,
+    "yolo": YoloLayer,
+    "Gaussian_yolo": GaussianYoloLayer,
+    "region": RegionLayer,
+    "reorg": ReorgOldLayer,
+    "reorg3d": Reorg3dLayer,
+    "dropout": DropoutLayer,
+    "sam": SamLayer,
+    "scale_channels": ScaleChannelsLayer,
+    "crnn": CrnnLayer,
+    "contrastive": ContrastiveLayer,
+    "connected": ConnectedLayer, "conn": ConnectedLayer,
+    "softmax": SoftmaxLayer, "soft": SoftmaxLayer,
+    "cost": CostLayer,
+    "crop": CropLayer,
+    "empty": EmptyLayer, "silence": EmptyLayer,
+    "implicit": ImplicitLayer,
+    "activation": ActivationLayer,
+    "batchnorm": BatchnormLayer,
+}
+
+
+def _section_names() -> None:
+    # each class knows its names (first = canonical) for messages and the layer table
+    for name, cls in LAYER_TYPES.items():
+        if name not in cls.__dict__.get("section_types", ()):
+            cls.section_types = tuple(cls.__dict__.get("section_types", ())) + (name,)
+
+
+_section_names()
 
 
 def layer_class(section: Section) -> Type[Layer]:
+    """The layer class for a cfg section; an unknown section is a :class:`CfgError` at its line."""
     try:
         return LAYER_TYPES[section.type]
     except KeyError:

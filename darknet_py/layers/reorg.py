@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from ..errors import CfgError
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import DefaultsLog, loud_int
 
 
@@ -76,7 +76,6 @@ class _ReorgBase(Layer):
             raise CfgError(f"[{s.type}] {self._cannot_run}", file=s.file, line=s.line)
 
 
-@register("reorg")
 class ReorgOldLayer(_ReorgBase):
     """Darknet's ``[reorg]`` (REORG_OLD)."""
 

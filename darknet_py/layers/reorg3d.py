@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import register
+
 from .reorg import _ReorgBase, reorg_cpu
 
 
-@register("reorg3d")
 class Reorg3dLayer(_ReorgBase):
     table_name = "reorg"
 

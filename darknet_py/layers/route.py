@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 
 
-@register("route")
 class RouteLayer(Layer):
     table_name = "route"
 

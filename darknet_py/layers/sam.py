@@ -7,11 +7,10 @@ returns 0 for swish/mish.
 from __future__ import annotations
 
 from .activation_layer import array_activation
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import resolve_from
 
 
-@register("sam")
 class SamLayer(Layer):
     table_name = "scale Layer"
 

@@ -8,11 +8,10 @@ and ``x`` the previous layer's output: per channel ``(c, 1, 1)`` by default, or 
 from __future__ import annotations
 
 from .activation_layer import array_activation
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import resolve_from
 
 
-@register("scale_channels")
 class ScaleChannelsLayer(Layer):
     table_name = "scale Layer"
 

@@ -16,13 +16,12 @@ import torch
 from torch import nn
 
 from .activations import get_activation
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 
 WEIGHTS_TYPES = {"none": 0, "per_feature": 1, "per_layer": 1, "per_channel": 2}
 NORMALIZATIONS = {"none": 0, "relu": 1, "avg_relu": 1, "softmax": 2}
 
 
-@register("shortcut")
 class ShortcutLayer(Layer):
     table_name = "Shortcut Layer"
 

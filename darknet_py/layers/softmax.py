@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .parse_helpers import SoftmaxTree, group_softmax, loud_str, read_tree, DefaultsLog
 
 
-@register("softmax", "soft")
 class SoftmaxLayer(Layer):
     table_name = "softmax"
 

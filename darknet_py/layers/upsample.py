@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import BuildContext, Layer, register
+from .base import BuildContext, Layer
 from .maxpool import window_sum
 
 
-@register("upsample")
 class UpsampleLayer(Layer):
     table_name = "upsample"
 

@@ -17,13 +17,13 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..errors import CfgError
-from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range, register
+from ..structures.heads import HeadSpec
+from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, Layer, check_range
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 
 
-@register("yolo")
 class YoloLayer(Layer):
     table_name = "yolo"
     is_head = True
@@ -106,6 +106,13 @@ class YoloLayer(Layer):
         self.anchors: List[float] = anchors[:keep]
         self.out_shape = self.in_shape
         self.w, self.h = w, h
+
+    def head_spec(self) -> HeadSpec:
+        """What decoding this head's output needs (see :class:`HeadSpec`)."""
+        return HeadSpec(index=self.index, kind="yolo", classes=self.classes, n=self.n,
+                        total=self.total, mask=tuple(self.mask), anchors=tuple(self.anchors),
+                        w=self.w, h=self.h, scale_x_y=self.scale_x_y, new_coords=self.new_coords,
+                        nms_kind=self.nms_kind, beta_nms=self.beta_nms)
 
     def activate(self, x: torch.Tensor) -> torch.Tensor:
         """Darknet's ``l.output`` from the raw input (any batch size)."""

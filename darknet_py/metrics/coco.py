@@ -30,6 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..structures.detections import scale_to_pixels  # noqa: F401  (re-exported)
 from ..errors import DataError
 
 #: COCO category id of each of the 80 Darknet classes (coco.names order); Darknet's ``coco_ids``
@@ -65,27 +66,6 @@ def _as_numpy(x, dtype) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
-
-
-def scale_to_pixels(detections, image_width: Optional[int] = None,
-                    image_height: Optional[int] = None):
-    """A copy of a DetectionSet with boxes in pixels of the original image (float32 ``x*w``,
-    ``y*h``, ``w*w``, ``h*h``), as ``get_network_boxes(..., relative=0)`` gives them.
-
-    ``detector valid`` runs NMS on these pixel boxes. That matters for ``greedynms`` /
-    ``diounms``: their centre-distance term is not invariant under the image's aspect ratio, so
-    NMS on relative boxes keeps a few boxes that Darknet's ``valid`` suppresses.
-    """
-    from dataclasses import replace
-    import torch
-    if image_width is None or image_height is None:
-        image_width, image_height = (int(v) for v in detections.image_size)
-    if image_width <= 0 or image_height <= 0:
-        raise DataError(f"image size unknown: {image_width}x{image_height}")
-    scale = torch.tensor([image_width, image_height, image_width, image_height],
-                         dtype=torch.float32)
-    boxes = detections.boxes.to(torch.float32) * scale
-    return replace(detections, boxes=boxes, image_size=(image_width, image_height))
 
 
 def coco_result_lines(image_path: str, detections, image_width: Optional[int] = None,

@@ -90,6 +90,21 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
+class ClassCurve:
+    """One class's ranked entries (the ones Darknet's AP is computed from), in rank order."""
+
+    #: float32 probability of each entry, descending
+    confidence: np.ndarray
+    #: TP flag in rank order (first hit of a truth)
+    tp: np.ndarray
+    #: float64 precision and recall after each entry (Darknet's ``pr[class][rank]``)
+    precision: np.ndarray
+    recall: np.ndarray
+    #: labelled boxes of the class
+    truth_count: int
+
+
+@dataclass
 class MapResult:
     """Everything ``validate_detector_map`` prints, and the per-class numbers behind it."""
 
@@ -122,6 +137,11 @@ class MapResult:
     #: mean of ``ap`` over all classes (float64), Darknet's return value
     mean_ap: float
     per_image_truth_count: List[int] = field(default_factory=list)
+    #: per class the ranked entries with precision/recall (what the PR and F1 plots draw)
+    curves: List[ClassCurve] = field(default_factory=list)
+    #: (C+1, C+1) int confusion matrix at ``thresh``/``iou_thresh``, rows = truth, columns =
+    #: prediction, index C = background (see :func:`_image_confusion`)
+    confusion: Optional[np.ndarray] = None
 
     @property
     def map(self) -> float:
@@ -212,7 +232,9 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
             (Darknet still counts it as an FP at ``thresh``).
 
     Returns:
-        a :class:`MapResult`; :func:`format_map_report` prints it like Darknet.
+        a :class:`MapResult`; :func:`format_map_report` prints it like Darknet. Besides the
+        printed numbers it carries the per-class ranked curves (:class:`ClassCurve`) and the
+        confusion matrix at ``thresh`` (:func:`_image_confusion`) that ``-plots`` draws.
     """
     if len(detections) != len(truths):
         raise DataError(f"{len(detections)} detection sets but {len(truths)} truth sets")
@@ -224,18 +246,70 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
     iou_thresh32 = np.float32(iou_thresh)
     thresh32 = np.float32(thresh)
 
+    col = _collect(detections, truths, classes, iou_thresh32, thresh32, difficult_truths)
+    stats = _thresh_statistics(col, classes)
+    ranked = _rank(col)
+    ap, curves, detection_count_per_class = _class_curves(ranked, col.truth_classes_count,
+                                                          classes, map_points)
+    mean_ap = _sequential_sum(ap) / classes if classes else 0.0
+    tp, fp = stats["tp"], stats["fp"]
+    return MapResult(
+        classes=classes, names=names, iou_thresh=float(iou_thresh32), thresh=float(thresh32),
+        map_points=int(map_points), ap=ap, tp_per_class=col.tp_per_class,
+        fp_per_class=col.fp_per_class, truth_count_per_class=col.truth_classes_count,
+        detection_count_per_class=detection_count_per_class.astype(np.int64),
+        avg_iou_per_class=stats["avg_iou_per_class"], detections_count=int(ranked.prob.size),
+        unique_truth_count=col.unique_truth_count, tp=tp, fp=fp,
+        fn=col.unique_truth_count - tp, precision=stats["precision"], recall=stats["recall"],
+        f1=stats["f1"], average_iou=stats["average_iou"], mean_ap=float(mean_ap),
+        per_image_truth_count=col.per_image_truths, curves=curves, confusion=col.confusion)
+
+
+@dataclass
+class _Collected:
+    """The entries of all images in collection order (only those kept for the ranking), and the
+    accumulators of the statistics at ``thresh``."""
+
+    prob: np.ndarray
+    cls: np.ndarray
+    truth: np.ndarray            # global truth index or -1
+    truth_classes_count: np.ndarray
+    unique_truth_count: int
+    per_image_truths: List[int]
+    tp_per_class: np.ndarray
+    fp_per_class: np.ndarray
+    tp_iou: np.ndarray           # IoUs of the TPs at thresh, collection order
+    tp_iou_class: np.ndarray     # their classes
+    confusion: np.ndarray        # (C+1, C+1) at thresh, rows truth, columns prediction
+
+
+@dataclass
+class _Ranked:
+    """Entries sorted by probability (descending, stable) with their TP flag in rank order."""
+
+    prob: np.ndarray
+    cls: np.ndarray
+    is_tp: np.ndarray
+
+
+def _concat(parts: List[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _collect(detections: Sequence, truths: Sequence, classes: int, iou_thresh32: np.float32,
+             thresh32: np.float32, difficult_truths: Optional[Sequence]) -> _Collected:
+    """Darknet's collection loop over the images (matching, thresh statistics, difficult)."""
     truth_classes_count = np.zeros(classes, np.int64)
     unique_truth_count = 0
     per_image_truths: List[int] = []
-
     entry_prob: List[np.ndarray] = []
     entry_class: List[np.ndarray] = []
-    entry_truth: List[np.ndarray] = []          # global truth index or -1
-    at_thresh_tp_iou: List[np.ndarray] = []     # IoUs of TPs at thresh, collection order
+    entry_truth: List[np.ndarray] = []
+    tp_iou_parts: List[np.ndarray] = []
+    tp_iou_ids: List[np.ndarray] = []
     tp_per_class = np.zeros(classes, np.int64)
     fp_per_class = np.zeros(classes, np.int64)
-    iou_per_class_parts: List[np.ndarray] = []  # (class, iou) of TPs, collection order
-    iou_per_class_ids: List[np.ndarray] = []
+    confusion = np.zeros((classes + 1, classes + 1), np.int64)
 
     for image_index, (dets, truth) in enumerate(zip(detections, truths)):
         truth_arr = _truth_array(truth, image_index, classes)
@@ -256,18 +330,21 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
         prob = probs[rows, cls]
         n_entries = rows.size
 
-        truth_index = np.full(n_entries, -1, np.int64)
+        # matching: the same-class truth with the highest IoU > iou_thresh (first of ties)
+        truth_local = np.full(n_entries, -1, np.int64)
         max_iou = np.zeros(n_entries, np.float32)
         keep = np.ones(n_entries, bool)
+        iou = np.zeros((n_entries, n_truth), np.float32)
         if n_entries and n_truth:
             iou = box_iou_matrix(boxes, truth_boxes)[rows]            # (E, M)
             ok = (iou > iou_thresh32) & (iou > 0) & (cls[:, None] == truth_cls[None, :])
             masked = np.where(ok, iou, np.float32(-1))
             best = np.argmax(masked, axis=1)                          # first of equal maxima
             matched = ok.any(axis=1)
-            truth_index = np.where(matched, unique_truth_count + best, -1)
+            truth_local = np.where(matched, best, -1)
             max_iou = np.where(matched, iou[np.arange(n_entries), best], np.float32(0))
             max_iou = max_iou.astype(np.float32)
+        truth_index = np.where(truth_local >= 0, unique_truth_count + truth_local, -1)
         if difficult_truths is not None and n_entries:
             dif = _truth_array(difficult_truths[image_index], image_index, classes)
             if dif.shape[0]:
@@ -287,79 +364,122 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
         fp_mask = above & ~first_of_truth
         tp_per_class += np.bincount(cls[tp_mask], minlength=classes)[:classes]
         fp_per_class += np.bincount(cls[fp_mask], minlength=classes)[:classes]
-        at_thresh_tp_iou.append(max_iou[tp_mask])
-        iou_per_class_parts.append(max_iou[tp_mask])
-        iou_per_class_ids.append(cls[tp_mask])
+        tp_iou_parts.append(max_iou[tp_mask])
+        tp_iou_ids.append(cls[tp_mask])
+        confusion += _image_confusion(classes, cls, prob, truth_local, tp_mask, fp_mask, iou,
+                                      truth_cls, iou_thresh32)
 
         entry_prob.append(prob[keep])
         entry_class.append(cls[keep])
         entry_truth.append(truth_index[keep])
-
         unique_truth_count += n_truth
         per_image_truths.append(n_truth)
 
-    prob_all = np.concatenate(entry_prob) if entry_prob else np.zeros(0, np.float32)
-    class_all = np.concatenate(entry_class) if entry_class else np.zeros(0, np.int64)
-    truth_all = np.concatenate(entry_truth) if entry_truth else np.zeros(0, np.int64)
-    detections_count = int(prob_all.size)
+    return _Collected(
+        prob=_concat(entry_prob, np.float32), cls=_concat(entry_class, np.int64),
+        truth=_concat(entry_truth, np.int64), truth_classes_count=truth_classes_count,
+        unique_truth_count=unique_truth_count, per_image_truths=per_image_truths,
+        tp_per_class=tp_per_class, fp_per_class=fp_per_class,
+        tp_iou=_concat(tp_iou_parts, np.float32), tp_iou_class=_concat(tp_iou_ids, np.int64),
+        confusion=confusion)
 
-    # thresh statistics (float32, sequential sums like Darknet's accumulators)
-    tp = int(tp_per_class.sum())
-    fp = int(fp_per_class.sum())
-    tp_ious = np.concatenate(at_thresh_tp_iou) if at_thresh_tp_iou else np.zeros(0, np.float32)
+
+def _image_confusion(classes: int, cls: np.ndarray, prob: np.ndarray, truth_local: np.ndarray,
+                     tp_mask: np.ndarray, fp_mask: np.ndarray, iou: np.ndarray,
+                     truth_cls: np.ndarray, iou_thresh32: np.float32) -> np.ndarray:
+    """One image's confusion matrix at ``thresh`` (index ``classes`` = background).
+
+    Built on Darknet's own decisions: every TP at thresh is a diagonal cell of its truth. Each
+    FP at thresh (highest probability first) takes the not yet taken truth of *another* class
+    with the highest IoU > ``iou_thresh`` (a class confusion), else it counts as predicted on
+    background. Truths left over are missed (predicted background). So a truth row sums to the
+    class's labelled boxes and a prediction column to the class's TP + FP at thresh.
+    """
+    conf = np.zeros((classes + 1, classes + 1), np.int64)
+    n_truth = truth_cls.size
+    taken = np.zeros(n_truth, bool)
+    tp_truths = truth_local[tp_mask]
+    taken[tp_truths] = True
+    np.add.at(conf, (truth_cls[tp_truths], truth_cls[tp_truths]), 1)
+    fp_pos = np.flatnonzero(fp_mask)
+    fp_pos = fp_pos[np.argsort(-prob[fp_pos], kind="stable")]
+    for e in fp_pos:
+        p = int(cls[e])
+        g = -1
+        if n_truth:
+            cand = (~taken) & (truth_cls != p) & (iou[e] > iou_thresh32)
+            if cand.any():
+                g = int(np.argmax(np.where(cand, iou[e], np.float32(-1))))
+        if g >= 0:
+            taken[g] = True
+            conf[truth_cls[g], p] += 1
+        else:
+            conf[classes, p] += 1
+    np.add.at(conf, (truth_cls[~taken], classes), 1)
+    return conf
+
+
+def _thresh_statistics(col: _Collected, classes: int) -> dict:
+    """TP/FP, precision, recall, F1 and average IoU at thresh (float32, sequential sums like
+    Darknet's accumulators)."""
+    tp = int(col.tp_per_class.sum())
+    fp = int(col.fp_per_class.sum())
+    tp_ious = col.tp_iou
     avg_iou = np.float32(np.cumsum(tp_ious, dtype=np.float32)[-1]) if tp_ious.size else \
         np.float32(0)
     if tp + fp > 0:
         avg_iou = np.float32(avg_iou / np.float32(tp + fp))
     avg_iou_per_class = np.zeros(classes, np.float32)
-    ids_all = np.concatenate(iou_per_class_ids) if iou_per_class_ids else np.zeros(0, np.int64)
-    ious_all = np.concatenate(iou_per_class_parts) if iou_per_class_parts else \
-        np.zeros(0, np.float32)
-    for c in np.unique(ids_all):
-        s = np.cumsum(ious_all[ids_all == c], dtype=np.float32)[-1]
-        avg_iou_per_class[c] = np.float32(s / np.float32(tp_per_class[c] + fp_per_class[c]))
+    for c in np.unique(col.tp_iou_class):
+        s = np.cumsum(tp_ious[col.tp_iou_class == c], dtype=np.float32)[-1]
+        avg_iou_per_class[c] = np.float32(s / np.float32(col.tp_per_class[c]
+                                                         + col.fp_per_class[c]))
     with np.errstate(divide="ignore", invalid="ignore"):
         tp32, fp32 = np.float32(tp), np.float32(fp)
         precision = np.float32(tp32 / (tp32 + fp32))
-        recall = np.float32(tp32 / (tp32 + np.float32(unique_truth_count - tp)))
+        recall = np.float32(tp32 / (tp32 + np.float32(col.unique_truth_count - tp)))
         f1 = np.float32(np.float32(np.float32(2) * precision) * recall / (precision + recall))
+    return {"tp": tp, "fp": fp, "average_iou": float(avg_iou),
+            "avg_iou_per_class": avg_iou_per_class, "precision": float(precision),
+            "recall": float(recall), "f1": float(f1)}
 
-    # ranking: descending probability; stable, like glibc's merge-sort qsort
-    order = np.argsort(-prob_all, kind="stable")
-    class_sorted = class_all[order]
-    truth_sorted = truth_all[order]
-    is_tp = np.zeros(detections_count, bool)
+
+def _rank(col: _Collected) -> _Ranked:
+    """Descending probability, stable like glibc's merge-sort qsort; an entry is a TP the first
+    time its truth is hit in rank order."""
+    order = np.argsort(-col.prob, kind="stable")
+    truth_sorted = col.truth[order]
+    is_tp = np.zeros(order.size, bool)
     flagged = np.flatnonzero(truth_sorted >= 0)
     if flagged.size:
         _, first = np.unique(truth_sorted[flagged], return_index=True)
         is_tp[flagged[first]] = True
+    return _Ranked(prob=col.prob[order], cls=col.cls[order], is_tp=is_tp)
 
+
+def _class_curves(ranked: _Ranked, truth_classes_count: np.ndarray, classes: int,
+                  map_points: int):
+    """Per class precision/recall at each of its ranks, and its AP."""
     ap = np.zeros(classes, np.float64)
-    detection_count_per_class = np.bincount(class_sorted, minlength=classes)[:classes]
-    by_class = np.argsort(class_sorted, kind="stable")        # rank order kept inside a class
+    curves: List[ClassCurve] = []
+    detection_count_per_class = np.bincount(ranked.cls, minlength=classes)[:classes]
+    by_class = np.argsort(ranked.cls, kind="stable")        # rank order kept inside a class
     bounds = np.concatenate([[0], np.cumsum(detection_count_per_class)])
     for c in range(classes):
         idx = by_class[bounds[c]:bounds[c + 1]]
-        if idx.size == 0:
-            continue
-        tp_cum = np.cumsum(is_tp[idx], dtype=np.int64)
-        fp_cum = np.arange(1, idx.size + 1, dtype=np.int64) - tp_cum
-        prec = tp_cum.astype(np.float64) / (tp_cum + fp_cum).astype(np.float64)
         count = int(truth_classes_count[c])
+        tp_flags = ranked.is_tp[idx]
+        tp_cum = np.cumsum(tp_flags, dtype=np.int64)
+        fp_cum = np.arange(1, idx.size + 1, dtype=np.int64) - tp_cum
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = tp_cum.astype(np.float64) / (tp_cum + fp_cum).astype(np.float64)
         rec = tp_cum.astype(np.float64) / float(count) if count > 0 else \
             np.zeros(idx.size, np.float64)
-        ap[c] = _class_ap(prec, rec, map_points)
-
-    mean_ap = _sequential_sum(ap) / classes if classes else 0.0
-    return MapResult(
-        classes=classes, names=names, iou_thresh=float(iou_thresh32), thresh=float(thresh32),
-        map_points=int(map_points), ap=ap, tp_per_class=tp_per_class, fp_per_class=fp_per_class,
-        truth_count_per_class=truth_classes_count,
-        detection_count_per_class=detection_count_per_class.astype(np.int64),
-        avg_iou_per_class=avg_iou_per_class, detections_count=detections_count,
-        unique_truth_count=unique_truth_count, tp=tp, fp=fp, fn=unique_truth_count - tp,
-        precision=float(precision), recall=float(recall), f1=float(f1),
-        average_iou=float(avg_iou), mean_ap=float(mean_ap), per_image_truth_count=per_image_truths)
+        if idx.size:
+            ap[c] = _class_ap(prec, rec, map_points)
+        curves.append(ClassCurve(confidence=ranked.prob[idx], tp=tp_flags, precision=prec,
+                                 recall=rec, truth_count=count))
+    return ap, curves, detection_count_per_class
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, TextIO
 
 import numpy as np
-import torch
 
 from ..structures.detections import DetectionSet
 from ..errors import DataError, UsageError
@@ -61,55 +60,48 @@ def read_map_truths(image_path: str, on_missing: Optional[Callable[[str], None]]
     return np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
-def detect_for_map(net, images: Sequence[str], letter_box: bool, batch_size: int = 1,
+def map_pipeline(backend, batch_size: int = 4, loader_threads: int = 2):
+    """The pipeline ``validate_detector_map`` runs: objectness 0.005, NMS 0.45 with the last
+    head's kind, the model's own ``letter_box`` (Darknet ignores ``-letter_box`` here)."""
+    from ..infer.pipeline import Pipeline
+    return Pipeline(backend, thresh=MAP_OBJECTNESS_THRESH, hier_thresh=0.0, nms=MAP_NMS_THRESH,
+                    letter_box=backend.letter_box, batch_size=batch_size,
+                    loader_threads=loader_threads)
+
+
+def detect_for_map(pipeline, images: Sequence[str],
                    progress: Optional[Callable[[int], None]] = None) -> List[DetectionSet]:
-    """Detections of each image as ``validate_detector_map`` makes them (threshold 0.005,
-    NMS 0.45 with the last head's kind), boxes relative to the original image."""
-    from ..infer.image import load_image, prepare_input
-    from ..infer.nms import apply_nms, nms_params
-    from ..infer.decode import get_network_boxes
-    nms_kind, beta_nms = nms_params(net.heads)
+    """Detections of each image as ``validate_detector_map`` makes them (see
+    :func:`map_pipeline`), boxes relative to the original image."""
     out: List[DetectionSet] = []
-    channels = net.channels
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        originals = [load_image(p, channels) for p in chunk]
-        x = torch.stack([prepare_input(im, net.width, net.height, letter_box) for im in originals])
-        with torch.no_grad():
-            heads = net(x.to(net.device))
-        if letter_box:
-            sizes = [(int(im.shape[2]), int(im.shape[1])) for im in originals]
-        else:  # Darknet passes w = h = 1 with relative boxes when stretching
-            sizes = [(1, 1)] * len(chunk)
-        dets = get_network_boxes(list(zip(net.heads, [h.cpu() for h in heads])), net.width,
-                                 net.height, sizes, MAP_OBJECTNESS_THRESH, 0.0, letter_box)
-        for d, im in zip(dets, originals):
-            d = apply_nms(d, MAP_NMS_THRESH, nms_kind, beta_nms)
-            d.image_size = (int(im.shape[2]), int(im.shape[1]))
-            out.append(d)
-        if progress is not None:
-            progress(start + len(chunk))
+    for done, (_, _, dets) in enumerate(pipeline.iterate(list(images)), 1):
+        out.append(dets)
+        if progress is not None and (done % pipeline.batch_size == 0 or done == len(images)):
+            progress(done)
     return out
 
 
-def _head_codes(net) -> List[tuple]:
-    from ..infer.decode import HEAD_TYPE_CODES, head_kind
-    return [(layer.index, HEAD_TYPE_CODES[head_kind(layer)]) for layer in net.heads]
+def head_codes(heads) -> List[tuple]:
+    """(layer index, Darknet LAYER_TYPE code) of each head (the ``Detection layer`` lines)."""
+    from ..infer.decode import as_spec
+    return [(as_spec(h).index, as_spec(h).type_code) for h in heads]
 
 
-def collect_map_inputs(cfg: str, weights: Optional[str], images: Sequence[str],
-                       net=None, batch_size: int = 1, quiet: bool = True,
+def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[str] = (), *,
+                       backend: str = "auto", batch_size: int = 4,
                        progress: Optional[Callable[[int], None]] = None,
                        on_missing_label: Optional[Callable[[str], None]] = None) -> MapInputs:
-    """Run the network over ``images`` and read their labels (all but the metric itself)."""
-    if net is None:
-        from ..commands._common import load_network
-        net = load_network(str(cfg), None if weights is None else str(weights), batch=1,
-                           quiet=quiet)
-    if not net.heads:
+    """Run a model over ``images`` and read their labels (all but the metric itself).
+
+    ``model`` is a cfg path (with ``weights``, run by ``backend``) or an already made backend.
+    """
+    from ..infer.backends.base import Backend, make_backend
+    if not isinstance(model, Backend):
+        model = make_backend(str(model), None if weights is None else str(weights),
+                             backend=backend)
+    if not model.heads:
         raise UsageError("the network has no detection layer ([yolo], [region], "
-                         "[Gaussian_yolo]); detector map needs one", value=str(cfg))
-    letter_box = bool(getattr(net.config, "letter_box", 0))
+                         "[Gaussian_yolo]); detector map needs one", value=model.source)
     missing: List[str] = []
 
     def note_missing(lp: str) -> None:
@@ -117,10 +109,9 @@ def collect_map_inputs(cfg: str, weights: Optional[str], images: Sequence[str],
         if on_missing_label is not None:
             on_missing_label(lp)
 
-    dets = detect_for_map(net, list(images), letter_box, batch_size, progress)
+    dets = detect_for_map(map_pipeline(model, batch_size), list(images), progress)
     truths = [read_map_truths(p, note_missing) for p in images]
-    return MapInputs(list(images), dets, truths, int(net.classes), _head_codes(net), missing)
-
+    return MapInputs(list(images), dets, truths, model.classes, head_codes(model.heads), missing)
 
 
 def read_difficult_truths(difficult_list: str, count: int) -> List[np.ndarray]:
@@ -137,7 +128,8 @@ def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: in
                          thresh: float = 0.25, iou_thresh: float = 0.5, map_points: int = 0,
                          letter_box: Optional[bool] = None, difficult: Optional[str] = None,
                          batch_size: int = 4, out: Optional[TextIO] = None):
-    """mAP of ``net`` on the images of ``valid_list``, printing Darknet's report to ``out``.
+    """mAP of ``net`` (a :class:`~darknet_py.model.network.Network`, used as it is: not fused,
+    not moved) on the images of ``valid_list``, printing Darknet's report to ``out``.
 
     ``letter_box`` is accepted for symmetry but, as in Darknet, the cfg's ``letter_box`` decides.
     """
@@ -148,9 +140,11 @@ def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: in
     if not images:
         raise DataError("the valid list is empty", file=valid_list)
     print("\n calculation mAP (mean average precision)...", file=out)
-    for index, code in _head_codes(net):
+    from ..infer.backends.exact import ExactBackend
+    backend = ExactBackend.wrap(net)
+    for index, code in head_codes(backend.heads):
         print(f" Detection layer: {index} - type = {code} ", file=out)
-    inputs = collect_map_inputs("", None, images, net=net, batch_size=batch_size)
+    inputs = collect_map_inputs(backend, images=images, batch_size=batch_size)
     dif = read_difficult_truths(difficult, len(images)) if difficult else None
     result = darknet_map(inputs.detections, inputs.truths, classes, list(names),
                          iou_thresh=iou_thresh, thresh=thresh, map_points=map_points,

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
-from ..errors import CfgError, read_bounded
+from ..errors import CfgError
+from ..files import read_bounded
 
 _MISSING = object()
 
@@ -63,43 +64,35 @@ class Section:
         return CfgError(f"[{self.type}] {message}", file=self.file, line=line, value=value)
 
     # ------------------------------------------------------------------ typed access
-    def str(self, key: str, default: object = _MISSING) -> str:
+    def _lookup(self, key: str, default: object) -> Optional[Option]:
+        """The option ``key`` (marked used), or ``None`` when it is absent and ``default`` is
+        given; an absent option without a default is an error."""
         opt = self._find(key)
-        if opt is None:
-            if default is _MISSING:
-                raise self.error(f"missing required option '{key}'")
-            return default  # type: ignore[return-value]
-        return opt.value
+        if opt is None and default is _MISSING:
+            raise self.error(f"missing required option '{key}'")
+        return opt
+
+    def str(self, key: str, default: object = _MISSING) -> str:
+        opt = self._lookup(key, default)
+        return default if opt is None else opt.value  # type: ignore[return-value]
 
     def int(self, key: str, default: object = _MISSING) -> int:
-        opt = self._find(key)
-        if opt is None:
-            if default is _MISSING:
-                raise self.error(f"missing required option '{key}'")
-            return default  # type: ignore[return-value]
-        return _to_int(opt.value, self, opt, key)
+        opt = self._lookup(key, default)
+        return default if opt is None else _to_int(opt.value, self, opt, key)  # type: ignore
 
     def float(self, key: str, default: object = _MISSING) -> float:
-        opt = self._find(key)
-        if opt is None:
-            if default is _MISSING:
-                raise self.error(f"missing required option '{key}'")
-            return default  # type: ignore[return-value]
-        return _to_float(opt.value, self, opt, key)
+        opt = self._lookup(key, default)
+        return default if opt is None else _to_float(opt.value, self, opt, key)  # type: ignore
 
     def int_list(self, key: str, default: object = _MISSING) -> List[int]:
-        opt = self._find(key)
+        opt = self._lookup(key, default)
         if opt is None:
-            if default is _MISSING:
-                raise self.error(f"missing required option '{key}'")
             return default  # type: ignore[return-value]
         return [_to_int(v, self, opt, key) for v in _split_list(opt.value)]
 
     def float_list(self, key: str, default: object = _MISSING) -> List[float]:
-        opt = self._find(key)
+        opt = self._lookup(key, default)
         if opt is None:
-            if default is _MISSING:
-                raise self.error(f"missing required option '{key}'")
             return default  # type: ignore[return-value]
         return [_to_float(v, self, opt, key) for v in _split_list(opt.value)]
 
@@ -208,16 +201,3 @@ def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
         raise CfgError("cfg file has no sections", file=path)
     return sections
 
-
-def write_cfg_text(sections: Sequence[Section]) -> str:
-    """Serialise sections back to cfg text (used by the custom-cfg tool)."""
-    out: List[str] = []
-    for s in sections:
-        out.append(f"[{s.type}]")
-        for o in s.options:
-            out.append(f"{o.key}={o.value}")
-        out.append("")
-    return "\n".join(out)
-
-
-Options = Dict[str, str]

@@ -22,6 +22,7 @@ from ..errors import CfgError, WeightsError
 from ..layers.base import BuildContext, Layer, max_alloc_floats
 from .netconfig import NetConfig, find_net_section
 from ..layers.registry import layer_class
+from ..structures.heads import HeadSpec
 from .weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
                       save_weights, weights_bytes)
 
@@ -163,6 +164,11 @@ class Network(nn.Module):
         return self.heads[-1].classes if self.heads else 0
 
     @property
+    def head_specs(self) -> List["HeadSpec"]:
+        """The detection heads as :class:`~darknet_py.structures.heads.HeadSpec` (layer order)."""
+        return [layer.head_spec() for layer in self.heads]
+
+    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device
@@ -256,7 +262,7 @@ class Network(nn.Module):
         """Save a PyTorch state_dict (plus ``seen``) with torch.save, atomically."""
         import io
 
-        from .weights import atomic_write_bytes
+        from ..files import atomic_write_bytes
         buf = io.BytesIO()
         torch.save({"state_dict": self.state_dict(), "seen": int(self.seen),
                     "cfg": os.path.basename(self.cfg_path)}, buf)

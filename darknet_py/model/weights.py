@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import stat
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Union
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, List, Optional, Union
 import numpy as np
 
 from ..errors import WeightsError
+from ..files import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import Network
@@ -190,37 +190,6 @@ def _read_upto(f, n: int) -> bytes:
         chunks.append(b)
         got += len(b)
     return b"".join(chunks)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename.
-
-    A crash (or a full disk) at any point leaves either the old file or the new one, never a
-    half-written file.
-    """
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 @dataclass

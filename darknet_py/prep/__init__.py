@@ -12,12 +12,14 @@ from __future__ import annotations
 from .custom_cfg import (CustomCfgResult, custom_max_batches, custom_steps, make_custom_cfg,
                          write_custom_cfg)
 from .split import SplitResult, split_dataset
-from .voc import (FACEMASK_NAME_MAP, ConversionResult, convert_voc_dataset, label_path_for_image,
-                  parse_name_map, parse_voc_xml, read_names, voc_to_yolo_boxes)
+from .voc import (FACEMASK_NAME_MAP, ConversionResult, check_names, convert_voc_dataset,
+                  label_path_for_image, parse_name_map, parse_voc_xml, read_class_names, read_names,
+                  voc_to_yolo_boxes)
 
 __all__ = [
     "FACEMASK_NAME_MAP", "ConversionResult", "convert_voc_dataset", "label_path_for_image",
-    "parse_name_map", "parse_voc_xml", "read_names", "voc_to_yolo_boxes",
+    "parse_name_map", "parse_voc_xml", "read_names", "check_names", "read_class_names",
+    "voc_to_yolo_boxes",
     "SplitResult", "split_dataset",
     "CustomCfgResult", "custom_max_batches", "custom_steps", "make_custom_cfg", "write_custom_cfg",
 ]

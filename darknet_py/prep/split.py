@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .voc import DARKNET_IMAGE_EXTENSIONS, label_path_for_image, read_names
+from .voc import DARKNET_IMAGE_EXTENSIONS, label_path_for_image, read_class_names
 
 PathLike = Union[str, os.PathLike]
 
@@ -229,7 +229,7 @@ def split_dataset(
     the split ratios; counts per split stay exactly those of :func:`split_counts`.
     """
     ratio_values = parse_ratios(ratios)
-    class_names = read_names(names)
+    class_names = read_class_names(names)
     nclass = len(class_names)
     images, skipped = read_image_list(source, root)
     n = len(images)

@@ -40,6 +40,7 @@ from xml.parsers import expat
 
 import numpy as np
 
+from ..data.datacfg import read_names  # the one names reader (torch-free)
 from ..errors import DataError, UsageError
 
 PathLike = Union[str, os.PathLike]
@@ -61,35 +62,32 @@ from ..data.paths import IMAGE_EXTENSIONS as DARKNET_IMAGE_EXTENSIONS  # noqa: E
 
 
 # --------------------------------------------------------------------------- names and maps
-def read_names(path: PathLike) -> List[str]:
-    """Read an ``obj.names`` file: one class name per line, in class-id order.
-
-    Mirrors Darknet's ``get_labels`` (one line per class). Trailing blank lines and ``\\r`` are
-    ignored; a blank line between names, a duplicate name or an empty file is a :class:`DataError`
-    (Darknet would silently make a class called "").
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise DataError("names file not found", file=p) from None
-    except OSError as e:
-        raise DataError(f"cannot read names file: {e.strerror}", file=p) from None
-    lines = [ln.rstrip("\r\n").strip() for ln in text.split("\n")]
+def check_names(names: Sequence[str], file: Optional[PathLike] = None) -> List[str]:
+    """The class names as the prep tools require them, from :func:`read_names` (the one reader,
+    Darknet's ``get_labels``): each name stripped of surrounding white space; a blank line between
+    names, a duplicate name or an empty file is a :class:`DataError` (Darknet would silently make a
+    class called "", and a duplicate would make the class id of a name ambiguous)."""
+    lines = [name.strip() for name in names]
     while lines and lines[-1] == "":
         lines.pop()
     if not lines:
-        raise DataError("names file is empty (one class name per line expected)", file=p)
+        raise DataError("names file is empty (one class name per line expected)", file=file)
     seen: Dict[str, int] = {}
     for i, name in enumerate(lines, 1):
         if name == "":
             raise DataError("blank line inside the names file (every line names one class)",
-                            file=p, line=i)
+                            file=file, line=i)
         if name in seen:
             raise DataError(f"class name '{name}' appears twice (lines {seen[name]} and {i})",
-                            file=p, line=i, value=name)
+                            file=file, line=i, value=name)
         seen[name] = i
     return lines
+
+
+def read_class_names(path: PathLike) -> List[str]:
+    """An ``obj.names`` file (one class name per line, in class-id order) read with
+    :func:`read_names` and checked with :func:`check_names`."""
+    return check_names(read_names(path), path)
 
 
 def parse_name_map(specs: Union[None, str, Iterable[str]]) -> Dict[str, str]:
@@ -512,6 +510,116 @@ def _class_lookup(names: Sequence[str], name_map: Mapping[str, str]) -> Dict[str
     return lookup
 
 
+def _locate_image(ann: VocAnnotation, img_dir: Optional[Path], xml_path: Path,
+                  missing_image: str, result: ConversionResult) -> Optional[Path]:
+    """The image an XML describes; ``None`` (counted in ``missing_images``) when it is missing and
+    ``missing_image`` is ``"skip"``, else a :class:`DataError` listing where it was looked for."""
+    image = find_image(ann, img_dir)
+    if image is not None:
+        return image
+    tried = list(_image_candidates(ann, img_dir))
+    if missing_image == "skip":
+        result.missing_images.append(str(xml_path))
+        return None
+    shown = ", ".join(str(t) for t in tried[:3])
+    raise DataError(f"image '{ann.filename or xml_path.stem}' not found (looked for "
+                    f"{shown}, ... ; pass --images-dir)", file=xml_path)
+
+
+def _image_size(ann: VocAnnotation, image: Path, xml_path: Path, check_image_size: bool,
+                result: ConversionResult) -> Tuple[int, int]:
+    """Image size: the XML's ``<size>``, else the image file (``size_from_image``); with
+    ``check_image_size`` a ``<size>`` that differs from the file is noted in ``size_mismatches``."""
+    width, height = ann.width, ann.height
+    if width is None or height is None:
+        width, height = read_image_size(image)
+        result.size_from_image += 1
+    elif check_image_size:
+        iw, ih = read_image_size(image)
+        if (iw, ih) != (width, height):
+            result.size_mismatches.append(
+                f"{xml_path}: <size> {width}x{height} but {image} is {iw}x{ih}")
+    return width, height
+
+
+def _class_ids(ann: VocAnnotation, lookup: Mapping[str, int], class_names: Sequence[str],
+               xml_path: Path, unknown: str, skip_difficult: bool, unknown_counts: Counter,
+               result: ConversionResult) -> Tuple[np.ndarray, np.ndarray]:
+    """Class id of every object (-1 where not kept) and which objects are kept: an unknown class
+    is an error or skipped (``unknown``), a difficult object skipped with ``skip_difficult``."""
+    keep = np.ones(len(ann.objects), dtype=bool)
+    ids = np.full(len(ann.objects), -1, dtype=np.int64)
+    for k, obj in enumerate(ann.objects):
+        cid = lookup.get(obj.name)
+        if cid is None:
+            if unknown == "error":
+                raise DataError(f"object {k + 1} has class '{obj.name}', which is not in the "
+                                f"names file ({', '.join(class_names)}) and not mapped by "
+                                "--map (or use --unknown skip)", file=xml_path, line=obj.line,
+                                value=obj.name)
+            unknown_counts[obj.name] += 1
+            keep[k] = False
+            continue
+        if skip_difficult and obj.difficult:
+            result.difficult_skipped += 1
+            keep[k] = False
+            continue
+        ids[k] = cid
+    return ids, keep
+
+
+def _yolo_boxes(ann: VocAnnotation, keep: np.ndarray, width: int, height: int, xml_path: Path,
+                voc_shift: bool, result: ConversionResult) -> Tuple[np.ndarray, np.ndarray]:
+    """YOLO boxes of all objects and the new ``keep``: an inverted kept box is an error, clamped
+    boxes are counted (a few kept as examples), boxes with no area inside the image dropped."""
+    boxes = ann.boxes
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if np.any(inverted & keep):
+        k = int(np.flatnonzero(inverted & keep)[0])
+        o = ann.objects[k]
+        raise DataError(f"object {k + 1} ('{o.name}') has xmax < xmin or ymax < ymin: "
+                        f"{_fmt_box(o.box)}", file=xml_path, line=o.line, value=o.box)
+    yolo, clamped = voc_to_yolo_boxes(boxes, width, height, clamp=True, voc_shift=voc_shift)
+    degenerate = (yolo[:, 2] <= 0) | (yolo[:, 3] <= 0)
+    for k in np.flatnonzero(clamped & keep):
+        o = ann.objects[k]
+        if len(result.clamped_examples) < 5:
+            result.clamped_examples.append(
+                f"{xml_path.name}:{o.line} {o.name} {_fmt_box(o.box)} in {width}x{height}")
+    result.clamped_boxes += int(np.count_nonzero(clamped & keep))
+    for k in np.flatnonzero(degenerate & keep):
+        o = ann.objects[k]
+        result.degenerate_dropped.append(
+            f"{xml_path}:{o.line} {o.name} {_fmt_box(o.box)} (no area inside {width}x{height})")
+    return yolo, keep & ~degenerate
+
+
+def _write_label(image: Path, ids: np.ndarray, yolo: np.ndarray, xml_path: Path,
+                 out: Optional[str], place: str, decimals: int,
+                 listed_from: Dict[str, Path]) -> Tuple[str, str]:
+    """Where the image is listed and where its label goes (placing the image in ``out``), then
+    the label file written; returns ``(listed image path, label path)``."""
+    if out is not None:
+        listed = os.path.join(out, image.name)
+    else:
+        listed = os.path.abspath(os.fspath(image))
+    if listed in listed_from:
+        raise DataError(f"two annotations describe the same image {listed} (the other is "
+                        f"{listed_from[listed]})", file=xml_path)
+    listed_from[listed] = xml_path
+    label = label_path_for_image(listed)
+    if not label.endswith(".txt"):
+        raise DataError(f"Darknet cannot derive a label file name for image '{listed}' "
+                        f"(extension not one of {' '.join(DARKNET_IMAGE_EXTENSIONS)})",
+                        file=xml_path)
+    if out is not None:
+        _place_image(os.path.abspath(os.fspath(image)), listed, place)
+    os.makedirs(os.path.dirname(label) or ".", exist_ok=True)
+    with open(label, "w", encoding="ascii", newline="\n") as f:
+        f.write(format_yolo_lines(ids, yolo, decimals))
+    return listed, label
+
+
 def convert_voc_dataset(
     sources: Sequence[PathLike],
     names: Union[PathLike, Sequence[str]],
@@ -547,7 +655,7 @@ def convert_voc_dataset(
     if missing_image not in ("error", "skip"):
         raise UsageError(f"missing_image='{missing_image}': expected 'error' or 'skip'",
                          value=missing_image)
-    class_names = read_names(names) if isinstance(names, (str, os.PathLike)) else list(names)
+    class_names = read_class_names(names) if isinstance(names, (str, os.PathLike)) else list(names)
     lookup = _class_lookup(class_names, dict(name_map or {}))
     xml_files = _expand_xml_sources(sources)
     img_dir = None if images_dir is None else Path(images_dir)
@@ -569,86 +677,16 @@ def convert_voc_dataset(
     for xml_path in xml_files:
         ann = parse_voc_xml(xml_path)
         xml_name_counts.update(ann.names)
-        image = find_image(ann, img_dir)
+        image = _locate_image(ann, img_dir, xml_path, missing_image, result)
         if image is None:
-            tried = list(_image_candidates(ann, img_dir))
-            if missing_image == "skip":
-                result.missing_images.append(str(xml_path))
-                continue
-            shown = ", ".join(str(t) for t in tried[:3])
-            raise DataError(f"image '{ann.filename or xml_path.stem}' not found (looked for "
-                            f"{shown}, ... ; pass --images-dir)", file=xml_path)
-        # image size: the XML's <size>, else the image file
-        width, height = ann.width, ann.height
-        if width is None or height is None:
-            width, height = read_image_size(image)
-            result.size_from_image += 1
-        elif check_image_size:
-            iw, ih = read_image_size(image)
-            if (iw, ih) != (width, height):
-                result.size_mismatches.append(
-                    f"{xml_path}: <size> {width}x{height} but {image} is {iw}x{ih}")
-
-        # class ids
-        keep = np.ones(len(ann.objects), dtype=bool)
-        ids = np.full(len(ann.objects), -1, dtype=np.int64)
-        for k, obj in enumerate(ann.objects):
-            cid = lookup.get(obj.name)
-            if cid is None:
-                if unknown == "error":
-                    raise DataError(f"object {k + 1} has class '{obj.name}', which is not in the "
-                                    f"names file ({', '.join(class_names)}) and not mapped by "
-                                    "--map (or use --unknown skip)", file=xml_path, line=obj.line,
-                                    value=obj.name)
-                unknown_counts[obj.name] += 1
-                keep[k] = False
-                continue
-            if skip_difficult and obj.difficult:
-                result.difficult_skipped += 1
-                keep[k] = False
-                continue
-            ids[k] = cid
-        boxes = ann.boxes
-        inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-        if np.any(inverted & keep):
-            k = int(np.flatnonzero(inverted & keep)[0])
-            o = ann.objects[k]
-            raise DataError(f"object {k + 1} ('{o.name}') has xmax < xmin or ymax < ymin: "
-                            f"{_fmt_box(o.box)}", file=xml_path, line=o.line, value=o.box)
-        yolo, clamped = voc_to_yolo_boxes(boxes, width, height, clamp=True, voc_shift=voc_shift)
-        degenerate = (yolo[:, 2] <= 0) | (yolo[:, 3] <= 0)
-        for k in np.flatnonzero(clamped & keep):
-            o = ann.objects[k]
-            if len(result.clamped_examples) < 5:
-                result.clamped_examples.append(
-                    f"{xml_path.name}:{o.line} {o.name} {_fmt_box(o.box)} in {width}x{height}")
-        result.clamped_boxes += int(np.count_nonzero(clamped & keep))
-        for k in np.flatnonzero(degenerate & keep):
-            o = ann.objects[k]
-            result.degenerate_dropped.append(
-                f"{xml_path}:{o.line} {o.name} {_fmt_box(o.box)} (no area inside {width}x{height})")
-        keep &= ~degenerate
+            continue
+        width, height = _image_size(ann, image, xml_path, check_image_size, result)
+        ids, keep = _class_ids(ann, lookup, class_names, xml_path, unknown, skip_difficult,
+                               unknown_counts, result)
+        yolo, keep = _yolo_boxes(ann, keep, width, height, xml_path, voc_shift, result)
         ids, yolo = ids[keep], yolo[keep]
-
-        # where the image is listed and where its label goes
-        if out is not None:
-            listed = os.path.join(out, image.name)
-        else:
-            listed = os.path.abspath(os.fspath(image))
-        if listed in listed_from:
-            raise DataError(f"two annotations describe the same image {listed} (the other is "
-                            f"{listed_from[listed]})", file=xml_path)
-        listed_from[listed] = xml_path
-        label = label_path_for_image(listed)
-        if not label.endswith(".txt"):
-            raise DataError(f"Darknet cannot derive a label file name for image '{listed}' "
-                            f"(extension not one of {' '.join(DARKNET_IMAGE_EXTENSIONS)})",
-                            file=xml_path)
-        if out is not None:
-            _place_image(os.path.abspath(os.fspath(image)), listed, place)
-        os.makedirs(os.path.dirname(label) or ".", exist_ok=True)
-        with open(label, "w", encoding="ascii", newline="\n") as f:
-            f.write(format_yolo_lines(ids, yolo, decimals))
+        listed, label = _write_label(image, ids, yolo, xml_path, out, place, decimals,
+                                     listed_from)
         if len(ids) == 0:
             result.empty_images.append(str(xml_path))
         all_ids.append(ids)
@@ -662,6 +700,11 @@ def convert_voc_dataset(
     result.xml_name_counts = dict(sorted(xml_name_counts.items()))
     result.unknown_counts = dict(sorted(unknown_counts.items()))
     return result
+
+
+def _first_names(paths: Sequence[str], n: int = 5) -> str:
+    """The file names of the first ``n`` paths, then " ..." when there are more."""
+    return ", ".join(Path(p).name for p in paths[:n]) + (" ..." if len(paths) > n else "")
 
 
 def format_report(result: ConversionResult) -> str:
@@ -692,12 +735,10 @@ def format_report(result: ConversionResult) -> str:
         lines.append(f"skipped {result.difficult_skipped} difficult objects")
     if result.empty_images:
         lines.append(f"{len(result.empty_images)} images have no objects (empty label file = "
-                     f"background): " + ", ".join(Path(p).name for p in result.empty_images[:5])
-                     + (" ..." if len(result.empty_images) > 5 else ""))
+                     f"background): " + _first_names(result.empty_images))
     if result.missing_images:
         lines.append(f"skipped {len(result.missing_images)} XML files whose image is missing: "
-                     + ", ".join(Path(p).name for p in result.missing_images[:5])
-                     + (" ..." if len(result.missing_images) > 5 else ""))
+                     + _first_names(result.missing_images))
     if result.size_from_image:
         lines.append(f"{result.size_from_image} XML files had no <size>: size read from the image")
     if result.size_mismatches:

@@ -8,10 +8,12 @@ read this one structure.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence
 
 import torch
+
+from ..errors import UsageError
 
 
 @dataclass
@@ -30,6 +32,13 @@ class DetectionSet:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+    def __repr__(self) -> str:
+        kept = int((self.probs > 0).any(dim=1).sum()) if len(self) else 0
+        w, h = self.image_size
+        return (f"DetectionSet({len(self)} boxes, {kept} with a class probability > 0, "
+                f"{int(self.probs.shape[1]) if self.probs.dim() == 2 else 0} classes, "
+                f"image {w}x{h})")
 
     @classmethod
     def empty(cls, classes: int, image_size: tuple = (0, 0)) -> "DetectionSet":
@@ -55,9 +64,45 @@ class Detection:
     def box(self) -> tuple:
         return (self.left, self.top, self.width, self.height)
 
+    def __str__(self) -> str:
+        return (f"{self.name}: {self.confidence:.0%} (left {self.left}, top {self.top}, "
+                f"width {self.width}, height {self.height})")
+
 
 @dataclass
 class ImageDetections:
+    """The labelled boxes of one image (``detections``) and Darknet's raw set behind them."""
+
     path: str
     detections: List[Detection] = field(default_factory=list)
-    raw: Optional[DetectionSet] = None
+    raw: Optional[DetectionSet] = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def __iter__(self):
+        return iter(self.detections)
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: {len(self.detections)} detections"]
+        lines += [f"  {d}" for d in self.detections]
+        return "\n".join(lines)
+
+
+def scale_to_pixels(detections, image_width: Optional[int] = None,
+                    image_height: Optional[int] = None):
+    """A copy of a DetectionSet with boxes in pixels of the original image (float32 ``x*w``,
+    ``y*h``, ``w*w``, ``h*h``), as ``get_network_boxes(..., relative=0)`` gives them.
+
+    ``detector valid`` runs NMS on these pixel boxes. That matters for ``greedynms`` /
+    ``diounms``: their centre-distance term is not invariant under the image's aspect ratio, so
+    NMS on relative boxes keeps a few boxes that Darknet's ``valid`` suppresses.
+    """
+    if image_width is None or image_height is None:
+        image_width, image_height = (int(v) for v in detections.image_size)
+    if image_width <= 0 or image_height <= 0:
+        raise UsageError(f"image size unknown: {image_width}x{image_height}")
+    scale = torch.tensor([image_width, image_height, image_width, image_height],
+                         dtype=torch.float32)
+    boxes = detections.boxes.to(torch.float32) * scale
+    return replace(detections, boxes=boxes, image_size=(image_width, image_height))

@@ -37,6 +37,19 @@ class TrainChart:
     def add_map(self, iteration: int, value: float) -> None:
         self.maps.append((iteration, float(value)))
 
+    def y_max(self) -> float:
+        """Top of the loss axis: ``max_chart_loss``, or a round value above the largest loss
+        when a loss exceeds it (Darknet clips it to the top edge)."""
+        finite = [v for _, v in self.losses if np.isfinite(v)]
+        top = max(finite, default=0.0)
+        if top <= self.max_loss:
+            return self.max_loss
+        step = 10 ** np.floor(np.log10(top))
+        for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):     # round tenths stay readable
+            if m * step >= top * 1.05:
+                return float(m * step)
+        return float(10 * step)
+
     def _x(self, it: int) -> int:
         draw = IMG_SIZE - OFFSET
         return int(OFFSET + draw * it / max(1, self.max_batches))
@@ -44,12 +57,13 @@ class TrainChart:
     def render(self, hours_left: Optional[float] = None) -> np.ndarray:
         draw = IMG_SIZE - OFFSET
         img = np.full((IMG_SIZE, IMG_SIZE, 3), 255, np.uint8)
+        y_max = self.y_max()
         grey, dark, black = (224, 224, 224), (128, 128, 128), (0, 0, 0)
         for i in range(1, LINES + 1):            # horizontal grid, loss labels
             y = int(i * draw / LINES)
             cv2.line(img, (OFFSET, y), (IMG_SIZE, y), grey, 1)
             if i % 10 == 0:
-                cv2.putText(img, f"{self.max_loss * (LINES - i) / LINES:2.1f}", (30, y + 3), FONT,
+                cv2.putText(img, _axis_label(y_max * (LINES - i) / LINES), (30, y + 3), FONT,
                             0.7, black, 1, cv2.LINE_AA)
                 cv2.line(img, (OFFSET, y), (IMG_SIZE, y), dark, 1)
         for i in range(0, LINES + 1):            # vertical grid, iteration labels
@@ -65,7 +79,7 @@ class TrainChart:
         cv2.putText(img, f"in cfg max_batches={self.max_batches}", (draw - 195, IMG_SIZE - 10),
                     FONT, 0.7, black, 1, cv2.LINE_AA)
         for it, loss in self.losses:
-            y = int(draw * (1 - loss / self.max_loss))
+            y = int(draw * (1 - loss / y_max))
             cv2.circle(img, (self._x(it), max(y, 1)), 1, (255, 0, 0), -1)
         if self.maps:
             cv2.putText(img, self.accuracy_name, (10, 12), FONT, 0.7, (0, 0, 255), 1, cv2.LINE_AA)
@@ -88,7 +102,7 @@ class TrainChart:
         return img
 
     def save(self, folder: str, base: str, hours_left: Optional[float] = None) -> List[str]:
-        from ..model.weights import atomic_write_bytes
+        from ..files import atomic_write_bytes
         ok, buf = cv2.imencode(".png", self.render(hours_left))
         paths = []
         if ok:
@@ -96,6 +110,7 @@ class TrainChart:
                 p = os.path.join(folder, name)
                 try:
                     atomic_write_bytes(p, buf.tobytes())
+                    _normal_permissions(p)
                 except OSError as e:
                     # the chart is a picture: a full disk or a read-only folder must not stop
                     # training (the next checkpoint save reports a real problem)
@@ -106,3 +121,18 @@ class TrainChart:
                     continue
                 paths.append(p)
         return paths
+
+
+def _axis_label(value: float) -> str:
+    return f"{value:2.1f}" if value < 1000 else f"{value:.0f}"
+
+
+def _normal_permissions(path: str) -> None:
+    """The temp file behind the atomic write is 0600 (mkstemp); give the chart the mode a plain
+    ``open`` would: 0666 minus the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        os.chmod(path, 0o666 & ~mask)
+    except OSError:
+        pass

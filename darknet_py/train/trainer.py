@@ -5,10 +5,10 @@ accumulate (Darknet's ``train_network``), then one Darknet SGD update with the l
 the policy at the new iteration. The printed loss is Darknet's: the mean over yolo layers of
 ``l.cost``, averaged over the mini-batches and divided by the mini-batch size.
 
-Multi-GPU follows Darknet's semantics with torch DDP: every process trains a full ``batch`` of
-its own images, the learning rate is multiplied by the number of processes, and gradients are
-averaged (Darknet instead averages weights every few iterations). Rank 0 prints, evaluates and
-writes checkpoints.
+Several processes (torchrun, or ``-gpus 0,1``) train with torch DDP on the *global* batch of the
+cfg: each rank loads its shard of the same mini-batches a single process would load and the
+update is the single-process one (see :mod:`darknet_py.distributed` for the details and for what
+differs: per-rank BN statistics). Rank 0 prints, evaluates and writes checkpoints and the chart.
 """
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ from typing import List, Optional
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
+from .. import distributed as dist
 from ..model.network import Network
+from ..serve.streams import TrainStreams
 from .chart import TrainChart
 from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
+from .log import IterationTimer, TensorBoardLog, TrainLog
 
 
 @dataclass
@@ -51,11 +54,15 @@ class TrainOptions:
     nan_policy: str = "stop"             # stop | skip
     max_batches: Optional[int] = None    # override [net] max_batches (tests, quick runs)
     chart: bool = True
+    mjpeg_port: int = 0                  # -mjpeg_port: stream chart.png and status over HTTP
+    http_host: Optional[str] = None      # -http_host (default 127.0.0.1)
     show_imgs: bool = False
     cache_images: bool = False
     #: with nan_policy="skip": stop after this many NaN/inf batches in a row (the weights have
     #: diverged and every later batch would be skipped too)
     max_nan_skips: int = 100
+    #: -tensorboard DIR: the logged scalars also through TensorBoard's SummaryWriter
+    tensorboard: Optional[str] = None
 
 
 class TrainingStopped(DarknetError):
@@ -66,9 +73,11 @@ class Trainer:
     def __init__(self, opts: TrainOptions, out=None):
         self.opts = opts
         self.out = out or sys.stdout
-        self.rank, self.world = _dist_info()
+        d = dist.info()
+        self.rank, self.world = d.rank, d.world
         self.is_main = self.rank == 0
         self.device = self._pick_device()
+        dist.init(self.device)
         self._stop_requested = False
         #: the last checkpoint written (what a NaN stop points the user at)
         self.last_good: Optional[str] = None
@@ -78,11 +87,7 @@ class Trainer:
         """:func:`darknet_py.devices.select_device`: CUDA when available, else the CPU; ``-gpus``
         / ``-i`` choose the GPU (a DDP process takes its ``LOCAL_RANK`` entry of ``-gpus``)."""
         from ..devices import describe, select_device
-        gpus = self.opts.gpus
-        if not gpus and self.world > 1 and self.opts.gpu_index is None and not self.opts.nogpu \
-                and torch.cuda.is_available():     # torchrun without -gpus: one GPU per process
-            gpus = list(range(torch.cuda.device_count()))
-        device = select_device(gpus, self.opts.gpu_index, nogpu=self.opts.nogpu)
+        device = select_device(self.opts.gpus, self.opts.gpu_index, nogpu=self.opts.nogpu)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if self.is_main:
@@ -164,7 +169,7 @@ class Trainer:
         self.log(f"Weights are saved after: {self.save_policy.save_every} iterations. Last weights "
                  f"(*_last.weight) are stored every {self.save_policy.save_last_every} iterations. ")
         from .optim import DarknetSGD
-        lr_scale = self.world  # Darknet: learning_rate *= ngpus
+        lr_scale = 1  # batch= is the global batch: no Darknet learning_rate *= ngpus
         self.optimizer = DarknetSGD(self.net, cfgc, lr_multiplier=lr_scale)
         self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
                  f"Decay: {cfgc.decay:g}")
@@ -182,7 +187,7 @@ class Trainer:
 
     def _remove_stale_temp_files(self) -> None:
         """Delete the hidden temp files a killed run left mid-save (``.<cfg>_last.weights.*.tmp``,
-        written by :func:`darknet_py.model.weights.atomic_write_bytes`): never a checkpoint itself."""
+        written by :func:`darknet_py.files.atomic_write_bytes`): never a checkpoint itself."""
         import glob
         pattern = os.path.join(glob.escape(self.backup),
                                f".{glob.escape(self.base)}_*.weights.*.tmp")
@@ -201,8 +206,7 @@ class Trainer:
         from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
         cfgc = self.net.config
         aug = AugmentConfig.from_cfg(self.opts.cfg)
-        seed = self.opts.seed if self.opts.seed is not None else int(time.time())
-        seed += 1000 * self.rank           # every process draws its own images, as Darknet's GPUs
+        seed = dist.shared_seed(self.opts.seed)   # one seed: every rank shards the same batches
         dataset = DetectionDataset(self.train_paths, aug, seed=seed,
                                    cache_images=self.opts.cache_images)
         schedule = None
@@ -211,7 +215,8 @@ class Trainer:
                                           cfgc.max_batches, cfgc.mini_batch)
         loader = make_loader(dataset, cfgc.batch, cfgc.subdivisions,
                              num_workers=self.opts.workers, seed=seed, multiscale=schedule,
-                             max_batches=cfgc.max_batches, start_iteration=self.iteration)
+                             max_batches=cfgc.max_batches, start_iteration=self.iteration,
+                             rank=self.rank, world=self.world)
         return _BatchSource(loader)
 
     # ------------------------------------------------------------------ one iteration
@@ -236,6 +241,8 @@ class Trainer:
         net_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad()
+        seen = 0
+        mini_batch = max(1, cfgc.mini_batch)    # global: the ranks' shards add up to it
         for _ in range(subdiv):
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
@@ -244,18 +251,19 @@ class Trainer:
             truth = truth.to(self.device)
             total, costs, stats = self._forward_loss(x, truth)
             finite &= torch.isfinite(total.detach())
-            self.scaler.scale(total).backward()
-            self.net.seen += x.shape[0]
+            # x world: DDP averages the ranks' gradients, the global batch needs their sum
+            self.scaler.scale(total * self.world).backward()
+            seen += x.shape[0]
             net_loss += torch.stack([c.detach() for c in costs]).double().mean()
             if self.opts.verbose:
                 for idx, st in stats:
                     self.log(st.line(idx))
-        loss = float(net_loss) / (subdiv * max(1, cfgc.mini_batch))
+        loss = float(net_loss) / (subdiv * mini_batch)
         bad = not bool(finite)
         if self.world > 1:
-            t = torch.tensor([loss, float(bad)], device=self.device)
-            torch.distributed.all_reduce(t)
-            loss, bad = float(t[0]) / self.world, bool(t[1] > 0)
+            loss, nbad, seen = dist.all_reduce_sum([loss, float(bad), seen], self.device)
+            bad = nbad > 0
+        self.net.seen += int(seen)
         if bad or not math.isfinite(loss):
             return float("nan")
         self.iteration += 1
@@ -264,6 +272,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_map(self) -> float:
+        """mAP on valid=; the full result (curves, confusion) stays in ``last_map_result``."""
         from ..metrics.evaluate import evaluate_network_map
         valid = self.data_cfg.valid_or_default(self.train_list)
         was_training = self.net.training
@@ -275,20 +284,39 @@ class Trainer:
                                           difficult=self.data_cfg.difficult, out=self.out)
         finally:
             self.net.train(was_training)
+        self.last_map_result = result
         return float(result.map)
+
+    def _write_best_plots(self) -> None:
+        """``-plots`` of ``detector map`` for the new best mAP, into ``<backup>/plots/``."""
+        from ..metrics.plots import write_map_plots
+        try:
+            write_map_plots(self.last_map_result, os.path.join(self.backup, "plots"))
+        except DarknetError as e:     # pictures must not stop training
+            self.log(f" plots not written: {e}")
+
+    # ------------------------------------------------------------------ logs
+    def _open_logs(self) -> list:
+        if not self.is_main:
+            return []
+        logs = [TrainLog(os.path.join(self.backup, f"{self.base}_log.csv"))]
+        if self.opts.tensorboard:
+            logs.append(TensorBoardLog(self.opts.tensorboard))
+        return logs
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str) -> None:
         """Write a checkpoint atomically; never one with NaN/inf weights (that would replace a
         good file with a useless one), then the run stops naming the last good checkpoint."""
-        if not self.is_main:
-            return
-        bad = _first_nonfinite_layer(self.net)
+        bad = _first_nonfinite_layer(self.net)    # the same weights on every rank (DDP)
         if bad is not None:
             raise TrainingStopped(
                 f"the weights of layer {bad} became NaN/inf at iteration {self.iteration}; "
                 f"{path} was not written; {self._last_good_hint()} (lower learning_rate or "
                 "check the labels)")
+        if not self.is_main:
+            self.last_good = path                # what rank 0 wrote
+            return
         self.log(f"Saving weights to {path}")
         self.net.seen = self.iteration * self.images_per_iter
         self.net.save_weights(path)
@@ -309,10 +337,18 @@ class Trainer:
         last_map = -1.0
         iter_map = self.iteration
         avg_time = -1.0
+        timer = IterationTimer()
+        logs = self._open_logs()
         old_handlers = self._install_signal_handlers()
         nan_in_a_row = 0
+        self.http = None
+        t_end = time.time()
         try:
+            self.http = TrainStreams.open(o.mjpeg_port, o.http_host, self.backup, self.out,
+                                          self.is_main)
             while self.iteration < cfgc.max_batches:
+                if self.world > 1:   # a signal seen by any rank stops every rank here
+                    self._stop_requested = dist.any_rank(self._stop_requested, self.device)
                 if self._stop_requested:
                     break
                 t0 = time.time()
@@ -336,21 +372,30 @@ class Trainer:
                 avg_loss = avg_loss * 0.9 + loss * 0.1
                 it = self.iteration
                 elapsed = time.time() - t0
-                remaining = (cfgc.max_batches - it) * elapsed / 3600
-                avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
+                # hours left from a moving average of the whole loop's time per iteration
+                # (mAP and saves included); Darknet's 0.01-smoothed remaining time barely moves
+                now = time.time()
+                timer.add(now - t_end)
+                t_end = now
+                avg_time = timer.hours_left(it, cfgc.max_batches)
                 if o.calc_map:
-                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths) *
-                                             self.world, self.images_per_iter, cfgc.burn_in)
+                    nxt = next_map_iteration(iter_map, o.map_epochs, len(self.train_paths),
+                                             self.images_per_iter, cfgc.burn_in)
+                    # the last iteration always evaluates: say so on short runs
+                    nxt = min(nxt, cfgc.max_batches)
                     self.log(f"\n (next mAP calculation at {nxt} iterations) ", end="")
                     if last_map > 0:
                         self.log(f"\n Last accuracy mAP@{o.iou_thresh:0.2f} = {last_map * 100:2.2f} "
                                  f"%, best = {best_map * 100:2.2f} % ", end="")
                 self.log(f"\n {it}: {loss:f}, {avg_loss:f} avg loss, {self.optimizer.rate(it):f} "
-                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter * self.world} "
+                         f"rate, {elapsed:f} seconds, {it * self.images_per_iter} "
                          f"images, {avg_time:f} hours left")
                 self.chart.add_loss(it, avg_loss)
+                for lg in logs:
+                    lg.iteration(it, loss, avg_loss, self.optimizer.rate(it),
+                                 self.images_per_iter * self.world / max(elapsed, 1e-9), elapsed)
                 if o.calc_map and (it >= next_map_iteration(
-                        iter_map, o.map_epochs, len(self.train_paths) * self.world,
+                        iter_map, o.map_epochs, len(self.train_paths),
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
                     iter_map = it
                     if self.is_main:
@@ -358,17 +403,25 @@ class Trainer:
                         self.log(f"\n mean_average_precision (mAP@{o.iou_thresh:0.2f}) = "
                                  f"{last_map:f} ")
                         self.chart.add_map(it, last_map)
-                        if last_map >= best_map:
-                            best_map = last_map
+                        new_best = last_map >= best_map
+                        best_map = max(best_map, last_map)
+                        for lg in logs:
+                            lg.map(it, last_map, best_map)
+                        if new_best:
                             self.log("New best mAP!")
                             self.save(self.save_policy.path("best"))
-                    _barrier(self.world)
+                            self._write_best_plots()
+                    dist.barrier()
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
                     self.save(self.save_policy.path("last"))
                 if o.chart and self.is_main:
-                    self.chart.save(self.backup if not o.dont_show else ".", self.base, avg_time)
+                    paths = self.chart.save(self.backup if not o.dont_show else ".", self.base,
+                                            avg_time)
+                    if self.http is not None:
+                        self.http.update(paths, it, cfgc.max_batches, loss, avg_loss,
+                                         self.optimizer.rate(it), last_map, best_map, avg_time)
             if self._stop_requested:
                 self.save(self.save_policy.path("last"))
                 self.log("Interrupted: last weights saved; resume with the same command and "
@@ -378,16 +431,19 @@ class Trainer:
             self.log("If you want to train from the beginning, then use flag in the end of "
                      "training command: -clear ")
         finally:
+            for lg in logs:
+                lg.close()
             self._restore_signal_handlers(old_handlers)
             self.source.close()
+            if self.http is not None:
+                self.http.close()
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):
-        if not self.is_main and self.world > 1:
-            return None
-
         def handler(signum, frame):
-            if self._stop_requested:  # second Ctrl-C: stop now
+            # second Ctrl-C: stop now; not under torchrun, whose launcher passes the signal it
+            # got on to the ranks (a second one) and kills them itself after its grace period
+            if self._stop_requested and self.world == 1:
                 raise KeyboardInterrupt
             self._stop_requested = True
             # os.write, not print: the signal may arrive in the middle of a print to the same
@@ -469,18 +525,3 @@ def _first_nonfinite_layer(net: Network) -> Optional[int]:
                 return layer.index
     return None
 
-
-def _dist_info():
-    ws = int(os.environ.get("WORLD_SIZE", "1"))
-    if ws > 1:
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()

@@ -32,7 +32,7 @@ from click.testing import CliRunner
 
 from conftest import REFDATA, REPO, require
 
-from darknet_py.model import weights as weights_module
+from darknet_py import files as files_module
 from darknet_py.cli import main as cli_main
 from darknet_py.errors import WeightsError
 from darknet_py.model.network import Network
@@ -458,14 +458,15 @@ def test_out_of_memory_is_one_line(work, monkeypatch):
                            "can't allocate memory: you tried to allocate 40000000000 bytes.")
     monkeypatch.setattr(Network, "forward", no_memory)
     before = snapshot(work)
-    r = run_inproc(*DETECT, "good/tiny.cfg", "good/tiny.weights", "good/small.jpg", "-dont_show")
+    r = run_inproc(*DETECT, "good/tiny.cfg", "good/tiny.weights", "good/small.jpg", "-dont_show",
+                   "-backend", "exact")
     assert_clean_error(r, "out of memory", "[enforce fail", "can't allocate memory")
     assert changed(before, snapshot(work)) == set()
 
 
 # ----------------------------------------------------------------------------- crash safety
 class _FullDisk:
-    """Stands in for the ``os`` module inside darknet_py.model.weights (whose ``atomic_write_bytes``
+    """Stands in for the ``os`` module inside darknet_py.files (whose ``atomic_write_bytes``
     writes every checkpoint and chart): the data write (``fdopen(...).write``) or the ``fsync``
     hits ENOSPC once ``after`` weights files have been written; from then on every file fails."""
 
@@ -521,7 +522,7 @@ def test_disk_full_while_saving_keeps_the_previous_file(tmp_path, monkeypatch, w
     old = target.read_bytes()
     with torch.no_grad():
         net.layers[0].weight.add_(1.0)
-    monkeypatch.setattr(weights_module, "os", _FullDisk(where).module())
+    monkeypatch.setattr(files_module, "os", _FullDisk(where).module())
     with pytest.raises(WeightsError, match="cannot write weights file: No space left on device"):
         net.save_weights(target)
     monkeypatch.undo()
@@ -544,7 +545,7 @@ def train_work(work):
 
 def test_disk_full_during_training_keeps_the_last_checkpoint(train_work, monkeypatch):
     disk = _FullDisk("fsync", after=2)          # the 3rd checkpoint hits a full disk
-    monkeypatch.setattr(weights_module, "os", disk.module())
+    monkeypatch.setattr(files_module, "os", disk.module())
     with pytest.warns(UserWarning, match="cannot write the chart .No space left on device.; "
                                          "training goes on"):
         r = run_inproc(*_train_args("labels/train.data", "good/tiny.cfg", "-max_batches", 5))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -81,6 +82,31 @@ def test_plain_resize_without_augmentation(tree):
     rows = y[y[:, 0] > 0].numpy()
     np.testing.assert_allclose(rows[np.argsort(rows[:, 4])],
                                [[0.5, 0.5, 0.3, 0.4, 0], [0.25, 0.3, 0.2, 0.2, 1]], atol=1e-6)
+
+
+BAD_CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "files" / "bad"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (BAD_CORPUS / "images").iterdir()
+                                        if p.suffix in (".jpg", ".png")) + ["nope.jpg"])
+def test_training_refuses_exactly_what_inference_refuses(name):
+    """One decision: the training loader takes an image iff ``infer.image.load_image`` does, and
+    gets the same bytes (as HWC uint8)."""
+    from darknet_py.data.augment import load_image as train_load
+    from darknet_py.infer.image import load_image as infer_load
+    path = str(BAD_CORPUS / "images" / name)
+    for channels in (3, 1):
+        try:
+            want = infer_load(path, channels)
+        except DataError as err:
+            with pytest.raises(DataError) as got:
+                train_load(path, channels)
+            assert str(got.value) == str(err)
+            continue
+        img = train_load(path, channels)
+        assert img.dtype == np.uint8 and img.shape == tuple(want.permute(1, 2, 0).shape)
+        assert torch.equal(torch.from_numpy(img).permute(2, 0, 1).float() * np.float32(1 / 255),
+                           want)
 
 
 def test_broken_image_replaced_and_reported_once(tree, caplog):
@@ -182,10 +208,10 @@ def test_batch_sampler_resizes_every_10_iterations():
     while len(seen) < 60:               # 30 iterations over several epochs
         for mb in sampler:
             seen.append(mb)
-    sizes = [mb[0][1:] for mb in seen[:60]]
+    sizes = [mb[0][1:3] for mb in seen[:60]]
     assert sizes[0] == (128, 128)                       # first: max size
     for i in range(60):
-        assert all(item[1:] == sizes[i] for item in seen[i])
+        assert all(item[1:3] == sizes[i] for item in seen[i])
         if i % 20:                                      # 10 iterations x 2 subdivisions
             assert sizes[i] == sizes[i - 1]
     assert sampler.iteration == 30 + (len(seen) - 60) // 2
@@ -226,3 +252,29 @@ def test_show_batch_command(tree, tmp_path):
     r = CliRunner().invoke(cli_main, ["detector", "show_batch", str(tmp_path / "nope.data"),
                                       str(tmp_path / "net.cfg")])
     assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_sharded_sampler_is_the_single_process_batch(tree):
+    """torchrun ranks: the shards of each mini-batch put together are the single-process
+    mini-batch, and each sample is the same tensor whichever process (or worker) loads it."""
+    _, paths, _ = tree
+    cfg = AugmentConfig(**{**CFG, "random": 1.0})
+
+    def sampler(rank, world):
+        sched = MultiScaleSchedule(64, 64, random=1.0, resize_step=32, max_batches=1000)
+        return DetectionBatchSampler(len(paths), mini_batch=4, subdivisions=2, schedule=sched,
+                                     width=64, height=64, seed=4, rank=rank, world=world)
+    whole = list(sampler(0, 1))
+    halves = [list(sampler(r, 2)) for r in range(2)]
+    assert len(whole) == len(halves[0]) == len(halves[1]) >= 1
+    for mb, a, b in zip(whole, *halves):
+        assert a + b == mb and len(a) == 2
+    ds, ds2 = DetectionDataset(paths, cfg, seed=4), DetectionDataset(paths, cfg, seed=4)
+    item = whole[0][1]
+    x1, t1 = ds[item]
+    x2, t2 = ds2[item]
+    assert torch.equal(x1, x2) and torch.equal(t1, t2)
+    other = (item[0], item[1], item[2], item[3] + 1, item[4])     # another iteration's draw
+    assert not torch.equal(ds[other][0], x1)
+    with pytest.raises(Exception, match="smaller than the 8 processes"):
+        sampler(0, 8)

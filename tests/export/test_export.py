@@ -117,7 +117,7 @@ def v4tiny_torchscript(outdir):
 # ------------------------------------------------------------------------------ real models
 @pytest.mark.parametrize("model", list(MODELS))
 def test_onnx_heads_equal_darknet(model, real_onnx):
-    from darknet_py.infer.backends.onnxruntime import OnnxModel
+    from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend as OnnxModel
     path, meta = real_onnx(model)
     folder = dump_dir(DUMPS[model])
     proto = onnx.load(str(path))
@@ -175,13 +175,20 @@ def _assert_same_objects(ours, ref, tol=2e-5):
 def test_onnx_detections_equal_darknet(model, real_onnx):
     pytest.importorskip("darknet_py.infer.decode")
     pytest.importorskip("darknet_py.infer.nms")
-    from darknet_py.infer.backends.onnxruntime import detector_from_onnx
+    from darknet_py.infer.detector import Detector
     path, _ = real_onnx(model)
-    det = detector_from_onnx(path)               # names come from the export's metadata
-    ours = det.json_objects(require(refpath("images", "dog.jpg")))
+    det = Detector(path)                         # names come from the export's metadata
+    ours = _json_objects(det, require(refpath("images", "dog.jpg")))
     ref = _oracle_objects(model)
     assert len(ref) >= 3
     _assert_same_objects(ours, ref)
+
+
+def _json_objects(det, image):
+    """The ``objects`` list Darknet's ``-out`` JSON writes for one image."""
+    from darknet_py.infer.draw import detection_to_json
+    (_, _, dets), = det.detect_sets([image])
+    return json.loads(detection_to_json(dets, det.names, 1))["objects"]
 
 
 def _numpy_get_yolo_box(head, out, net_w, net_h):
@@ -257,10 +264,10 @@ def test_decoded_onnx_equals_get_yolo_box_on_darknet_outputs(v4tiny_nms):
 def test_decoded_onnx_detections_equal_darknet(v4tiny_nms):
     """The Python runtime applies Darknet's NMS (greedynms here) to the decoded rows."""
     pytest.importorskip("darknet_py.infer.nms")
-    from darknet_py.infer.backends.onnxruntime import detector_from_onnx
-    det = detector_from_onnx(v4tiny_nms[0], names=require(refpath(COCO_NAMES)))
-    assert det.model.decoded
-    _assert_same_objects(det.json_objects(require(refpath("images", "dog.jpg"))),
+    from darknet_py.infer.detector import Detector
+    det = Detector(v4tiny_nms[0], names=require(refpath(COCO_NAMES)))
+    assert det.backend.decoded
+    _assert_same_objects(_json_objects(det, require(refpath("images", "dog.jpg"))),
                          _oracle_objects("yolov4-tiny"))
 
 
@@ -298,7 +305,7 @@ def test_torchscript_equals_darknet(v4tiny_torchscript):
 
 
 def test_dynamic_batch_onnx(outdir):
-    from darknet_py.infer.backends.onnxruntime import OnnxModel
+    from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend as OnnxModel
     net = load_model("yolov3-tiny")
     path = outdir / "v3tiny-dyn.onnx"
     export_network(net, path, ExportOptions(dynamic_batch=True), sidecar=False)
@@ -319,7 +326,7 @@ def test_half_export_via_cli(outdir):
     from click.testing import CliRunner
 
     from darknet_py.cli import main
-    from darknet_py.infer.backends.onnxruntime import OnnxModel
+    from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend as OnnxModel
     cfg, weights = model_files("yolov3-tiny")
     out = outdir / "cli" / "v3tiny-half.onnx"
     out.parent.mkdir()
@@ -506,7 +513,7 @@ def features_net(outdir):
 
 
 def test_features_cfg_onnx_and_torchscript(features_net, outdir):
-    from darknet_py.infer.backends.onnxruntime import OnnxModel
+    from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend as OnnxModel
     _, net, x = features_net
     xs = torch.cat([x, torch.rand(2, *net.input_shape, generator=torch.Generator().manual_seed(5))])
     with torch.no_grad():
@@ -640,8 +647,8 @@ def test_decoded_onnx_equals_postprocess_for_region_and_gaussian_heads(kind, tmp
     by the runtime, gives the candidates darknet_py.infer.decode decodes from the heads."""
     pytest.importorskip("darknet_py.infer.decode")
     from darknet_py.infer.nms import apply_nms, nms_params
-    from darknet_py.infer.backends.onnxruntime import OnnxModel
-    from darknet_py.infer.decode import get_network_boxes
+    from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend as OnnxModel
+    from darknet_py.infer.decode import decoded_candidates, get_network_boxes
     cfg = tmp_path / f"{kind}.cfg"
     cfg.write_text(HEAD_KIND_CFGS[kind])
     try:
@@ -656,11 +663,12 @@ def test_decoded_onnx_equals_postprocess_for_region_and_gaussian_heads(kind, tmp
     export_network(net, path, ExportOptions(with_decode=True), sidecar=False)
     model = OnnxModel(path)
     sizes = [(640, 480), (333, 500)]
-    ours = model.detection_sets(model(x), sizes, thresh=0.3, letter_box=True)
+    ours = decoded_candidates(model.heads, model(x), model.width, model.height, sizes, 0.3, True)
     with torch.no_grad():
         outs = net(x)
-    pairs = [(h, o.reshape(o.shape[0], -1) if o.dim() == 5 else o) for h, o in zip(net.heads, outs)]
-    ref = get_network_boxes(pairs, net.width, net.height, sizes, 0.3, 0.5, True)
+    # [region] records are read as Darknet reads them (planar index, #522) on both sides
+    ref = get_network_boxes(list(zip(net.heads, outs)), net.width, net.height, sizes, 0.3, 0.5,
+                            True)
     kind_, beta = nms_params(model.heads)
     assert (kind_, beta) == nms_params(net.heads)
     for a, b in zip(ours, ref):

@@ -22,7 +22,8 @@ from darknet_py.layers.base import BuildContext
 from darknet_py.layers.yolo import YoloLayer
 from darknet_py.model.netconfig import NetConfig, find_net_section
 from darknet_py.infer.nms import apply_nms, nms_params
-from darknet_py.infer.decode import decode_head, get_network_boxes
+from darknet_py.infer.decode import get_network_boxes, head_candidates
+from darknet_py.structures.heads import HeadSpec
 
 DUMPS = {  # dump folder -> oracle/detect run with the same model and mode
     "yolov4-tiny__dog": "yolov4-tiny__default",
@@ -180,10 +181,13 @@ def test_get_color_and_drawing(names):
 
 
 # ------------------------------------------------------------------ synthetic heads, hand values
-def _yolo(**kw):
-    base = dict(type="yolo", classes=2, mask=[0], anchors=[16.0, 32.0], new_coords=0, index=5)
-    base.update(kw)
-    return NS(**base)
+def _head(kind, classes, anchors, w, h, mask=(0,), n=1, **kw):
+    return HeadSpec(index=kw.pop("index", 5), kind=kind, classes=classes, n=n, total=n,
+                    mask=tuple(mask), anchors=tuple(anchors), w=w, h=h, **kw)
+
+
+def _yolo(w=2, h=2, **kw):
+    return _head("yolo", 2, (16.0, 32.0), w, h, **kw)
 
 
 def _output(entries, h=2, w=2, n=1):
@@ -196,27 +200,27 @@ def test_yolo_decode_hand_values():
     # cell (col 1, row 0): x .5, y .25, w log(2), h 0, obj .9, cls .5/.1
     out[0, :, 0, 1] = torch.tensor([0.5, 0.25, float(np.log(2.0)), 0.0, 0.9, 0.5, 0.1])
     out[0, 4, 1, 1] = 0.2                         # below thresh: not a candidate
-    d = decode_head(layer, out, 64, 32, (64, 32), 0.25)[0]
+    d = head_candidates(layer, out, 64, 32, (64, 32), 0.25)[0]
     assert len(d) == 1
     assert d.boxes[0].tolist() == pytest.approx([(1 + 0.5) / 2, 0.25 / 2, 2 * 16 / 64, 32 / 32])
     assert d.probs[0].tolist() == pytest.approx([0.45, 0.0])   # .9*.1 = .09 <= .25 -> 0
     # new_coords: w = 4*x^2*anchor
     layer2 = _yolo(new_coords=1)
     out[0, 2, 0, 1] = 0.5
-    d2 = decode_head(layer2, out, 64, 32, (64, 32), 0.25)[0]
+    d2 = head_candidates(layer2, out, 64, 32, (64, 32), 0.25)[0]
     assert float(d2.boxes[0, 2]) == pytest.approx(4 * 0.25 * 16 / 64)
 
 
 def test_correct_boxes_letterbox_hand_values():
-    layer = _yolo()
+    layer = _yolo(1, 1)
     out = _output(7, 1, 1)
     out[0, :, 0, 0] = torch.tensor([0.5, 0.5, 0.0, 0.0, 0.9, 0.9, 0.0])
     # image 200x100 into 100x100 letterbox: new 100x50, vertical offset 25/100
-    d = decode_head(layer, out, 100, 100, (200, 100), 0.25, letter_box=True)[0]
+    d = head_candidates(layer, out, 100, 100, (200, 100), 0.25, letter_box=True)[0]
     x, y, w, h = d.boxes[0].tolist()
     assert x == pytest.approx(0.5) and y == pytest.approx((0.5 - 0.25) / 0.5)
     assert w == pytest.approx(16 / 100) and h == pytest.approx(32 / 100 / 0.5)
-    d = decode_head(layer, out, 100, 100, (200, 100), 0.25, letter_box=False)[0]
+    d = head_candidates(layer, out, 100, 100, (200, 100), 0.25, letter_box=False)[0]
     assert d.boxes[0].tolist() == pytest.approx([0.5, 0.5, 0.16, 0.32])
 
 
@@ -230,25 +234,25 @@ def test_batched_decode_equals_single():
 
 
 def test_region_decode_hand_values():
-    layer = NS(type="region", classes=2, n=1, anchors=[2.0, 1.0], coords=4, w=2, h=1)
+    layer = _head("region", 2, (2.0, 1.0), 2, 1)
     out = torch.zeros(1, 7, 1, 2)
     out[0, :, 0, 0] = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.8, 0.75, 0.25])
-    d = decode_head(layer, out, 64, 32, (64, 32), 0.25)[0]
+    d = head_candidates(layer, out, 64, 32, (64, 32), 0.25)[0]
     assert len(d) == 2                                  # every cell is a candidate
     assert d.objectness.tolist() == [1.0, 1.0]
     # x = (0 + logistic(0))/2, w = exp(0)*2/2 (relative to the grid)
     assert d.boxes[0].tolist() == pytest.approx([0.25, 0.5, 1.0, 1.0])
     assert d.probs[0].tolist() == pytest.approx([0.6, 0.0])
     flat = out.reshape(1, 1, 7, 1, 2).permute(0, 3, 4, 1, 2).reshape(1, -1)  # Darknet CPU layout
-    d2 = decode_head(layer, flat, 64, 32, (64, 32), 0.25)[0]
+    d2 = head_candidates(layer, flat, 64, 32, (64, 32), 0.25)[0]
     assert torch.equal(d2.boxes, d.boxes) and torch.equal(d2.probs, d.probs)
 
 
 def test_gaussian_yolo_decode_hand_values():
-    layer = NS(type="Gaussian_yolo", classes=1, mask=[0], anchors=[10.0, 20.0], index=3)
+    layer = _head("gaussian_yolo", 1, (10.0, 20.0), 1, 1, index=3)
     out = torch.zeros(1, 10, 1, 1)
     out[0, :, 0, 0] = torch.tensor([0.5, 0.2, 0.5, 0.2, 0.0, 0.2, 0.0, 0.2, 0.9, 0.5])
-    d = decode_head(layer, out, 40, 40, (40, 40), 0.25)[0]
+    d = head_candidates(layer, out, 40, 40, (40, 40), 0.25)[0]
     assert d.boxes[0].tolist() == pytest.approx([0.5, 0.5, 0.25, 0.5])
     assert d.uncertainty[0].tolist() == pytest.approx([0.2] * 4)
     assert float(d.probs[0, 0]) == pytest.approx(0.9 * 0.5 * 0.8)

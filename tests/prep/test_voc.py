@@ -15,8 +15,8 @@ from conftest import refpath, require
 
 from darknet_py.errors import DataError, UsageError
 from darknet_py.prep.voc import (FACEMASK_NAME_MAP, convert_voc_dataset, format_report,
-                                  label_path_for_image, parse_name_map, parse_voc_xml, read_names,
-                                  read_image_size, voc_to_yolo_boxes)
+                                  label_path_for_image, parse_name_map, parse_voc_xml,
+                                  read_class_names, read_image_size, read_names, voc_to_yolo_boxes)
 
 FACEMASK = refpath("datasets", "facemask")
 NAMES = ["chin_diaper", "mask", "no_mask"]
@@ -257,13 +257,15 @@ def test_names_file_errors(tmp_path):
     p = tmp_path / "obj.names"
     p.write_text("a\nb\na\n")
     with pytest.raises(DataError, match="twice") as e:
-        read_names(p)
+        read_class_names(p)
     assert e.value.line == 3
     p.write_text("a\n\nb\n")
     with pytest.raises(DataError, match="blank line"):
-        read_names(p)
+        read_class_names(p)
     p.write_text("a\r\nb\r\n\n")
-    assert read_names(p) == ["a", "b"]
+    assert read_class_names(p) == ["a", "b"]
+    p.write_text("a\n\nb\n")
+    assert read_names(p) == ["a", "", "b"]     # Darknet's reading; only prep refuses the blank
 
 
 def test_cli_voc2yolo(tmp_path):

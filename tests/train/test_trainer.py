@@ -113,7 +113,7 @@ def test_bad_inputs_are_one_line_errors(work, tmp_path):
 
 
 def test_ddp_two_gloo_processes_on_cpu(work):
-    """-gpus semantics through DDP: 2 processes (gloo), each a full batch; rank 0 logs/saves."""
+    """DDP with 2 processes (gloo) sharing the cfg's global batch; rank 0 logs/saves."""
     out = work / "ddp_backup"
     data = work / "ddp.data"
     data.write_text((work / "obj.data").read_text().replace("backup=backup", f"backup={out}"))
@@ -124,7 +124,7 @@ def test_ddp_two_gloo_processes_on_cpu(work):
                        cwd=work, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert iteration_numbers(r.stdout) == [1, 2]            # printed once (rank 0)
-    assert re.search(r"(?m)^ 2: .* 8 images, ", r.stdout)   # 2 processes x batch 2 x 2 its
+    assert re.search(r"(?m)^ 2: .* 4 images, ", r.stdout)   # global batch 2 x 2 its
     assert r.stdout.count("small_final.weights") == 1                     # saved by rank 0 only
     net = Network.from_cfg(work / "small.cfg")
     net.load_weights(out / "small_final.weights")

@@ -732,3 +732,34 @@ def runtime_info() -> Dict[str, object]:
         info["cuda_device"] = torch.cuda.get_device_name(0)
         info["cudnn"] = torch.backends.cudnn.version()
     return info
+
+
+# ----------------------------------------------------------------------------- backend
+from .base import Backend, check_heads  # noqa: E402  (the plan above does not need it)
+
+
+class FastBackend(Backend):
+    """``-backend fast``: this module's CPU plan (fp32, or bf16 where the CPU has it)."""
+
+    name = "fast"
+
+    def __init__(self, net, precision: str = "fp32", threads: Optional[int] = None,
+                 **plan_options):
+        from ...errors import UsageError
+        check_heads(net.heads, net.cfg_path)
+        if precision == "fp16":
+            raise UsageError("-backend fast runs fp32 or bf16 on the CPU, not fp16")
+        self.network = net
+        self.source = net.cfg_path
+        self.precision = precision
+        self.width, self.height, self.channels = net.width, net.height, net.channels
+        self.heads = net.head_specs
+        self.letter_box = bool(net.config.letter_box)
+        self.plan = optimize_for_inference(net, "cpu", half="bf16" if precision == "bf16" else False,
+                                           threads=threads, **plan_options)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [o if o.dtype == torch.float32 else o.float() for o in self.plan(x)]
+
+    def details(self) -> str:
+        return f"{torch.get_num_threads()} threads, {'Winograd' if self.plan.winograd else 'oneDNN'}"

@@ -1,0 +1,185 @@
+"""The backend interface of the inference pipeline, and the one function that picks a backend.
+
+A backend runs the network and nothing else: it takes the prepared batch (``(B, C, H, W)``
+float32, RGB in [0, 1], the size :attr:`Backend.width` x :attr:`Backend.height`, on the CPU) and
+returns either one ``l.output`` tensor per head (``decoded = False``) or, for an ONNX file exported
+``--with-decode``, the decoded rows of :class:`~darknet_py.infer.decode.HeadDecoder`. Loading,
+resizing, decoding, NMS and reporting are the pipeline's (:mod:`darknet_py.infer.pipeline`), the
+same for every backend. Each backend describes its heads with
+:class:`~darknet_py.structures.heads.HeadSpec`, so decoding never looks at layer objects.
+
+Backends (``-backend NAME``):
+
+========== ==================================================================================
+exact      the Darknet-exact :class:`~darknet_py.model.network.Network` (BN folded, as ``detector
+           test`` does); the reference every other backend is checked against
+fast       the fused CPU plan of :mod:`.fast` (NNPACK Winograd, channels-last pooling)
+cuda       the same plan on a GPU: fp32 / fp16 / bf16, channels-last, CUDA graphs
+onnxruntime an ONNX export run by ONNX Runtime (from a ``darknet-py export`` file, or exported on
+           the fly and cached next to the weights); optional extra ``[onnx]``
+openvino   the same ONNX file run by OpenVINO; optional extra ``[openvino]``
+========== ==================================================================================
+
+``auto`` (the default) is ``cuda`` when the device is a GPU, else ``fast`` on the CPU for a cfg
+(its detections equal the exact path's on the oracle set: ``tests/infer/test_backends.py``), and
+``onnxruntime`` for an ``.onnx`` file.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, List, Optional, Sequence, Union
+
+import torch
+
+from ...errors import UsageError
+from ...structures.heads import HeadSpec
+
+__all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
+           "load_network"]
+
+BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "fp16", "bf16")
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Backend(ABC):
+    """What runs the network for the pipeline (see the module docstring)."""
+
+    #: ``exact``, ``fast``, ``cuda``, ``onnxruntime`` or ``openvino``
+    name: str = "?"
+    device: torch.device = torch.device("cpu")
+    #: ``fp32``, ``fp16`` or ``bf16``
+    precision: str = "fp32"
+    width: int
+    height: int
+    channels: int = 3
+    heads: List[HeadSpec]
+    #: the model's own ``[net] letter_box``
+    letter_box: bool = False
+    #: forward returns decoded rows instead of head outputs
+    decoded: bool = False
+    #: the Network behind the backend (exact, fast, cuda), for the layer table and weights header
+    network: Any = None
+    #: class names stored in an exported file, if any
+    names: Optional[List[str]] = None
+    #: where the model came from (cfg or .onnx path)
+    source: str = ""
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], torch.Tensor]:
+        """``(B, C, H, W)`` float32 CPU batch -> head outputs (float32, CPU) or decoded rows."""
+
+    def __call__(self, x: torch.Tensor):
+        return self.forward(x)
+
+    @property
+    def classes(self) -> int:
+        return self.heads[-1].classes if self.heads else 0
+
+    def details(self) -> str:
+        """Backend-specific words for :meth:`describe` (threads, providers, plan)."""
+        return ""
+
+    def describe(self) -> str:
+        """One line: ``backend fast on cpu (fp32, 2 threads)``."""
+        extra = self.details()
+        return f"backend {self.name} on {self.device} ({self.precision}{', ' + extra if extra else ''})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}: {os.path.basename(self.source)}>"
+
+
+# ----------------------------------------------------------------------------- construction
+def _is_onnx(path: PathLike) -> bool:
+    return os.fspath(path).lower().endswith(".onnx")
+
+
+def default_backend_name(model: PathLike, device: torch.device) -> str:
+    if _is_onnx(model):
+        return "onnxruntime"
+    return "cuda" if device.type == "cuda" else "fast"
+
+
+def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: int = 1,
+                 width: Optional[int] = None, height: Optional[int] = None, cutoff=None):
+    """``Network.from_cfg`` + ``load_weights`` (the load report is returned as ``net.load_report``)."""
+    from ...model.network import Network
+    net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
+    net.load_report = net.load_weights(weights, cutoff=cutoff) if weights is not None else None
+    return net
+
+
+def _resolve_device(device: Union[None, str, torch.device]) -> torch.device:
+    from ...devices import select_device
+    if device is None:
+        return select_device()
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return select_device(index=dev.index if dev.index is not None else 0)
+    return dev
+
+
+def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend: str = "auto",
+                 device: Union[None, str, torch.device] = None, precision: str = "fp32",
+                 width: Optional[int] = None, height: Optional[int] = None,
+                 threads: Optional[int] = None, network: Any = None) -> Backend:
+    """The backend ``backend`` for a cfg (+ weights) or a ``darknet-py export`` ONNX file.
+
+    ``device`` None follows the rule of :func:`darknet_py.devices.select_device` (a GPU when CUDA
+    is available, else the CPU). ``network`` passes an already built (and loaded) Network for
+    the cfg instead of building it again.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})",
+                         value=backend)
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})",
+                         value=precision)
+    onnx_file = _is_onnx(model)
+    if device is None and backend in ("fast", "onnxruntime", "openvino"):
+        dev = torch.device("cpu")  # CPU backends asked for by name
+    else:
+        dev = _resolve_device(device)
+    name = default_backend_name(model, dev) if backend == "auto" else backend
+    if onnx_file:
+        if weights is not None or width or height:
+            raise UsageError("an ONNX export already holds its weights and input size: give no "
+                             "weights, width or height", value=os.fspath(model))
+        if name not in ("onnxruntime", "openvino"):
+            raise UsageError(f"an .onnx file runs with -backend onnxruntime or openvino, not "
+                             f"'{name}'", value=os.fspath(model))
+        return _onnx_backend(name, os.fspath(model), precision, threads)
+    if name in ("onnxruntime", "openvino"):
+        from .onnxruntime import cached_export
+        path = cached_export(model, weights, width=width, height=height, network=network)
+        return _onnx_backend(name, path, precision, threads)
+    net = network if network is not None else load_network(model, weights, width=width,
+                                                           height=height)
+    if name == "exact":
+        from .exact import ExactBackend
+        return ExactBackend(net, dev, precision)
+    if name == "fast":
+        if dev.type != "cpu":
+            raise UsageError("-backend fast is the CPU plan; on a GPU use -backend cuda")
+        from .fast import FastBackend
+        return FastBackend(net, precision, threads)
+    if dev.type != "cuda":
+        raise UsageError("-backend cuda needs a CUDA GPU (torch.cuda.is_available() is False); "
+                         "use -backend fast or exact on the CPU")
+    from .cuda import CudaBackend
+    return CudaBackend(net, dev, precision)
+
+
+def _onnx_backend(name: str, path: str, precision: str, threads: Optional[int]) -> Backend:
+    if name == "openvino":
+        from .openvino import OpenVinoBackend
+        return OpenVinoBackend(path, precision, threads)
+    from .onnxruntime import OnnxRuntimeBackend
+    return OnnxRuntimeBackend(path, precision, threads)
+
+
+def check_heads(heads: Sequence[HeadSpec], source: str) -> None:
+    if not heads:
+        raise UsageError("this model has no detection head ([yolo], [region] or [Gaussian_yolo])",
+                         value=source)

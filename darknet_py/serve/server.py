@@ -1,0 +1,366 @@
+"""Darknet's HTTP streams on the standard library: ``-mjpeg_port`` and ``-json_port``.
+
+:class:`MjpegServer` serves JPEG updates as ``multipart/x-mixed-replace`` (what a browser shows as
+a live image, and what OpenCV, ffmpeg or VLC read as a video) plus a small HTML page and a JSON
+``/status``; :class:`JsonServer` serves Darknet's JSON stream: ``[`` then one object per frame
+separated by ``, `` (and ``]`` when the server closes, so a finished stream is one JSON array).
+
+Each server is a :class:`http.server.ThreadingHTTPServer` running in a daemon thread; every client
+has its own handler thread and a bounded queue (:mod:`.broadcast`), so a slow or vanished client
+never stalls the producer. Servers bind to 127.0.0.1 unless told another address (Darknet binds
+every interface). A port that cannot be bound is a one-line :class:`ServeError`.
+"""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, Optional, Set
+
+from ..errors import DarknetError, UsageError
+from .broadcast import MAX_CLIENTS, QUEUE_LEN, Broadcaster, ClientQueue
+
+DEFAULT_HOST = "127.0.0.1"
+#: a client that accepts nothing for this long is dropped (its handler thread only)
+WRITE_TIMEOUT = 10.0
+#: how often a waiting handler looks at the stop flag
+POLL = 0.25
+#: JSON frames are small: a client may fall this many behind before it skips frames
+JSON_QUEUE_LEN = 64
+BOUNDARY = "mjpegstream"
+_NO_CACHE = (("Cache-Control", "no-cache, private"), ("Pragma", "no-cache"), ("Expires", "0"))
+
+
+class ServeError(DarknetError):
+    """A stream server that cannot start (port in use, address not on this machine...)."""
+    kind = "server error"
+
+
+def check_port(port: Optional[int], flag: str) -> int:
+    """0/None = off (as in Darknet); otherwise a TCP port number."""
+    if not port:
+        return 0
+    if not 0 < port < 65536:
+        raise UsageError(f"-{flag} must be a TCP port (1..65535), got {port}")
+    return int(port)
+
+
+class _Http(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # Linux: a port in TIME_WAIT is reusable, a listening one is not
+    request_queue_size = 16
+
+
+class _Http6(_Http):
+    address_family = socket.AF_INET6
+
+
+class StreamServer:
+    """One listening port served from a background thread; subclasses add the routes."""
+
+    what = "HTTP"
+    sender = "HTTP_sender"  # Darknet's stderr name, "MJPG_sender: new client ..."
+
+    def __init__(self, port: int, host: str = DEFAULT_HOST, max_clients: int = MAX_CLIENTS,
+                 queue_len: int = QUEUE_LEN, flag: str = "port"):
+        self.host = host or DEFAULT_HOST
+        self.requested_port = int(port)
+        self.max_clients = max_clients
+        self.queue_len = queue_len
+        self.flag = flag
+        self.stopping = threading.Event()
+        self._httpd: Optional[_Http] = None
+        self._thread: Optional[threading.Thread] = None
+        self._conns: Set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1] if self._httpd else self.requested_port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self, announce: bool = True) -> "StreamServer":
+        handler = type("Handler", (_Handler,), {"owner": self})
+        try:
+            cls = _Http6 if ":" in self.host else _Http
+            self._httpd = cls((self.host, self.requested_port), handler)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise ServeError(f"cannot serve the {self.what} stream on {self.host}:"
+                             f"{self.requested_port}: {reason} (choose another -{self.flag})",
+                             value=self.requested_port) from None
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(POLL,),
+                                        name=f"darknet-py {self.what} :{self.port}", daemon=True)
+        self._thread.start()
+        if announce:
+            print(f"{self.what} stream: {self.url}{self.describe()}", file=sys.stderr)
+            sys.stderr.flush()
+        return self
+
+    def describe(self) -> str:
+        return ""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, end every client's stream, and join the server thread."""
+        if self._httpd is None or self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._close_broadcasts()
+        self._httpd.shutdown()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for c in conns:  # unblock handlers stuck writing to a client that reads nothing
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _close_broadcasts(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "StreamServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ requests
+    def route(self, path: str, accept: str) -> Optional[Callable[["_Handler"], None]]:
+        raise NotImplementedError
+
+    def stream(self, h: "_Handler", b: Broadcaster, content_type: str, head: bytes,
+               part: Callable[[bytes, int], bytes], tail: bytes = b"") -> None:
+        """Send ``head``, then ``part(update, n)`` for each update of ``b`` until the server
+        stops (then ``tail``) or the client goes away."""
+        q: Optional[ClientQueue] = b.register()
+        if q is None:
+            h.send_error(503, f"too many clients (at most {b.max_clients})")
+            return
+        with self._conns_lock:
+            self._conns.add(h.connection)
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Connection", "close")
+            for k, v in _NO_CACHE:
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(head)
+            print(f"{self.sender}: new client {h.client_address[0]}:{h.client_address[1]}",
+                  file=sys.stderr)
+            n = 0
+            while not self.stopping.is_set():
+                item = q.get(POLL)
+                if item is None:
+                    if q.closed or _peer_closed(h.connection):
+                        break
+                    continue
+                h.wfile.write(part(item, n))
+                n += 1
+            if tail:
+                h.wfile.write(tail)
+        except OSError:  # reset, broken pipe, or WRITE_TIMEOUT on a client that stopped reading
+            pass
+        finally:
+            b.unregister(q)
+            with self._conns_lock:
+                self._conns.discard(h.connection)
+
+    @staticmethod
+    def reply(h: "_Handler", body: bytes, content_type: str) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in _NO_CACHE:
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: StreamServer
+    protocol_version = "HTTP/1.0"
+    server_version = "darknet-py"
+    timeout = WRITE_TIMEOUT
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        path = self.path.split("?", 1)[0]
+        fn = self.owner.route(path, self.headers.get("Accept", ""))
+        if fn is None:
+            self.send_error(404)
+            return
+        fn(self)
+
+    def log_message(self, format, *args):  # no access log on stderr
+        pass
+
+
+# ---------------------------------------------------------------------------------- JSON
+class JsonServer(StreamServer):
+    """Darknet's ``-json_port``: any GET gets ``[`` then one JSON object per update."""
+
+    what = "JSON"
+    sender = "JSON_sender"
+
+    def __init__(self, port: int, host: str = DEFAULT_HOST, **kw):
+        kw.setdefault("flag", "json_port")
+        kw.setdefault("queue_len", JSON_QUEUE_LEN)
+        super().__init__(port, host, **kw)
+        self.objects = Broadcaster(self.max_clients, self.queue_len)
+
+    def describe(self) -> str:
+        return " (application/json: '[' then one object per frame)"
+
+    def publish(self, text: str) -> None:
+        self.objects.publish(text.encode("utf-8"))
+
+    def route(self, path, accept):
+        return lambda h: self.stream(h, self.objects, "application/json", b"[\n",
+                                     lambda item, n: item if n == 0 else b", \n" + item, b"\n]\n")
+
+    def _close_broadcasts(self):
+        self.objects.close_all()
+
+
+# ---------------------------------------------------------------------------------- MJPEG
+class MjpegServer(StreamServer):
+    """``-mjpeg_port``: ``/`` a page (to browsers) or the stream (to video readers),
+    ``/stream.mjpg`` the stream, ``/status`` the producer's latest numbers as JSON, and
+    ``/plots/NAME.mjpg`` further image streams (:meth:`publish_jpeg` with a name)."""
+
+    what = "MJPEG"
+    sender = "MJPG_sender"
+
+    def __init__(self, port: int, host: str = DEFAULT_HOST, title: str = "darknet-py",
+                 quality: int = 80, **kw):
+        kw.setdefault("flag", "mjpeg_port")
+        super().__init__(port, host, **kw)
+        self.title = title
+        self.quality = int(quality)
+        self.streams: Dict[str, Broadcaster] = {"": Broadcaster(self.max_clients,
+                                                                self.queue_len)}
+        self._status: Dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f" (page; the stream alone: {self.url}stream.mjpg)"
+
+    # -------------------------------------------------------------- producer side
+    def publish_image(self, bgr, name: str = "") -> None:
+        """Send a BGR uint8 image (left unchanged afterwards), JPEG-encoded only when someone
+        watches: now if a client is connected, else when one connects before the next image."""
+        self._broadcaster(name).publish_lazy(bgr, self._encode)
+
+    def publish_jpeg(self, jpeg: bytes, name: str = "") -> None:
+        self._broadcaster(name).publish(jpeg)
+
+    def _encode(self, bgr) -> Optional[bytes]:
+        import cv2
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return buf.tobytes() if ok else None
+
+    def _broadcaster(self, name: str) -> Broadcaster:
+        with self._lock:
+            b = self.streams.get(name)
+            if b is None:
+                b = self.streams[name] = Broadcaster(self.max_clients, self.queue_len)
+        return b
+
+    def set_status(self, **values) -> None:
+        with self._lock:
+            self._status.update(values)
+
+    def status(self) -> Dict[str, object]:
+        with self._lock:
+            return dict(self._status)
+
+    # -------------------------------------------------------------- requests
+    def route(self, path, accept):
+        if path == "/" and "text/html" in accept:
+            return self._page
+        if path in ("/", "/stream.mjpg"):
+            return lambda h: self._stream_named(h, "")
+        if path == "/status":
+            return lambda h: self.reply(h, json.dumps(self.status()).encode(),
+                                        "application/json")
+        if path.startswith("/plots/") and path.endswith(".mjpg"):
+            name = path[len("/plots/"):-len(".mjpg")]
+            with self._lock:
+                if name not in self.streams:
+                    return None
+            return lambda h: self._stream_named(h, name)
+        return None
+
+    def _stream_named(self, h, name: str) -> None:
+        with self._lock:
+            b = self.streams[name]
+        self.stream(h, b, f"multipart/x-mixed-replace; boundary={BOUNDARY}", b"", _jpeg_part)
+
+    def _page(self, h) -> None:
+        with self._lock:
+            plots = sorted(n for n in self.streams if n)
+        imgs = "".join(f'<h2>{_esc(n)}</h2><img src="/plots/{_esc(n)}.mjpg" alt="{_esc(n)}">'
+                       for n in plots)
+        body = _PAGE.replace("{title}", _esc(self.title)).replace("{plots}", imgs)
+        self.reply(h, body.encode("utf-8"), "text/html; charset=utf-8")
+
+    def _close_broadcasts(self):
+        with self._lock:
+            streams = list(self.streams.values())
+        for b in streams:
+            b.close_all()
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the client has closed its side (readable with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+def _jpeg_part(jpeg: bytes, n: int) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+            ).encode("ascii") + jpeg + b"\r\n"
+
+
+def _esc(text: str) -> str:
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{font-family:sans-serif;margin:1em}img{max-width:100%}pre{font-size:1.1em}</style>
+</head><body><h1>{title}</h1>
+<pre id="status"></pre>
+<img id="stream" src="/stream.mjpg" alt="live stream">
+{plots}
+<script>
+async function poll() {
+  try {
+    const r = await fetch("/status", {cache: "no-store"});
+    const s = await r.json();
+    document.getElementById("status").textContent =
+      Object.entries(s).map(([k, v]) => k + ": " + v).join("\\n");
+  } catch (e) {
+    document.getElementById("status").textContent = "(server gone)";
+    return;
+  }
+  setTimeout(poll, 2000);
+}
+poll();
+</script></body></html>
+"""

@@ -1,0 +1,127 @@
+"""Training logs: ``<backup>/<cfg>_log.csv``, TensorBoard scalars, and an honest ETA.
+
+:class:`TrainLog` appends one CSV row per iteration (``kind=iter``: iteration, loss, avg loss,
+learning rate, images/s, seconds of the iteration, seconds since the start, wall-clock time) and
+one per ``-map`` evaluation (``kind=map``: mAP and best mAP). The file is opened in append mode
+(a resumed run continues it; the header is written only to a new or empty file) and flushed after
+every row, so a killed run loses at most the row being written.
+
+:class:`TensorBoardLog` writes the same scalars with ``torch.utils.tensorboard.SummaryWriter``
+(``-tensorboard DIR``); without the ``tensorboard`` package it is a one-line usage error.
+
+:class:`IterationTimer` gives the hours left from a moving average of the iteration time, so the
+estimate falls to 0 at ``max_batches`` (Darknet smooths the *remaining time* with weight 0.01,
+which hardly moves on a short run).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from typing import Optional
+
+from ..errors import DataError, UsageError
+
+CSV_COLUMNS = ("kind", "iteration", "loss", "avg_loss", "lr", "images_per_s", "iter_seconds",
+               "elapsed_s", "time", "map", "best_map")
+
+
+class TrainLog:
+    """``<backup>/<cfg>_log.csv``, one row per write, flushed."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.start = time.time()
+        try:
+            new = not os.path.exists(path) or os.path.getsize(path) == 0
+            self._f = open(path, "a", newline="")
+        except OSError as e:
+            raise DataError(f"cannot open the training log: {e.strerror}", file=path) from e
+        self._w = csv.writer(self._f)
+        if new:
+            self._write(CSV_COLUMNS)
+
+    def _write(self, row) -> None:
+        self._w.writerow(row)
+        self._f.flush()
+
+    def _now(self):
+        now = time.time()
+        return f"{now - self.start:.3f}", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+
+    def iteration(self, iteration: int, loss: float, avg_loss: float, lr: float,
+                  images_per_s: float, seconds: float) -> None:
+        elapsed, stamp = self._now()
+        self._write(["iter", iteration, f"{loss:.6f}", f"{avg_loss:.6f}", f"{lr:.8g}",
+                     f"{images_per_s:.3f}", f"{seconds:.4f}", elapsed, stamp, "", ""])
+
+    def map(self, iteration: int, value: float, best: float) -> None:
+        elapsed, stamp = self._now()
+        self._write(["map", iteration, "", "", "", "", "", elapsed, stamp, f"{value:.6f}",
+                     f"{best:.6f}"])
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except OSError:
+            pass
+
+
+def summary_writer_class():
+    """``torch.utils.tensorboard.SummaryWriter``, or a one-line usage error without the
+    ``tensorboard`` package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("-tensorboard needs the tensorboard package: pip install tensorboard "
+                         "(or pip install darknet-py[tensorboard])") from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """The same scalars through TensorBoard's own ``SummaryWriter``."""
+
+    def __init__(self, folder: str):
+        self.writer = summary_writer_class()(log_dir=folder)
+
+    def iteration(self, iteration: int, loss: float, avg_loss: float, lr: float,
+                  images_per_s: float, seconds: float) -> None:
+        w = self.writer
+        w.add_scalar("train/loss", loss, iteration)
+        w.add_scalar("train/avg_loss", avg_loss, iteration)
+        w.add_scalar("train/lr", lr, iteration)
+        w.add_scalar("train/images_per_s", images_per_s, iteration)
+        w.add_scalar("train/iter_seconds", seconds, iteration)
+
+    def map(self, iteration: int, value: float, best: float) -> None:
+        self.writer.add_scalar("val/mAP", value, iteration)
+        self.writer.add_scalar("val/best_mAP", best, iteration)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class IterationTimer:
+    """Hours left = iterations left x a moving average of the seconds per iteration.
+
+    The average is the plain mean over the first ``1/alpha`` iterations, then an exponential
+    moving average with weight ``alpha`` (so a slow first iteration, warm-up or a mAP
+    evaluation fades out within a few dozen iterations).
+    """
+
+    def __init__(self, alpha: float = 0.05):
+        self.alpha = alpha
+        self.count = 0
+        self.seconds: Optional[float] = None
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        w = max(self.alpha, 1.0 / self.count)
+        self.seconds = seconds if self.seconds is None else \
+            (1 - w) * self.seconds + w * seconds
+
+    def hours_left(self, iteration: int, max_batches: int) -> float:
+        if self.seconds is None:
+            return 0.0
+        return max(0, max_batches - iteration) * self.seconds / 3600.0

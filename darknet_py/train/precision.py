@@ -5,7 +5,9 @@
   :func:`darknet_py.devices.cpu_bf16_supported`); elsewhere bf16 would be emulated and slower,
   so fp32. bf16 has fp32's exponent range, so no loss scaling is needed.
 
-Under either autocast only the convolutions run in low precision: Darknet's batch norm
+Under either autocast only the convolutions run in low precision, except the convolution in
+front of each [yolo] layer (:meth:`Precision.prepare`), whose output is the loss's input: Darknet's
+batch norm
 (:func:`darknet_py.layers.batchnorm.batchnorm_train`: statistics, rolling averages and output)
 and the yolo loss (:class:`darknet_py.train.loss.YoloLossFunction`) compute in fp32, the weights
 and the optimizer state stay fp32, and checkpoints are written from them.
@@ -39,12 +41,35 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
+    def prepare(self, net) -> None:
+        """Put ``net`` in this precision's memory layout, and keep the layers that feed a
+        detection head (the conv in front of each [yolo]) in fp32 under autocast."""
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        if self.dtype is None:
+            return
+        for head in getattr(net, "heads", []):
+            if head.index > 0:
+                _run_in_fp32(net.layers[head.index - 1], self.device_type)
+
     def describe(self) -> str:
         name = {None: "fp32", torch.bfloat16: "bf16 autocast",
                 torch.float16: "fp16 autocast"}[self.dtype]
         if self.dtype is not None:
-            name += " (batch norm and loss in fp32)"
+            name += " (batch norm, heads and loss in fp32)"
         return name + (", channels-last" if self.channels_last else "")
+
+
+def _run_in_fp32(layer, device_type: str) -> None:
+    if getattr(layer, "_fp32_under_autocast", False):
+        return
+    inner = layer.forward
+
+    def forward(x, *args, **kwargs):
+        with torch.autocast(device_type, enabled=False):
+            return inner(x.float(), *args, **kwargs)
+    layer.forward = forward
+    layer._fp32_under_autocast = True
 
 
 def choose_precision(device: torch.device, amp: Optional[bool] = None,

@@ -157,8 +157,7 @@ class Trainer:
             if hasattr(layer, "bn_momentum"):
                 layer.bn_momentum = BN_MOMENTUM_GPU if self.device.type == "cuda" \
                     else BN_MOMENTUM_CPU
-        if self._channels_last():
-            self.net.to(memory_format=torch.channels_last)
+        self.precision.prepare(self.net)
         self.images_per_iter = cfgc.batch  # Darknet's net.batch * net.subdivisions
         self.iteration = int(self.net.seen) // max(1, self.images_per_iter)
         self.save_policy = CheckpointPolicy(

@@ -44,12 +44,16 @@ def test_bf16_step_keeps_bn_and_loss_fp32_and_follows_fp32():
         net = Network.from_cfg(REPO / "cfg" / "yolov4-tiny-obj.cfg", width=64, height=64)
         net.train()
         prec = choose_precision(torch.device("cpu"), bf16=bf16)
-        inp = x
-        if prec.channels_last:
-            net.to(memory_format=torch.channels_last)
-            inp = x.contiguous(memory_format=torch.channels_last)
+        prec.prepare(net)
+        inp = x.contiguous(memory_format=torch.channels_last) if prec.channels_last else x
         with prec.autocast():
             raw = net(inp, raw_heads=True)
+        # the convs in front of the [yolo] layers run in fp32: the loss sees fp32 head inputs
+        assert all(r.dtype == torch.float32 for r in raw)
+        if bf16:      # ...while the other convolutions run in bf16
+            with prec.autocast():
+                y = net.layers[0]._conv(inp, net.layers[0].weight)
+            assert y.dtype == torch.bfloat16
         costs = [yolo_loss(r.float(), truth, h, 64, 64)[0] for h, r in zip(net.heads, raw)]
         total = torch.stack(costs).sum()
         total.backward()

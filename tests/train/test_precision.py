@@ -1,5 +1,4 @@
 """Training precision: bf16 autocast on CPUs that have it, BN and loss kept in fp32."""
-import warnings
 
 import pytest
 import torch
@@ -15,16 +14,17 @@ from conftest import REPO
 def test_choice(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: True)
-    p = choose_precision(cpu)
+    assert choose_precision(cpu).dtype is None                  # default: fp32
+    assert not choose_precision(cpu).channels_last
+    p = choose_precision(cpu, bf16=True)
     assert p.dtype == torch.bfloat16 and p.channels_last and not p.needs_grad_scaler
     assert choose_precision(cpu, bf16=False).dtype is None
     assert not choose_precision(cpu, bf16=False).channels_last
-    assert not choose_precision(cpu, channels_last=False).channels_last
+    assert not choose_precision(cpu, bf16=True, channels_last=False).channels_last
     g = choose_precision(gpu)
     assert g.dtype == torch.float16 and g.needs_grad_scaler and g.channels_last
     assert choose_precision(gpu, amp=False).dtype is None
     monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: False)
-    assert choose_precision(cpu).dtype is None                 # default: quietly fp32
     with pytest.warns(UserWarning, match="no native bf16"):
         assert choose_precision(cpu, bf16=True).dtype is None
 

@@ -1,5 +1,4 @@
 """Training precision: bf16 autocast on CPUs that have it, BN and loss kept in fp32."""
-
 import pytest
 import torch
 

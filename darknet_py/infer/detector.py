@@ -156,6 +156,22 @@ class Detector:
 
     detect = __call__
 
+    def stream(self, source, queue_size: int = 8):
+        """Per-frame results (:class:`~darknet_py.infer.stream.FrameResult`: ``frame_id``,
+        ``frame``, ``detections``) of a video file, a camera index or an iterable of frames;
+        frames are decoded on a background thread (``queue_size`` frames ahead) and go through
+        the network :attr:`batch_size` at a time. Each frame gets what ``self(frame)`` gives."""
+        from .stream import stream
+        return stream(self, source, queue_size=queue_size)
+
+    def track(self, video_or_frames, **tracker_options):
+        """:meth:`stream` plus ByteTrack (supervision): per frame a
+        :class:`~darknet_py.infer.tracking.TrackedFrame` whose detections carry a persistent
+        ``track_id``. Options go to :class:`~darknet_py.infer.tracking.ByteTracker`
+        (``frame_rate`` defaults to the video's, ``lost_track_buffer`` …)."""
+        from .tracking import track
+        return track(self, video_or_frames, **tracker_options)
+
     def stdout(self, name: str, dets: DetectionSet, milliseconds: float = 0.0,
                ext_output: bool = True) -> str:
         """The image's ``detector test`` stdout block."""

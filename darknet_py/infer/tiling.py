@@ -82,7 +82,7 @@ def check_overlap(overlap: float) -> float:
 
 
 def _axis(length: int, count: int, overlap: float, minimum: int) -> List[Tuple[int, int]]:
-    size = math.ceil(length / (count - (count - 1) * overlap))
+    size = math.ceil(length / (count - (count - 1) * overlap) - 1e-9)
     size = min(length, max(size, min(minimum, length)))
     if count == 1:
         starts = [(length - size) // 2]

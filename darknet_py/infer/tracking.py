@@ -8,7 +8,9 @@ The association is `supervision <https://github.com/roboflow/supervision>`_'s ``
 
 1. the detections Darknet would print (:func:`~darknet_py.infer.draw.actual_detections`: each
    box with its best class above ``thresh``) become an ``sv.Detections`` with corner boxes in
-   pixels of the frame, that class id and its probability as the confidence;
+   pixels of the frame, that class id and its probability as the confidence; boxes of
+   different classes on one object (IoU > ``merge_iou``, default 0.7) are merged by
+   supervision's class-agnostic NMS, keeping the most confident;
 2. ``ByteTrack.update_with_detections`` matches them to the tracks (class-agnostic, as
    supervision does) and returns the boxes that belong to a confirmed track with its
    ``tracker_id``;
@@ -93,11 +95,15 @@ class ByteTracker:
         lost_track_buffer: frames a lost track is kept to be found again.
         minimum_matching_threshold: ByteTrack's matching threshold.
         minimum_consecutive_frames: frames before a new track is reported.
+        merge_iou: boxes of different classes overlapping more than this (IoU) are one object
+            for the tracker (supervision's class-agnostic ``with_nms``, the highest confidence
+            kept): Darknet's per-class NMS leaves e.g. a ``dog`` and a ``cat`` box on the same
+            animal, which would otherwise compete for one track. ``None``: no merging.
     """
 
     def __init__(self, names: Sequence[str], thresh: float = 0.25, frame_rate: float = 25.0,
                  lost_track_buffer: int = 30, minimum_matching_threshold: float = 0.8,
-                 minimum_consecutive_frames: int = 1):
+                 minimum_consecutive_frames: int = 1, merge_iou: Optional[float] = 0.7):
         sv = require_supervision()
         self._sv = sv
         self.names = list(names)
@@ -107,6 +113,7 @@ class ByteTracker:
                                     minimum_matching_threshold=float(minimum_matching_threshold),
                                     frame_rate=max(1, int(round(frame_rate))),
                                     minimum_consecutive_frames=int(minimum_consecutive_frames))
+        self.merge_iou = None if merge_iou is None else float(merge_iou)
         self.frames = 0
         self._classes: Dict[int, Counter] = defaultdict(Counter)
 
@@ -128,6 +135,8 @@ class ByteTracker:
             det = sv.Detections(xyxy=xyxy.astype(np.float32),
                                 confidence=probs[rows, best].astype(np.float32),
                                 class_id=best, data={"row": rows})
+            if self.merge_iou is not None and len(det) > 1:
+                det = det.with_nms(threshold=self.merge_iou, class_agnostic=True)
         else:
             det = sv.Detections.empty()
             det.data = {"row": np.zeros(0, dtype=np.int64)}

@@ -152,3 +152,12 @@ def test_map_and_valid_take_tiles_through_the_same_metric_code(workdir):
     assert valid("-tiles", "1x1") == base and len(base) > 50
     tiled = valid("-tiles", "2x2")
     assert tiled != base and {d["image_id"] for d in tiled} == {d["image_id"] for d in base}
+
+
+def test_demo_track_without_supervision_says_how_to_install_it(workdir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "supervision", None)
+    _pan_video(workdir / "pan.avi", frames=2)
+    r = cli("detector", "demo", "obj.data", CFG, WEIGHTS, "pan.avi", "-track")
+    lines = [l for l in r.stderr.splitlines() if l.startswith("darknet-py:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "darknet-py[track]" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and "Objects:" not in r.stdout

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
-from ._common import check_file, eprint, flag
+from ._common import check_file, eprint, flag, preflight
 from ._detect_common import device_from_index, make_detector
 
 GROUP = "detector"
@@ -69,7 +69,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     import cv2
     from ..infer.draw import JsonOutWriter, detection_lines, draw_detections
     from ..infer.image import image_to_bgr_uint8
-    check_file(data, "data file")
+    preflight(data, cfg, weights, video=video, names=True)
     if batch < 1:
         raise UsageError("-batch must be >= 1")
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,

@@ -33,7 +33,7 @@ import click
 
 from ..errors import DataError, UsageError
 from ..metrics.evaluate import _head_codes, collect_map_inputs, read_difficult_truths
-from ._common import check_file, eprint, flag
+from ._common import check_file, eprint, flag, preflight
 
 GROUP = "detector"
 
@@ -68,7 +68,7 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         raise UsageError(f"-points must be 0, 11, 101 or another positive count, got {points}")
     if batch < 1:
         raise UsageError(f"-batch must be >= 1, got {batch}")
-    check_file(datacfg, "data file")
+    preflight(datacfg, cfgfile, weightfile, names=True, lists=("valid",))
     check_file(cfgfile, "cfg file")
     if weightfile is not None:
         check_file(weightfile, "weights file")

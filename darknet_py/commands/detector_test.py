@@ -15,7 +15,7 @@ import time
 import click
 
 from ..errors import DarknetError, DataError
-from ._common import check_file, flag
+from ._common import flag, preflight
 from ._detect_common import device_from_index, make_detector
 
 GROUP = "detector"
@@ -42,7 +42,7 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
     """Detect objects in IMAGE (or in image paths read from stdin)."""
     from ..infer.draw import JsonOutWriter, write_labels
     from ..infer.image import save_image
-    check_file(data, "data file")
+    preflight(data, cfg, weights, image=image, names=True)
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box,
                         device_from_index(gpu_index), half=half)
     writer = JsonOutWriter(out) if out else None

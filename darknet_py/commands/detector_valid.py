@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
-from ._common import check_file, eprint, flag, load_network
+from ._common import check_file, eprint, flag, load_network, preflight
 
 GROUP = "detector"
 
@@ -75,7 +75,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, gpu_index):
     from ._detect_common import device_from_index
     if batch < 1 or workers < 1:
         raise UsageError("-batch and -workers must be >= 1")
-    check_file(data, "data file")
+    preflight(data, cfg, weights, names=True, lists=("valid",))
     d = read_data_cfg(data)
     valid = d.valid_or_default("data/train.list")
     names = read_names(d.names_or_default())

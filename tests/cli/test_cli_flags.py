@@ -192,3 +192,25 @@ def test_show_batch_double_dash_n(tmp_path):
                "--seed", "0"], tmp_path)
     assert res.exit_code == 0, res.output
     assert sorted(os.listdir(tmp_path / "out")) == ["aug_0000.jpg", "aug_0001.jpg"]
+
+
+def test_user_files_are_checked_before_the_layer_table(tmp_path):
+    """A missing image or names file is reported before the network is built (no table)."""
+    cfg = require(refpath("cfg", "darknet", "yolov4-tiny.cfg"))
+    weights = require(refpath("weights", "yolov4-tiny.weights"))
+    (tmp_path / "coco.names").write_text("a\n" * 80)
+    (tmp_path / "obj.data").write_text("classes=80\nnames=coco.names\n")
+    (tmp_path / "nonames.data").write_text("classes=80\nnames=nope.names\n")
+    for data, image, message in (
+            ("obj.data", "nope.jpg", "darknet-py: data error: nope.jpg: cannot load image: "
+                                     "file not found"),
+            ("nonames.data", str(refpath("images", "dog.jpg")),
+             "darknet-py: data error: nope.names: names file 'nope.names' (names= in "
+             "nonames.data) not found")):
+        res = run(["detector", "test", data, str(cfg), str(weights), image], tmp_path)
+        assert res.exit_code == 1
+        assert res.output.strip() == message   # nothing else: no layer table, no weights line
+    res = run(["detector", "map", "obj.data", str(cfg), "nope.weights"], tmp_path)
+    assert res.output.strip() == "darknet-py: weights error: nope.weights: weights file not found"
+    res = run(["partial", str(cfg), "nope.weights", "out.weights", "29"], tmp_path)
+    assert res.output.strip() == "darknet-py: weights error: nope.weights: weights file not found"

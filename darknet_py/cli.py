@@ -115,6 +115,8 @@ def _register_commands() -> None:
             continue
         group = getattr(mod, "GROUP", None)
         GROUPS[group].add_command(cmd)
+        for alias in getattr(mod, "ALIASES", ()):
+            GROUPS[group].add_command(cmd, alias)
         key = cmd.name if group is None else f"{group} {cmd.name}"
         epilog = help_epilog(key, cmd)
         cmd.epilog = f"{cmd.epilog}\n\n{epilog}" if cmd.epilog else epilog

@@ -356,7 +356,8 @@ class Network(nn.Module):
         return total // count if count else 0
 
     def table(self) -> str:
-        """Darknet's layer table, as ``parse_network_cfg`` prints it."""
+        """Darknet's layer table as one string, line for line as ``parse_network_cfg`` prints
+        it (:meth:`print_table` prints it with the ``mini_batch`` line and unused fields)."""
         lines = ["   layer   filters  size/strd(dil)      input                output"]
         for layer in self.layers:
             lines.append(f"{layer.index:4d} {layer.table_line()}")

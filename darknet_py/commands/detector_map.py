@@ -40,7 +40,7 @@ import click
 from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
-from ._common import backend_flags, check_file, eprint, flag, open_backend
+from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
 
 GROUP = "detector"
 
@@ -83,7 +83,7 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         raise UsageError(f"-points must be 0, 11, 101 or another positive count, got {points}")
     if batch < 1:
         raise UsageError(f"-batch must be >= 1, got {batch}")
-    check_file(datacfg, "data file")
+    preflight(datacfg, cfgfile, weightfile, names=True, lists=("valid",))
     check_file(cfgfile, "cfg file")
     if weightfile is not None:
         check_file(weightfile, "weights file")

@@ -69,7 +69,8 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     if anchors is not None:
         anchor_values = parse_anchors(anchors)
     if anchors_from is not None:
-        from ..errors import DataError, read_bounded
+        from ..errors import DataError
+        from ..files import read_bounded
         text = read_bounded(anchors_from, 1 << 20, DataError, "anchors file")
         anchor_values = parse_anchors(text.decode("utf-8", "replace"), anchors_from)
     step_values = None

@@ -27,7 +27,7 @@ import click
 import torch
 
 from ..errors import DataError, UsageError
-from ._common import backend_flags, check_file, eprint, flag
+from ._common import backend_flags, eprint, flag, preflight
 from ._detect_common import make_detector
 from ._http import http_flags
 from ._tiling import tile_flags, tile_options
@@ -66,20 +66,17 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
     from ..infer.image import frame_to_input, image_from_array, image_to_bgr_uint8
     from ..serve import DemoStreams
-    check_file(data, "data file")
+    preflight(data, cfg, weights, video=video, names=True)
     if batch < 1:
         raise UsageError("-batch must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     if track:
         from ..infer.tracking import ByteTracker, require_supervision
         require_supervision()
-    if video:
-        check_file(video, "video file")
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, batch_size=batch,
                         tiling=tiling, **backend_options)
     print("Demo")
     if video:
-        check_file(video, "video file")
         print(f"video file: {video}")
         cap = cv2.VideoCapture(video)
     else:

@@ -40,7 +40,7 @@ import click
 from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
-from ._common import backend_flags, check_file, eprint, flag, open_backend
+from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
 from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
@@ -87,7 +87,7 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     if batch < 1:
         raise UsageError(f"-batch must be >= 1, got {batch}")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
-    check_file(datacfg, "data file")
+    preflight(datacfg, cfgfile, weightfile, names=True, lists=("valid",))
     check_file(cfgfile, "cfg file")
     if weightfile is not None:
         check_file(weightfile, "weights file")

@@ -21,7 +21,7 @@ import click
 
 from .. import distributed as dist
 from ..errors import DarknetError, DataError
-from ._common import backend_flags, check_file, flag
+from ._common import backend_flags, flag, preflight
 from ._detect_common import make_detector, split_model_args
 from ._tiling import tile_flags, tile_options
 
@@ -52,11 +52,9 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
     WEIGHTS: `detector test obj.data model.onnx image.jpg`)."""
     from ..infer.draw import JsonOutWriter, write_labels
     from ..infer.image import save_image
-    check_file(data, "data file")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     weights, image = split_model_args(cfg, weights, image)
-    if image is not None and not os.path.exists(image):
-        raise DataError("image not found", file=image)
+    preflight(data, cfg, weights, image=image, names=True)
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, tiling=tiling,
                         **backend_options)
     if image is None and dist.is_distributed():

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import distributed as dist
 from ..errors import DataError, UsageError
-from ._common import backend_flags, check_file, eprint, flag, open_backend
+from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
 from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
@@ -75,7 +75,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     if batch < 1 or workers < 1:
         raise UsageError("-batch and -workers must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
-    check_file(data, "data file")
+    preflight(data, cfg, weights, names=True, lists=("valid",))
     d = read_data_cfg(data)
     valid = d.valid_or_default("data/train.list")
     names = read_names(d.names_or_default())

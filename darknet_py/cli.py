@@ -6,6 +6,10 @@ Each command lives in its own module under :mod:`darknet_py.commands` that defin
 click command) and ``GROUP`` (``"detector"``, ``"data"``, ``"cfg"`` or ``None`` for top level);
 this module discovers and registers them.
 
+Every command's arguments go through :func:`darknet_py.commands._flags.check_args` first (in
+:meth:`DarknetGroup.resolve_command`): ``--flag`` works like ``-flag`` for every option, a Darknet
+flag darknet-py does not implement and an unknown flag are one-line usage errors naming it.
+
 Errors a user can cause are :class:`~darknet_py.errors.DarknetError`: printed on one line, exit
 code 1 (runtime) or 2 (usage). ``--debug`` shows the traceback instead.
 """
@@ -24,7 +28,15 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class DarknetGroup(click.Group):
-    """A click group that turns DarknetError into a one-line message and an exit code."""
+    """A click group that turns DarknetError into a one-line message and an exit code, and checks
+    each command's flags against its options and Darknet's flag table before click parses them."""
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None and not isinstance(cmd, click.Group):
+            from .commands._flags import check_args
+            rest = check_args(command_key(ctx, name), cmd, rest)
+        return name, cmd, rest
 
     def invoke(self, ctx):
         try:
@@ -86,8 +98,14 @@ def cfg() -> None:
 GROUPS = {"detector": detector, "data": data, "cfg": cfg, None: main}
 
 
+def command_key(ctx, name: str) -> str:
+    """``"detector test"``, ``"partial"``: the command's path below ``darknet-py``."""
+    return name if ctx.parent is None else f"{ctx.info_name} {name}"
+
+
 def _register_commands() -> None:
     from . import commands
+    from .commands._flags import help_epilog
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -95,7 +113,13 @@ def _register_commands() -> None:
         cmd = getattr(mod, "COMMAND", None)
         if cmd is None:
             continue
-        GROUPS[getattr(mod, "GROUP", None)].add_command(cmd)
+        group = getattr(mod, "GROUP", None)
+        GROUPS[group].add_command(cmd)
+        for alias in getattr(mod, "ALIASES", ()):
+            GROUPS[group].add_command(cmd, alias)
+        key = cmd.name if group is None else f"{group} {cmd.name}"
+        epilog = help_epilog(key, cmd)
+        cmd.epilog = f"{cmd.epilog}\n\n{epilog}" if cmd.epilog else epilog
 
 
 _register_commands()

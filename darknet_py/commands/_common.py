@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 import click
 
@@ -43,6 +43,43 @@ def check_file(path: str, what: str) -> str:
     if not os.path.exists(path):
         raise DataError(f"{what} not found", file=path)
     return path
+
+
+def preflight(data: Optional[str] = None, cfg: Optional[str] = None,
+              weights: Optional[str] = None, image: Optional[str] = None,
+              video: Optional[str] = None, names: bool = False, lists: Tuple[str, ...] = ()):
+    """Check the user's files before the layer table is printed and the weights are loaded.
+
+    ``data`` (parsed: a bad line is reported now), ``cfg``, ``weights``, ``image`` and ``video``
+    (a URL is not checked) must exist; ``names``: the data file's ``names=`` file too; ``lists``:
+    the ``train``/``valid`` lists the data file names (Darknet's defaults for a missing line are
+    left to the command, which explains them). Each error is the one the command would raise
+    later, only sooner. Returns the parsed data file (or None).
+    """
+    from ..data.datacfg import read_data_cfg
+    from ..errors import CfgError, WeightsError
+    parsed = None
+    if data is not None:
+        check_file(data, "data file")
+        parsed = read_data_cfg(data)
+    if cfg is not None and not os.path.exists(cfg):
+        raise CfgError("cfg file not found", file=cfg)
+    if weights is not None and not os.path.exists(weights):
+        raise WeightsError("weights file not found", file=weights)
+    if parsed is not None and names:
+        names_path = parsed.names_or_default()
+        if not os.path.exists(names_path):
+            raise DataError(f"names file '{names_path}' (names= in {data}) not found",
+                            file=names_path)
+    for key in lists:
+        path = getattr(parsed, key, None) if parsed is not None else None
+        if path is not None and not os.path.exists(path):
+            raise DataError(f"{'image' if key == 'train' else key} list not found", file=path)
+    if image is not None and not os.path.exists(image):
+        raise DataError("cannot load image: file not found", file=image)
+    if video is not None and "://" not in video:
+        check_file(video, "video file")
+    return parsed
 
 
 def parse_gpus(text: Optional[str]):

@@ -9,8 +9,10 @@ Exact reproduction: Darknet seeds ``rand()`` with ``time(0)``; so do we (glibc `
 and ``-seed N`` fixes it: with the start second of a Darknet run the anchors, the number of
 k-means iterations and the average IoU are Darknet's.
 
-Differences: progress lines use ``\\r`` on a terminal and ``\\n`` otherwise (Darknet always
-writes ``\\r``); Darknet's side files ``bad.list``/``bad_label.list`` are not written; rows with
+Differences: the per-box progress lines (``\\r loaded image: i box: n``) are written only on a
+terminal; when stdout is not one (a log, a notebook, ``| tee``) only the last of them is written,
+on its own line (Darknet always writes all of them, with ``\\r``); extra positional arguments
+(Darknet ignores ``argv[4..]``, e.g. a cfg) are ignored with a warning; Darknet's side files ``bad.list``/``bad_label.list`` are not written; rows with
 NaN/inf, a negative class id or ``w <= 0``/``h <= 0`` are reported and left out (Darknet would
 use them and crash or produce NaN); when no label is found we raise a DataError that says where
 the labels were looked for (Darknet crashes with SIGSEGV); blank lines of the image list are
@@ -47,8 +49,11 @@ def calc_anchors(datacfg: str, num_of_clusters: int = 5, width: int = -1, height
     if write is None:
         def write(s: str) -> None:
             sys.stdout.write(s)
+    # progress_sep None: every progress line on a terminal ("\r"), else only the last one
+    only_last = progress_sep is None and not sys.stdout.isatty()
     if progress_sep is None:
-        progress_sep = "\r" if sys.stdout.isatty() else "\n"
+        progress_sep = "\n" if only_last else "\r"
+    last_progress = ""
     write(f"\n num_of_clusters = {num_of_clusters}, width = {width}, height = {height} \n")
     if width < 0 or height < 0:
         raise UsageError("set -width and -height (usage: darknet-py detector calc_anchors "
@@ -94,11 +99,15 @@ def calc_anchors(datacfg: str, num_of_clusters: int = 5, width: int = -1, height
                            f"or non-positive size)\n")
                 continue
             number_of_boxes += 1
-            out.append(f"{progress_sep} loaded \t image: {i + 1} \t box: {number_of_boxes}")
+            last_progress = f"{progress_sep} loaded \t image: {i + 1} \t box: {number_of_boxes}"
+            if not only_last:
+                out.append(last_progress)
         write("".join(out))
         keep = ~unusable
         sizes.append(np.stack([w[keep] * np.float32(width), h[keep] * np.float32(height)], 1))
         class_ids.append(cls[keep].astype(np.int64))
+    if only_last:
+        write(last_progress)
     write("\n all loaded. \n")
     write("\n calculating k-means++ ...")
     write("\n")
@@ -169,8 +178,7 @@ def draw_cloud(points: np.ndarray, result: KMeansResult, width: int, height: int
         raise DataError("cannot write image", file=path)
 
 
-@click.command("calc_anchors", context_settings={"ignore_unknown_options": True,
-                                                 "help_option_names": ["-h", "--help"]})
+@click.command("calc_anchors", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("datacfg", type=click.Path(dir_okay=False))
 @click.option("-num_of_clusters", "num_of_clusters", type=int, default=5, show_default=True,
               help="Number of anchors.")
@@ -184,5 +192,8 @@ def draw_cloud(points: np.ndarray, result: KMeansResult, width: int, height: int
 def COMMAND(datacfg: str, num_of_clusters: int, width: int, height: int, show: bool,
             dont_show: bool, seed: Optional[int], extra) -> None:
     """Cluster the training labels into anchors (as `darknet detector calc_anchors`)."""
+    if extra:
+        click.echo(f"darknet-py: warning: ignored: extra arguments {' '.join(extra)} "
+                   f"(calc_anchors reads only the data file)", err=True)
     calc_anchors(datacfg, num_of_clusters, width, height, show=show, seed=seed)
     sys.stdout.flush()

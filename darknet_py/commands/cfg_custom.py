@@ -30,10 +30,15 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Count the training images from a list file, for the max_batches rule.")
 @click.option("--mosaic", type=click.IntRange(0, 1), help="Set mosaic= in [net] (default: keep).")
 @click.option("--keep-schedule", is_flag=True, help="Leave max_batches and steps as they are.")
+@click.option("--anchors", "anchors", metavar="W1,H1,...",
+              help="Set anchors= (and num=) of every [yolo] head, e.g. calc_anchors' output.")
+@click.option("--anchors-from", "anchors_from", metavar="ANCHORS.txt",
+              help="Like --anchors, read from a file (calc_anchors writes anchors.txt).")
 def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
             width: Optional[int], height: Optional[int], batch: int, subdivisions: int,
             max_batches: Optional[int], steps: Optional[str], train_images: int,
-            train_list: Optional[str], mosaic: Optional[int], keep_schedule: bool) -> None:
+            train_list: Optional[str], mosaic: Optional[int], keep_schedule: bool,
+            anchors: Optional[str], anchors_from: Optional[str]) -> None:
     """Write a custom cfg for N classes, editing SRC.cfg in place like the README says.
 
     classes= in every [yolo]/[region], filters=(classes+5)*masks in the [convolutional] before
@@ -45,7 +50,7 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
           --width 416 --height 416 --max-batches 6400 --steps 4800,5400
     """
     from ..errors import UsageError
-    from ..prep.custom_cfg import write_custom_cfg
+    from ..prep.custom_cfg import parse_anchors, write_custom_cfg
     from ..prep.voc import read_class_names as read_names
 
     if names is not None:
@@ -58,6 +63,16 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     if train_list is not None:
         from ..prep.split import read_image_list
         train_images = max(train_images, len(read_image_list(train_list)[0]))
+    anchor_values = None
+    if anchors is not None and anchors_from is not None:
+        raise UsageError("give --anchors or --anchors-from, not both")
+    if anchors is not None:
+        anchor_values = parse_anchors(anchors)
+    if anchors_from is not None:
+        from ..errors import DataError
+        from ..files import read_bounded
+        text = read_bounded(anchors_from, 1 << 20, DataError, "anchors file")
+        anchor_values = parse_anchors(text.decode("utf-8", "replace"), anchors_from)
     step_values = None
     if steps is not None:
         try:
@@ -68,7 +83,7 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     result = write_custom_cfg(src, dst, classes, width=width, height=height, batch=batch,
                               subdivisions=subdivisions, max_batches=max_batches,
                               steps=step_values, train_images=train_images, mosaic=mosaic,
-                              keep_schedule=keep_schedule)
+                              keep_schedule=keep_schedule, anchors=anchor_values)
     heads = ", ".join(f"{t} line {line} (filters={f})" for t, line, f in result.heads)
     click.echo(f"wrote {dst}: classes={result.classes}, max_batches={result.max_batches}, "
                f"steps={','.join(map(str, result.steps))}; heads: {heads}")

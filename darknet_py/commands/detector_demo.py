@@ -9,6 +9,13 @@ on the same picture, exactly as in Darknet. ``-benchmark`` times the network onl
 output). Frames are batched (``-batch N``) when that helps throughput on a GPU.
 ``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and ``-json_port N``
 each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
+
+darknet-py additions: ``-tiles CxR`` (``-tile_overlap``, ``-tiles_full``) detects on tiles of each
+frame (:mod:`darknet_py.infer.tiling`; frames are then converted like ``detector test`` images);
+``-track`` follows objects with ByteTrack (:mod:`darknet_py.infer.tracking`, needs the
+``track`` extra): drawn labels start with ``#id``, ``-out`` and ``-json_port`` objects carry
+``track_id`` (only boxes on a confirmed track are reported), and the end prints the number of
+unique tracks per class.
 """
 from __future__ import annotations
 
@@ -20,9 +27,10 @@ import click
 import torch
 
 from ..errors import DataError, UsageError
-from ._common import backend_flags, check_file, eprint, flag
+from ._common import backend_flags, eprint, flag, preflight
 from ._detect_common import make_detector
 from ._http import http_flags
+from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
 
@@ -46,24 +54,29 @@ GROUP = "detector"
 @flag("out", "json_out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's per-frame JSON.")
 @http_flags(json_port=True)
+@tile_flags
+@flag("track", is_flag=True, help="Follow objects across frames (ByteTrack, needs "
+      "supervision): #id on labels, track_id in -out/-json_port, unique tracks per class at "
+      "the end.")
 def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filename, ext_output,
             dont_show, letter_box, benchmark, batch, json_out, mjpeg_port, json_port, http_host,
-            **backend_options):
+            tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
     from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
-    from ..infer.image import frame_to_input
+    from ..infer.image import frame_to_input, image_from_array, image_to_bgr_uint8
     from ..serve import DemoStreams
-    check_file(data, "data file")
+    preflight(data, cfg, weights, video=video, names=True)
     if batch < 1:
         raise UsageError("-batch must be >= 1")
-    if video:
-        check_file(video, "video file")
+    tiling = tile_options(tiles, tile_overlap, tiles_full)
+    if track:
+        from ..infer.tracking import ByteTracker, require_supervision
+        require_supervision()
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, batch_size=batch,
-                        **backend_options)
+                        tiling=tiling, **backend_options)
     print("Demo")
     if video:
-        check_file(video, "video file")
         print(f"video file: {video}")
         cap = cv2.VideoCapture(video)
     else:
@@ -72,6 +85,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     if not cap.isOpened():
         raise DataError("cannot open the video stream", file=video or f"camera {cam_index}")
     src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    tracker = ByteTracker(det.names, thresh, frame_rate=src_fps) if track else None
     writer = None
     tmp_out = None
     jw = JsonOutWriter(json_out) if json_out else None
@@ -92,9 +106,12 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             if not batch_frames:
                 break
             t0 = time.perf_counter()
-            x = torch.stack([frame_to_input(f, *det.input_size, det.letter_box)
-                             for f in batch_frames])
-            sets = det.detect_batch(x, [(f.shape[1], f.shape[0]) for f in batch_frames])
+            if tiling["tiles"] is not None:
+                sets = det.pipeline.detect_images([image_from_array(f) for f in batch_frames])
+            else:
+                x = torch.stack([frame_to_input(f, *det.input_size, det.letter_box)
+                                 for f in batch_frames])
+                sets = det.detect_batch(x, [(f.shape[1], f.shape[0]) for f in batch_frames])
             fps = len(batch_frames) / max(1e-9, time.perf_counter() - t0)
             for frame, dets in zip(batch_frames, sets):
                 frames += 1
@@ -103,16 +120,27 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                     print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                     continue
                 print("Objects:\n")
-                http.detections(detection_to_json(dets, det.names, frames))
+                tracked = tracker.update(dets, frames) if tracker is not None else None
+                if tracked is not None:
+                    http.detections(tracked.to_json(det.names))
+                else:
+                    http.detections(detection_to_json(dets, det.names, frames))
                 lines = detection_lines(dets, det.names, thresh, ext_output,
                                         (frame.shape[1], frame.shape[0]))
                 for line in lines:
                     print(line)
                 print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")
                 if jw is not None:
-                    jw.add(dets, det.names, None)
+                    if tracked is not None:
+                        jw.add(tracked.raw, det.names, None, tracked.track_ids)
+                    else:
+                        jw.add(dets, det.names, None)
                 if out_filename or http.wants_frames:
-                    drawn = det.draw(frame, dets)
+                    if tracked is not None:
+                        drawn = image_to_bgr_uint8(tracker.draw(image_from_array(frame), tracked,
+                                                                det.classes))
+                    else:
+                        drawn = det.draw(frame, dets)
                     http.frame(drawn, frames=frames, fps=round(fps, 1), avg_fps=round(avg_fps, 1))
                     if out_filename:
                         if writer is None:
@@ -133,6 +161,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     print("input video stream closed. ")
     if frames == 0:
         raise DataError("the video has no readable frames", file=video or f"camera {cam_index}")
+    if tracker is not None:
+        print("\n".join(tracker.summary_lines()))
 
 
 def _temp_name(path: str) -> str:

@@ -40,7 +40,8 @@ import click
 from .. import distributed as dist
 from ..errors import DataError, UsageError
 from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
-from ._common import backend_flags, check_file, eprint, flag, open_backend
+from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
+from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
 
@@ -70,11 +71,13 @@ MAP_FOOTER = ("\nSet -points flag:\n"
 @flag("coco", is_flag=True, help="darknet-py: after Darknet's printout, pycocotools' COCO AP "
       "summary of the same detections (ground truth: coco_json= of the .data file, else the "
       "YOLO labels).")
+@tile_flags
 @backend_flags
 @dist.command
 def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: float,
             points: int, thresh: float, letter_box: bool, dont_show: bool,
-            batch: int, plots: Optional[str], coco: bool, **backend_options) -> None:
+            batch: int, plots: Optional[str], coco: bool, tiles, tile_overlap, tiles_full,
+            **backend_options) -> None:
     """Mean average precision of a detector on the data file's valid list (Darknet's
     `detector map`)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
@@ -83,7 +86,8 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         raise UsageError(f"-points must be 0, 11, 101 or another positive count, got {points}")
     if batch < 1:
         raise UsageError(f"-batch must be >= 1, got {batch}")
-    check_file(datacfg, "data file")
+    tiling = tile_options(tiles, tile_overlap, tiles_full)
+    preflight(datacfg, cfgfile, weightfile, names=True, lists=("valid",))
     check_file(cfgfile, "cfg file")
     if weightfile is not None:
         check_file(weightfile, "weights file")
@@ -121,7 +125,8 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     start = time.time()
     sharded = dist.is_distributed()      # torchrun: this rank's images, gathered on rank 0
     inputs = collect_map_inputs(backend, images=dist.shard(images), batch_size=batch,
-                                progress=progress, on_missing_label=None if sharded else missing)
+                                progress=progress, on_missing_label=None if sharded else missing,
+                                tiling=tiling)
     if sharded:
         merged = dist.gather_concat(inputs.paths, inputs.detections, inputs.truths,
                                     inputs.missing_labels)

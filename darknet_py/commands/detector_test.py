@@ -21,8 +21,9 @@ import click
 
 from .. import distributed as dist
 from ..errors import DarknetError, DataError
-from ._common import backend_flags, check_file, flag
+from ._common import backend_flags, flag, preflight
 from ._detect_common import make_detector, split_model_args
+from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
 
@@ -40,21 +41,22 @@ GROUP = "detector"
 @flag("out", "out", type=click.Path(dir_okay=False), default=None,
       help="Write Darknet's JSON result file.")
 @flag("save_labels", is_flag=True, help="Write YOLO .txt labels next to each image.")
+@tile_flags
 @backend_flags
 @dist.command
 def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_show, letter_box,
-            out, save_labels, **backend_options):
+            out, save_labels, tiles, tile_overlap, tiles_full, **backend_options):
     """Detect objects in IMAGE (or in image paths read from stdin).
 
     CFG is a Darknet .cfg (then WEIGHTS follows) or a `darknet-py export` .onnx file (no
     WEIGHTS: `detector test obj.data model.onnx image.jpg`)."""
     from ..infer.draw import JsonOutWriter, write_labels
     from ..infer.image import save_image
-    check_file(data, "data file")
+    tiling = tile_options(tiles, tile_overlap, tiles_full)
     weights, image = split_model_args(cfg, weights, image)
-    if image is not None and not os.path.exists(image):
-        raise DataError("image not found", file=image)
-    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, **backend_options)
+    preflight(data, cfg, weights, image=image, names=True)
+    det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, tiling=tiling,
+                        **backend_options)
     if image is None and dist.is_distributed():
         return _sharded_stdin_list(det, out, ext_output, save_labels, thresh)
     writer = JsonOutWriter(out) if out else None

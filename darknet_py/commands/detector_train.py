@@ -32,7 +32,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from ._common import check_file, flag, parse_gpus
+from ._common import check_file, flag, parse_gpus, preflight
 from ._http import http_flags
 
 GROUP = "detector"
@@ -76,7 +76,7 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nog
     """Train a detector on the images of obj.data's train= list."""
     from ..serve.server import check_port
     from ..train.trainer import TrainOptions, Trainer
-    check_file(data, "data file")
+    preflight(data, cfg, weights, lists=("train", "valid") if calc_map else ("train",))
     check_file(cfg, "cfg file")
     if weights is not None:
         check_file(weights, "weights file")

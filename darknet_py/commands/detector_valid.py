@@ -23,7 +23,8 @@ import numpy as np
 
 from .. import distributed as dist
 from ..errors import DataError, UsageError
-from ._common import backend_flags, check_file, eprint, flag, open_backend
+from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
+from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
 
@@ -60,9 +61,11 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
       help="COCO instances json: score the results with pycocotools.")
 @flag("batch", type=int, default=8, show_default=True, help="Images per forward pass.")
 @flag("workers", type=int, default=4, show_default=True, help="Image decoding threads.")
+@tile_flags
 @backend_flags
 @dist.command
-def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_options):
+def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_overlap,
+            tiles_full, **backend_options):
     """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
     from ..data.datacfg import read_data_cfg, read_list, read_names
     from ..infer.pipeline import Pipeline
@@ -71,7 +74,8 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_op
     from ..files import atomic_write_bytes
     if batch < 1 or workers < 1:
         raise UsageError("-batch and -workers must be >= 1")
-    check_file(data, "data file")
+    tiling = tile_options(tiles, tile_overlap, tiles_full)
+    preflight(data, cfg, weights, names=True, lists=("valid",))
     d = read_data_cfg(data)
     valid = d.valid_or_default("data/train.list")
     names = read_names(d.names_or_default())
@@ -103,6 +107,9 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, **backend_op
     pipeline = Pipeline(backend, thresh=VALID_THRESH, hier_thresh=VALID_HIER, nms=VALID_NMS,
                         letter_box=backend.letter_box, batch_size=batch, pixel_boxes=True,
                         loader_threads=workers)
+    if tiling["tiles"] is not None:
+        from ..infer.tiling import tiled
+        pipeline = tiled(pipeline, **tiling)
     coco_lines: List[str] = []
     voc = [[] for _ in range(classes)]
     paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)

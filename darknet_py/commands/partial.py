@@ -9,7 +9,7 @@ import click
 
 from ..errors import UsageError
 from ..model.weights import DARKNET_VERSION, WeightsHeader
-from ._common import eprint, load_network
+from ._common import eprint, load_network, preflight
 
 GROUP = None
 
@@ -23,6 +23,7 @@ def COMMAND(cfg, weights, out, layers):
     """Write the first LAYERS layers of WEIGHTS to OUT (e.g. yolov4.conv.137)."""
     if layers < 0:
         raise UsageError(f"the layer count must be >= 0, got {layers}")
+    preflight(cfg=cfg, weights=weights)
     net = load_network(cfg, weights, cutoff=layers, fuse=False)
     eprint(f"Saving weights to {out}")
     net.seen = 0

@@ -76,16 +76,13 @@ def show_batch(datacfg: str, cfgfile: str, n: int = 16, out_dir: str = ".",
     return written
 
 
-@click.command("show_batch", context_settings={"ignore_unknown_options": True,
-                                               "help_option_names": ["-h", "--help"]})
+@click.command("show_batch", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("datacfg", type=click.Path(dir_okay=False))
 @click.argument("cfgfile", type=click.Path(dir_okay=False))
 @click.option("-n", "n", type=int, default=16, show_default=True, help="Samples to write.")
 @click.option("-out_dir", "out_dir", default=".", show_default=True, help="Output folder.")
 @click.option("-seed", "seed", type=int, default=None, help="Random seed (reproducible output).")
-@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
-def COMMAND(datacfg: str, cfgfile: str, n: int, out_dir: str, seed: Optional[int],
-            extra) -> None:
+def COMMAND(datacfg: str, cfgfile: str, n: int, out_dir: str, seed: Optional[int]) -> None:
     """Write augmented training samples with their boxes (Darknet's -show_imgs, headless)."""
     show_batch(datacfg, cfgfile, n=n, out_dir=out_dir, seed=seed)
     sys.stdout.flush()

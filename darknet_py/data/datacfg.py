@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -73,6 +74,7 @@ class DataConfig:
     savelast: Optional[int] = None
     options: Dict[str, DataOption] = field(default_factory=dict)
     duplicates: List[DataOption] = field(default_factory=list)
+    _warned_valid: bool = field(default=False, init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------- Darknet's per-command defaults
     def line_of(self, key: str) -> Optional[int]:
@@ -92,12 +94,17 @@ class DataConfig:
     def valid_or_default(self, default: Optional[str] = "data/train.txt",
                          fallback_to_train: bool = False) -> str:
         """``valid``: ``map``/``recall`` default to data/train.txt, ``valid`` to data/train.list;
-        during training (``-map``) a missing ``valid`` falls back to ``train``."""
+        during training (``-map``) a missing ``valid`` falls back to ``train``. A fallback is
+        announced once per data file, in one line on stderr."""
         if self.valid is not None:
             return self.valid
-        if fallback_to_train:
-            return self.train_or_default()
-        return default
+        used = self.train_or_default() if fallback_to_train else default
+        if not self._warned_valid:
+            self._warned_valid = True
+            sys.stderr.write(f"darknet-py: warning: {self.path}: no valid= line: evaluating "
+                             f"{used} instead (Darknet's fallback)\n")
+            sys.stderr.flush()
+        return used
 
     def names_or_default(self, default: str = "data/names.list") -> str:
         """``names`` (``labels`` is get_metadata's alias), default data/names.list."""

@@ -8,4 +8,7 @@ command, the benchmark and export share.
 * :mod:`.pipeline`: the stages tied together
 * :mod:`.detector`: the user-facing ``Detector``
 * :mod:`.draw`: drawn boxes, ``detector test`` text and ``-out`` JSON
+* :mod:`.tiling`: tiled inference (``-tiles CxR``) as a ``Pipeline`` subclass
+* :mod:`.stream`: frames decoded on a thread, batched through the pipeline (``Detector.stream``)
+* :mod:`.tracking`: ByteTrack (supervision) over per-frame detections (``-track``)
 """

@@ -19,7 +19,7 @@ Two stages, both for a whole batch and without Python loops over candidates:
 
 2. :func:`head_candidates` — Darknet's thresholding (a candidate needs objectness ``> thresh``;
    every ``[region]`` cell is one, with objectness set to 1), probabilities ``<= thresh`` zeroed, and
-   :func:`correct_boxes` (undo the stretch or the letterbox) -> one
+   :func:`correct_yolo_boxes` (undo the stretch or the letterbox) -> one
    :class:`~darknet_py.structures.detections.DetectionSet` per image.
 
 Outputs may come in the channel layout ``(B, n*entries, h, w)``, as ``[region]``'s records
@@ -41,7 +41,7 @@ from ..structures.heads import HeadSpec
 from .image import letterbox_size
 
 __all__ = ["Decoded", "decode_head", "HeadDecoder", "head_candidates", "decoded_candidates",
-           "get_network_boxes", "correct_boxes", "as_spec"]
+           "get_network_boxes", "correct_yolo_boxes", "as_spec"]
 
 ImageSizes = Union[Tuple[int, int], Sequence[Tuple[int, int]]]
 
@@ -169,7 +169,7 @@ class HeadDecoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------- candidates
-def correct_boxes(boxes: torch.Tensor, image_w: int, image_h: int, net_w: int, net_h: int,
+def correct_yolo_boxes(boxes: torch.Tensor, image_w: int, image_h: int, net_w: int, net_h: int,
                   letter_box: bool, gaussian: bool = False) -> torch.Tensor:
     """``correct_yolo_boxes`` (relative=1): network-relative -> original-image-relative boxes.
 
@@ -224,7 +224,7 @@ def _threshold(spec: HeadSpec, rows: torch.Tensor, uncertainty: Optional[torch.T
         objectness = rows[:, 4]
     probs = rows[:, 5:]
     probs = torch.where(probs > thr, probs, torch.zeros_like(probs))
-    boxes = correct_boxes(rows[:, :4], size[0], size[1], net_w, net_h, letter_box,
+    boxes = correct_yolo_boxes(rows[:, :4], size[0], size[1], net_w, net_h, letter_box,
                           gaussian=(spec.kind == "gaussian_yolo"))
     return DetectionSet(boxes.contiguous(), objectness.contiguous().clone(), probs.contiguous(),
                         None if uncertainty is None else uncertainty.contiguous().clone(), size)

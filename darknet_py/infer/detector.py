@@ -53,6 +53,10 @@ class Detector:
         threads: CPU threads for the backend (``None``: torch's / the runtime's default).
         network: an already built and loaded :class:`~darknet_py.model.network.Network` for
             ``cfg`` (saves building it twice).
+        tiles: ``(columns, rows)`` or ``"CxR"``: detect on overlapping tiles of each image and
+            merge them with the cfg's NMS (:mod:`darknet_py.infer.tiling`); ``None`` = off.
+        tile_overlap: fraction of a tile its neighbours share (default 0.2).
+        tiles_full: with ``tiles``, also detect on the whole image and merge that in.
     """
 
     def __init__(self, cfg: PathLike, weights: Optional[PathLike] = None,
@@ -62,15 +66,24 @@ class Detector:
                  half: bool = False, letter_box: Optional[bool] = None, thresh: float = 0.25,
                  hier_thresh: float = 0.5, nms: float = 0.45, batch_size: int = 8,
                  width: Optional[int] = None, height: Optional[int] = None,
-                 threads: Optional[int] = None, network: Any = None):
+                 threads: Optional[int] = None, network: Any = None,
+                 tiles: Union[None, str, Tuple[int, int]] = None, tile_overlap: float = 0.2,
+                 tiles_full: bool = False):
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             self.backend = make_backend(cfg, weights, backend=backend, device=device,
                                         precision="fp16" if half else precision, width=width,
                                         height=height, threads=threads, network=network)
-        self.pipeline = Pipeline(self.backend, thresh=thresh, hier_thresh=hier_thresh, nms=nms,
-                                 letter_box=letter_box, batch_size=batch_size)
+        options = dict(thresh=thresh, hier_thresh=hier_thresh, nms=nms, letter_box=letter_box,
+                       batch_size=batch_size)
+        from .tiling import TiledPipeline, parse_tiles
+        tiles = parse_tiles(tiles)
+        if tiles is None:
+            self.pipeline: Pipeline = Pipeline(self.backend, **options)
+        else:
+            self.pipeline = TiledPipeline(self.backend, tiles=tiles, tile_overlap=tile_overlap,
+                                          tiles_full=tiles_full, **options)
         self.classes = self.backend.classes
         if names is None and self.backend.names is not None:
             names = self.backend.names
@@ -142,6 +155,22 @@ class Detector:
                 for name, _, dets in self.detect_sets(list(images))]  # type: ignore[arg-type]
 
     detect = __call__
+
+    def stream(self, source, queue_size: int = 8):
+        """Per-frame results (:class:`~darknet_py.infer.stream.FrameResult`: ``frame_id``,
+        ``frame``, ``detections``) of a video file, a camera index or an iterable of frames;
+        frames are decoded on a background thread (``queue_size`` frames ahead) and go through
+        the network :attr:`batch_size` at a time. Each frame gets what ``self(frame)`` gives."""
+        from .stream import stream
+        return stream(self, source, queue_size=queue_size)
+
+    def track(self, video_or_frames, **tracker_options):
+        """:meth:`stream` plus ByteTrack (supervision): per frame a
+        :class:`~darknet_py.infer.tracking.TrackedFrame` whose detections carry a persistent
+        ``track_id``. Options go to :class:`~darknet_py.infer.tracking.ByteTracker`
+        (``frame_rate`` defaults to the video's, ``lost_track_buffer`` …)."""
+        from .tracking import track
+        return track(self, video_or_frames, **tracker_options)
 
     def stdout(self, name: str, dets: DetectionSet, milliseconds: float = 0.0,
                ext_output: bool = True) -> str:

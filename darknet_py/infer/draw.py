@@ -208,8 +208,10 @@ def _label_patch(text: str, size: int) -> np.ndarray:
 
 def draw_detections(image: torch.Tensor, dets: DetectionSet, names: Sequence[str],
                     thresh: float = 0.25, classes: Optional[int] = None,
-                    labels: bool = True) -> torch.Tensor:
-    """``draw_detections_v3``'s drawing on a copy of a Darknet image ``(C, H, W)`` in [0, 1]."""
+                    labels: bool = True, row_labels: Optional[Sequence[str]] = None
+                    ) -> torch.Tensor:
+    """``draw_detections_v3``'s drawing on a copy of a Darknet image ``(C, H, W)`` in [0, 1];
+    ``row_labels[i]`` (e.g. a track id ``#3``) is put before the label of row ``i``."""
     img = image.detach().to(torch.float32).clone()
     c, im_h, im_w = img.shape
     selected = actual_detections(dets, thresh, names)
@@ -242,6 +244,8 @@ def draw_detections(image: torch.Tensor, dets: DetectionSet, names: Sequence[str
                 _draw_box(img, left + k, top + k, right - k, bot - k, (red, green, blue))
         if labels:
             text = "%s: %.2f" % (_class_name(names, best), float(probs[i, best]))
+            if row_labels is not None and row_labels[i]:
+                text = f"{row_labels[i]} {text}"
             for j in np.nonzero(probs[i] > thr)[0]:
                 if j != best:
                     text += ", " + _class_name(names, int(j))
@@ -262,9 +266,11 @@ def draw_detections(image: torch.Tensor, dets: DetectionSet, names: Sequence[str
 
 # ------------------------------------------------------------------------------- -out and labels
 def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
-                      filename: Optional[str] = None) -> str:
+                      filename: Optional[str] = None,
+                      track_ids: Optional[Sequence[int]] = None) -> str:
     """Darknet's ``detection_to_json``: every (row, class) with probability above 0.005 (the
-    detections are already thresholded), names starting with ``dont_show`` skipped."""
+    detections are already thresholded), names starting with ``dont_show`` skipped.
+    ``track_ids`` (one per row, from tracking) adds ``"track_id":N`` to each object."""
     if filename is not None:
         text = '{\n "frame_id":%d, \n "filename":"%s", \n "objects": [ \n' % (frame_id, filename)
     else:
@@ -280,8 +286,9 @@ def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
         x, y, w, h = (float(v) for v in boxes[i])
         objects.append(
             '  {"class_id":%d, "name":"%s", "relative_coordinates":{"center_x":%f, "center_y":%f, '
-            '"width":%f, "height":%f}, "confidence":%f}'
-            % (j, _class_name(names, j), x, y, w, h, float(probs[i, j])))
+            '"width":%f, "height":%f}, "confidence":%f%s}'
+            % (j, _class_name(names, j), x, y, w, h, float(probs[i, j]),
+               "" if track_ids is None else ', "track_id":%d' % int(track_ids[i])))
     return text + ", \n".join(objects) + "\n ] \n}"
 
 
@@ -297,12 +304,14 @@ class JsonOutWriter:
         self._f.write(b"[\n")
         self.frame_id = 0
 
-    def add(self, dets: DetectionSet, names: Sequence[str], filename: Optional[str]) -> None:
+    def add(self, dets: DetectionSet, names: Sequence[str], filename: Optional[str],
+            track_ids: Optional[Sequence[int]] = None) -> None:
         assert self._f is not None, "JsonOutWriter is closed"
         if self.frame_id:
             self._f.write(b", \n")
         self.frame_id += 1
-        self._f.write(detection_to_json(dets, names, self.frame_id, filename).encode("utf-8"))
+        self._f.write(detection_to_json(dets, names, self.frame_id, filename,
+                                        track_ids).encode("utf-8"))
 
     def close(self) -> None:
         if self._f is not None:

@@ -34,7 +34,7 @@ ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
 
 __all__ = [
     "load_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
-    "prepare_batch", "image_size", "image_to_bgr_uint8", "save_image",
+    "image_size", "image_from_array", "frame_to_input", "image_to_bgr_uint8", "save_image",
 ]
 
 
@@ -265,22 +265,6 @@ def prepare_input(image: ImageLike, net_w: int, net_h: int, letter_box: bool = F
     if letter_box:
         return letterbox_image(image, net_w, net_h)
     return resize_image(image, net_w, net_h)
-
-
-def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, letter_box: bool = False,
-                  channels: int = 3) -> Tuple[torch.Tensor, List[Tuple[int, int]], List[torch.Tensor]]:
-    """Load and prepare several images: ``(B, C, net_h, net_w)`` input, their original
-    ``(width, height)`` sizes, and the loaded originals (for drawing)."""
-    originals: List[torch.Tensor] = []
-    for im in images:
-        if isinstance(im, (str, os.PathLike)):
-            originals.append(load_image(im, channels))
-        else:
-            originals.append(_as_tensor(im))
-    if not originals:
-        return torch.zeros(0, channels, net_h, net_w), [], []
-    batch = torch.stack([prepare_input(im, net_w, net_h, letter_box) for im in originals])
-    return batch, [image_size(im) for im in originals], originals
 
 
 def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch.Tensor:

@@ -90,10 +90,13 @@ def head_codes(heads) -> List[tuple]:
 def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[str] = (), *,
                        backend: str = "auto", batch_size: int = 4,
                        progress: Optional[Callable[[int], None]] = None,
-                       on_missing_label: Optional[Callable[[str], None]] = None) -> MapInputs:
+                       on_missing_label: Optional[Callable[[str], None]] = None,
+                       tiling: Optional[dict] = None) -> MapInputs:
     """Run a model over ``images`` and read their labels (all but the metric itself).
 
-    ``model`` is a cfg path (with ``weights``, run by ``backend``) or an already made backend.
+    ``model`` is a cfg path (with ``weights``, run by ``backend``) or an already made backend;
+    ``tiling`` (``tiles``, ``tile_overlap``, ``tiles_full``) detects on tiles
+    (:func:`~darknet_py.infer.tiling.tiled`), the rest unchanged.
     """
     from ..infer.backends.base import Backend, make_backend
     if not isinstance(model, Backend):
@@ -109,7 +112,11 @@ def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[st
         if on_missing_label is not None:
             on_missing_label(lp)
 
-    dets = detect_for_map(map_pipeline(model, batch_size), list(images), progress)
+    pipeline = map_pipeline(model, batch_size)
+    if tiling:
+        from ..infer.tiling import tiled
+        pipeline = tiled(pipeline, **tiling)
+    dets = detect_for_map(pipeline, list(images), progress)
     truths = [read_map_truths(p, note_missing) for p in images]
     return MapInputs(list(images), dets, truths, model.classes, head_codes(model.heads), missing)
 

@@ -56,6 +56,24 @@ def _as_layer_input(layer: Layer, out: torch.Tensor) -> torch.Tensor:
 
 
 class Network(nn.Module):
+    """A Darknet network built from a .cfg: Darknet's layers, in Darknet's order, as a torch module.
+
+    Build one with :meth:`from_cfg` (or :meth:`from_files` for cfg + weights), load Darknet
+    ``.weights`` with :meth:`load_weights`, write them back with :meth:`save_weights`, print
+    Darknet's layer table with :meth:`print_table`; ``net(x)`` runs the graph (:meth:`forward`).
+
+    >>> net = Network.from_cfg("yolov4-tiny.cfg", width=416, height=416)
+    >>> net.load_weights("yolov4-tiny.weights")
+    >>> heads = net.eval().fuse()(torch.rand(1, 3, 416, 416))
+
+    Attributes: ``layers`` (``nn.ModuleList``, index = Darknet's layer number), ``heads`` (the
+    [yolo]/[region]/[Gaussian_yolo] layers), ``config`` (the [net] options), ``batch``,
+    ``width``/``height``/``channels``/``input_shape``, ``classes``, ``seen`` (images trained on,
+    from the weights header) and ``weights_header``. Every problem with the cfg raises
+    :class:`~darknet_py.errors.CfgError` naming the file and line. For detection on images (file
+    paths or numpy arrays, names, NMS, drawing) use :class:`darknet_py.infer.detector.Detector`.
+    """
+
     def __init__(self, sections: List[Section], cfg_path: str = "<cfg>",
                  batch: Optional[int] = None, width: Optional[int] = None,
                  height: Optional[int] = None, channels: Optional[int] = None):
@@ -113,12 +131,22 @@ class Network(nn.Module):
     @classmethod
     def from_cfg(cls, cfg: PathLike, batch: Optional[int] = None, width: Optional[int] = None,
                  height: Optional[int] = None, channels: Optional[int] = None) -> "Network":
+        """Build the network a Darknet .cfg describes (weights randomly initialised).
+
+        ``batch`` overrides the [net] mini-batch (``batch / subdivisions``; default: as Darknet
+        computes it), ``width``/``height``/``channels`` override [net] (``detector calc_anchors``
+        style sizes: positive; Darknet's yolo layers want multiples of 32). Raises
+        :class:`~darknet_py.errors.CfgError` (file and line) for a missing or unreadable file,
+        an unknown section or option value, a bad layer reference or a network too large for
+        memory.
+        """
         path = os.fspath(cfg)
         return cls(read_cfg(path), path, batch=batch, width=width, height=height,
                    channels=channels)
 
     @classmethod
     def from_files(cls, cfg: PathLike, weights: Optional[PathLike] = None, **kw) -> "Network":
+        """:meth:`from_cfg` (``kw`` are its options), then :meth:`load_weights` if given."""
         net = cls.from_cfg(cfg, **kw)
         if weights is not None:
             net.load_weights(weights)
@@ -176,6 +204,19 @@ class Network(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, raw_heads: bool = False) -> List[torch.Tensor]:
+        """Run the graph; one output tensor per detection head, in layer order.
+
+        ``x``: a float tensor ``(B, channels, H, W)``, RGB in ``[0, 1]`` as Darknet's
+        ``load_image`` gives (``darknet_py.infer.image.prepare_input`` letterboxes or stretches
+        an image to the cfg size); ``H, W`` are normally the cfg's ``height, width`` (other
+        multiples of the total stride work, as Darknet's ``random=1`` resizing does), on the
+        network's device and dtype. Returns a list with each head's ``l.output`` in Darknet's
+        layout: ``(B, n*(4+1+classes), h, w)`` for [yolo] (x, y, objectness and class scores
+        already through the layer's activation, w and h raw), ``(B, h, w, n, 4+1+classes)``
+        for [region]. With ``raw_heads=True`` the heads' *inputs* are returned instead (what
+        the training loss differentiates). Raises ``ValueError`` for a tensor that is not 4-D
+        or has the wrong number of channels.
+        """
         self._check_input(x)
         outputs: List[Optional[torch.Tensor]] = [None] * len(self.layers)
         heads: List[torch.Tensor] = []
@@ -213,7 +254,9 @@ class Network(nn.Module):
 
     # ------------------------------------------------------------------ inference helpers
     def fuse(self) -> "Network":
-        """Fold batch norm into conv weights for inference (as ``detector test`` does)."""
+        """Fold batch norm into the conv weights and biases, in place, for inference (as
+        ``detector test`` does); returns ``self``. Call it after :meth:`load_weights` and in eval
+        mode: the folded network no longer trains batch norm and saves the folded weights."""
         for layer in self.layers:
             if hasattr(layer, "fuse"):
                 layer.fuse()
@@ -236,10 +279,24 @@ class Network(nn.Module):
     # ------------------------------------------------------------------ weights
     def load_weights(self, path: PathLike, cutoff: Optional[int] = None,
                      strict_tail: bool = False) -> LoadReport:
+        """Load a Darknet ``.weights`` file (any header version; ``seen`` is 32-bit before 0.2,
+        64-bit from 0.2) into layers ``0..cutoff-1`` (all by default), as Darknet's ``load_weights``.
+
+        Sets ``seen`` and ``weights_header``; returns a :class:`~darknet_py.model.weights.LoadReport`
+        (layers loaded, floats read, bytes left). Raises
+        :class:`~darknet_py.errors.WeightsError` naming the file (and the layer) for a missing
+        file, a bad header or a file too short for these layers; more data than the layers need
+        warns (``strict_tail=True``: raises) unless ``cutoff`` was given.
+        """
         return load_weights(self, path, cutoff=cutoff, strict_tail=strict_tail)
 
     def save_weights(self, path: PathLike, cutoff: Optional[int] = None,
                      header: Optional[WeightsHeader] = None) -> None:
+        """Write layers ``0..cutoff-1`` (all by default) as a Darknet ``.weights`` file, byte for
+        byte what Darknet's ``save_weights`` writes, with the loaded file's header version (0.2.5
+        for a network that loaded none) and this network's ``seen``, unless ``header`` is given. The file is written atomically (a temporary file renamed:
+        an error leaves no half-written file); raises
+        :class:`~darknet_py.errors.WeightsError` if it cannot be written."""
         if header is None:
             header = self.weights_header_for_save()
         save_weights(self, path, cutoff=cutoff, header=header)
@@ -305,7 +362,8 @@ class Network(nn.Module):
         return total // count if count else 0
 
     def table(self) -> str:
-        """Darknet's layer table, as ``parse_network_cfg`` prints it."""
+        """Darknet's layer table as one string, line for line as ``parse_network_cfg`` prints
+        it (:meth:`print_table` prints it with the ``mini_batch`` line and unused fields)."""
         lines = ["   layer   filters  size/strd(dil)      input                output"]
         for layer in self.layers:
             lines.append(f"{layer.index:4d} {layer.table_line()}")
@@ -325,6 +383,10 @@ class Network(nn.Module):
         return out
 
     def print_table(self, file: Optional[TextIO] = None) -> None:
+        """Print Darknet's start-up text for this cfg to ``file`` (default stderr, as Darknet):
+        the ``mini_batch = …`` line, the layer table (:meth:`table`: filters, sizes, input and
+        output shapes, BFLOPs per layer, total BFLOPS, avg_outputs) and Darknet's ``Unused
+        field`` warnings, line for line as ``parse_network_cfg`` prints them."""
         f = file or sys.stderr
         print(f"mini_batch = {self.batch}, batch = {self.batch * self.config.subdivisions}, "
               f"time_steps = {self.config.time_steps}, train = {int(self.training)} ", file=f)

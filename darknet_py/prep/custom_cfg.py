@@ -15,6 +15,9 @@ at the end of its section):
   ``(classes + 5) * masks`` for ``[yolo]`` (masks = number of ``mask`` indices, ``num`` without
   a mask), ``(classes + 9) * masks`` for ``[Gaussian_yolo]`` and ``(classes + coords + 1) * num``
   for ``[region]``, as the README gives them.
+* with ``anchors`` (e.g. what ``detector calc_anchors`` wrote to ``anchors.txt``): ``anchors=``
+  and ``num=`` of every ``[yolo]`` / ``[Gaussian_yolo]``, as the README says to do after
+  ``calc_anchors`` (the ``mask`` indices are kept and must stay below the number of anchors).
 
 The section and option reading follows Darknet's ``read_cfg`` (all whitespace of a line is
 ignored; ``#`` and ``;`` start comment lines; ``[type]`` opens a section; an option is found by
@@ -205,6 +208,7 @@ def make_custom_cfg(
     train_images: int = 0,
     mosaic: Optional[int] = None,
     keep_schedule: bool = False,
+    anchors: Optional[Sequence[float]] = None,
     source: str = "<cfg>",
 ) -> CustomCfgResult:
     """Edit cfg ``text`` for ``classes`` classes the README's way; see the module docstring.
@@ -231,6 +235,8 @@ def make_custom_cfg(
     if batch is not None and subdivisions is not None and int(batch) % int(subdivisions):
         raise UsageError(f"--batch {batch} is not a multiple of --subdivisions {subdivisions} "
                          "(Darknet's mini-batch is batch/subdivisions)", value=subdivisions)
+    anchors_text = None if anchors is None else format_anchors(anchors)
+    n_anchors = None if anchors is None else len(anchors) // 2
     if mosaic is not None and int(mosaic) not in (0, 1):
         raise UsageError(f"--mosaic must be 0 or 1, got {mosaic}", value=mosaic)
 
@@ -276,13 +282,26 @@ def make_custom_cfg(
             continue
         if sec.type in YOLO_HEADS:
             masks = cfg.count_list(sec, "mask")
-            n = masks if masks is not None else cfg.get_int(sec, "num", 1)
+            n = masks if masks is not None else (
+                n_anchors if n_anchors is not None else cfg.get_int(sec, "num", 1))
+            if n_anchors is not None and masks is not None:
+                mask_text = (cfg.get(sec, "mask") or "").split("#", 1)[0]
+                bad = [int(v) for v in mask_text.split(",") if v.strip().lstrip("-").isdigit()
+                       and not 0 <= int(v) < n_anchors]
+                if bad:
+                    raise UsageError(f"--anchors gives {n_anchors} anchors but {sec.type} at "
+                                     f"{source}:{sec.header + 1} has mask index {bad[0]}: "
+                                     f"give at least {max(bad) + 1} anchors", value=n_anchors)
             per_anchor = classes + (9 if sec.type == "[Gaussian_yolo]" else 5)
             cpc = sec.first("counters_per_class")
             if cpc is not None:
                 warnings.append(f"{source}:{cpc + 1}: {sec.type} has counters_per_class, which "
                                 "must list one count per class: update or remove it")
         else:
+            if anchors is not None:
+                raise UsageError(f"--anchors: {sec.type} at {source}:{sec.header + 1} takes "
+                                 "anchors in grid cells, not network pixels; edit it by hand",
+                                 value=sec.type)
             n = cfg.get_int(sec, "num", 1)
             per_anchor = classes + cfg.get_int(sec, "coords", 4) + 1
         prev = cfg.sections[pos - 1] if pos > 0 else None
@@ -324,10 +343,39 @@ def make_custom_cfg(
     heads: List[Tuple[str, int, int]] = []
     for sec, conv, filters in plan:
         cfg.set(sec, "classes", str(classes), changes)
+        if anchors_text is not None:
+            cfg.set(sec, "anchors", anchors_text, changes)
+            cfg.set(sec, "num", str(n_anchors), changes)
         cfg.set(conv, "filters", str(filters), changes)
         heads.append((sec.type, sec.header + 1, filters))
     return CustomCfgResult(text=cfg.text(), classes=classes, max_batches=mb, steps=step_values,
                            heads=heads, changes=sorted(changes, key=_line_of), warnings=warnings)
+
+
+def parse_anchors(text: str, source: str = "--anchors") -> List[float]:
+    """``"10,14, 23,27, 37,58"`` (Darknet's ``anchors.txt`` / cfg format) -> ``[10, 14, 23, ...]``;
+    a UsageError naming ``source`` for a value that is not a positive number or an odd count."""
+    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
+    values: List[float] = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise UsageError(f"{source}: '{p}' is not a number (expected 'w1,h1, w2,h2, ...')",
+                             value=p) from None
+        if not v > 0 or v == float("inf"):
+            raise UsageError(f"{source}: anchor sizes must be positive, got {p}", value=p)
+        values.append(v)
+    if not values or len(values) % 2:
+        raise UsageError(f"{source}: expected width,height pairs, got {len(values)} values",
+                         value=len(values))
+    return values
+
+
+def format_anchors(values: Sequence[float]) -> str:
+    """``[10, 14, 23, 27]`` -> ``"10,14, 23,27"`` (the cfg's layout, as calc_anchors prints)."""
+    pairs = zip(values[0::2], values[1::2])
+    return ", ".join(f"{w:g},{h:g}" for w, h in pairs)
 
 
 def write_custom_cfg(src: PathLike, dst: PathLike, classes: int, **options) -> CustomCfgResult:

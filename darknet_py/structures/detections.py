@@ -59,13 +59,16 @@ class Detection:
     top: int = 0
     width: int = 0
     height: int = 0
+    #: the object's track across frames (``Detector.track``); None when not tracking
+    track_id: Optional[int] = None
 
     @property
     def box(self) -> tuple:
         return (self.left, self.top, self.width, self.height)
 
     def __str__(self) -> str:
-        return (f"{self.name}: {self.confidence:.0%} (left {self.left}, top {self.top}, "
+        tid = "" if self.track_id is None else f"#{self.track_id} "
+        return (f"{tid}{self.name}: {self.confidence:.0%} (left {self.left}, top {self.top}, "
                 f"width {self.width}, height {self.height})")
 
 

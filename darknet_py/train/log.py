@@ -32,16 +32,26 @@ class TrainLog:
     def __init__(self, path: str):
         self.path = path
         self.start = time.time()
+        self._f = None
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DataError("cannot write the training log: the folder is not writable",
+                            file=path)
+
+    def _open(self) -> None:
+        # opened at the first row: a run that fails before its first iteration leaves no file
         try:
-            new = not os.path.exists(path) or os.path.getsize(path) == 0
-            self._f = open(path, "a", newline="")
+            new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+            self._f = open(self.path, "a", newline="")
         except OSError as e:
-            raise DataError(f"cannot open the training log: {e.strerror}", file=path) from e
+            raise DataError(f"cannot open the training log: {e.strerror}", file=self.path) from e
         self._w = csv.writer(self._f)
         if new:
-            self._write(CSV_COLUMNS)
+            self._w.writerow(CSV_COLUMNS)
 
     def _write(self, row) -> None:
+        if self._f is None:
+            self._open()
         self._w.writerow(row)
         self._f.flush()
 
@@ -62,7 +72,8 @@ class TrainLog:
 
     def close(self) -> None:
         try:
-            self._f.close()
+            if self._f is not None:
+                self._f.close()
         except OSError:
             pass
 

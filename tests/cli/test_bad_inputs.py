@@ -554,7 +554,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(train_work, monkeyp
     monkeypatch.undo()
     net = whole_weights(train_work / "backup" / "tiny_last.weights", CORPUS / "good" / "tiny.cfg")
     assert net.seen == 2 * 2                    # iteration 2 x batch 2: the last good save
-    assert sorted(p.name for p in (train_work / "backup").iterdir()) == ["tiny_last.weights"]
+    assert sorted(p.name for p in (train_work / "backup").iterdir()) == ["tiny_last.weights", "tiny_log.csv"]
 
 
 def _nan_at(iteration, monkeypatch, times=1):

@@ -134,3 +134,17 @@ def test_label_path_on_real_layouts():
     found = sum(1 for lp in labels if __import__("os").path.exists(lp))
     assert found == 126          # 2 background images have no label file (NOTES.txt)
     assert all("/labels/train2017/" in lp for lp in labels)
+
+
+def test_valid_fallback_is_announced_once(tmp_path, capsys):
+    p = tmp_path / "obj.data"
+    p.write_text("classes=1\ntrain=t.txt\n")
+    d = read_data_cfg(p)
+    assert d.valid_or_default(fallback_to_train=True) == "t.txt"
+    assert d.valid_or_default(fallback_to_train=True) == "t.txt"
+    err = capsys.readouterr().err
+    assert err == (f"darknet-py: warning: {p}: no valid= line: evaluating t.txt instead "
+                   f"(Darknet's fallback)\n")
+    p.write_text("classes=1\ntrain=t.txt\nvalid=v.txt\n")
+    assert read_data_cfg(p).valid_or_default() == "v.txt"
+    assert capsys.readouterr().err == ""

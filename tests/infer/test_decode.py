@@ -211,7 +211,7 @@ def test_yolo_decode_hand_values():
     assert float(d2.boxes[0, 2]) == pytest.approx(4 * 0.25 * 16 / 64)
 
 
-def test_correct_boxes_letterbox_hand_values():
+def test_correct_yolo_boxes_letterbox_hand_values():
     layer = _yolo(1, 1)
     out = _output(7, 1, 1)
     out[0, :, 0, 0] = torch.tensor([0.5, 0.5, 0.0, 0.0, 0.9, 0.9, 0.0])

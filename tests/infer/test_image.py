@@ -12,8 +12,9 @@ import torch
 
 from conftest import refpath, require
 from darknet_py.errors import DarknetError, DataError
-from darknet_py.infer.image import (letterbox_image, letterbox_size, load_image, prepare_batch,
-                              prepare_input, resize_image, image_to_bgr_uint8, save_image)
+from darknet_py.infer.image import (image_size, image_to_bgr_uint8, letterbox_image,
+                                    letterbox_size, load_image, prepare_input, resize_image,
+                                    save_image)
 
 
 def _shared_path(p: str) -> Path:
@@ -50,8 +51,9 @@ def test_train_step_inputs_match(case):
     paths = [p.replace("$SHARED/", str(refpath()) + "/")
               .replace("$FACEMASK", str(refpath("datasets", "facemask", "images")))
              for p in meta["images"]]
-    batch, sizes, originals = prepare_batch([require(Path(p)) for p in paths], 416, 416)
-    assert [list(s) for s in sizes] == meta["image_orig_wh"]
+    originals = [load_image(require(Path(p))) for p in paths]
+    batch = torch.stack([prepare_input(im, 416, 416) for im in originals])
+    assert [list(image_size(im)) for im in originals] == meta["image_orig_wh"]
     assert batch.shape == ref.shape
     assert np.abs(batch.numpy() - ref).max() == 0.0
 

@@ -103,7 +103,7 @@ def test_backend_choice_errors(kwargs, text):
 def test_cuda_backend_without_a_gpu_is_one_line_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(UsageError, match="GPU 0 is not available"):
+    with pytest.raises(UsageError, match="names GPU 0 but"):
         make_backend(CFG, WEIGHTS, backend="cuda", device="cuda")
     with pytest.raises(UsageError, match="needs a CUDA GPU"):
         make_backend(CFG, WEIGHTS, backend="cuda")

@@ -58,31 +58,16 @@ ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821 (torch onl
 # IoU (box.c: overlap / box_intersection / box_union / box_iou), float32, vectorised
 # ---------------------------------------------------------------------------------------------
 
-def _overlap(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray) -> np.ndarray:
-    half = np.float32(2)
-    left = np.maximum(x1 - w1 / half, x2 - w2 / half)
-    right = np.minimum(x1 + w1 / half, x2 + w2 / half)
-    return right - left
-
-
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), cx/cy/w/h, float32.
+    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), cx/cy/w/h, float32:
+    Darknet's ``box_iou`` from :mod:`darknet_py.structures.boxes` (the one IoU family), on
+    numpy arrays."""
+    import torch
 
-    Same operations and rounding as Darknet's ``box_iou`` (0 when the intersection or the union is
-    0, negative overlaps give intersection 0). Darknet builds with FMA contraction may differ in
-    the last bit of the union.
-    """
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    ax, ay, aw, ah = (a[:, None, k] for k in range(4))
-    bx, by, bw, bh = (b[None, :, k] for k in range(4))
-    w = _overlap(ax, aw, bx, bw)
-    h = _overlap(ay, ah, by, bh)
-    inter = np.where((w < 0) | (h < 0), np.float32(0), w * h)
-    union = (aw * ah + bw * bh) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / union
-    return np.where((inter == 0) | (union == 0), np.float32(0), iou).astype(np.float32)
+    from ..structures.boxes import pairwise_iou
+    ta = torch.from_numpy(np.ascontiguousarray(a, np.float32)).reshape(-1, 4)
+    tb = torch.from_numpy(np.ascontiguousarray(b, np.float32)).reshape(-1, 4)
+    return pairwise_iou(ta, tb).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -159,3 +159,19 @@ def test_thread_policy_never_runs_more_threads_than_asked():
     assert torch.get_num_threads() == before           # each call restores the count
     for a, b in zip(one, two):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fast_backend_races_winograd_against_onednn():
+    """Where NNPACK's Winograd applies, the backend keeps whichever plan was faster at build
+    time; either one matches the exact path within 1e-5 (relative to the output range)."""
+    from darknet_py.infer.backends.exact import ExactBackend
+    from darknet_py.infer.backends.fast import FastBackend, _uses_winograd, nnpack_available
+    net = _network("yolov4-tiny")
+    be = FastBackend(net, threads=1)
+    if nnpack_available()[0] and be.plan_race:
+        assert set(be.plan_race) == {"winograd", "onednn"}
+        assert _uses_winograd(be.plan) == (be.plan_race["winograd"] < be.plan_race["onednn"])
+    x = torch.rand(1, 3, be.height, be.width)
+    ref = ExactBackend(net, torch.device("cpu"))(x)
+    for a, b in zip(be(x), ref):
+        assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(b.abs().max()))

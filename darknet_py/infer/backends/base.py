@@ -42,6 +42,10 @@ from ...structures.heads import HeadSpec
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
            "load_network"]
 
+#: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
+#: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
+CALIBRATE_MAX_SECONDS = 0.4
+
 BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
 PathLike = Union[str, "os.PathLike[str]"]

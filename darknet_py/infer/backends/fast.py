@@ -42,10 +42,12 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+from .base import CALIBRATE_MAX_SECONDS
 
 from ...layers.convolutional import ConvolutionalLayer
 from ...layers.maxpool import FLT_MAX, MaxpoolLayer, max_pool_separable
@@ -369,10 +371,6 @@ def set_threads(threads: Optional[int]) -> int:
     return torch.get_num_threads()
 
 
-#: networks whose forward takes longer than this (all threads) skip the thread calibration
-CALIBRATE_MAX_SECONDS = 0.15
-
-
 @dataclass
 class _Timing:
     build_seconds: float = 0.0
@@ -560,15 +558,12 @@ class FastNetwork:
         self(x)
         if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
             return {}                      # a large network: its layers are worth the threads
-        times: Dict[int, List[float]] = {1: [], full: []}
-        for r in range(rounds + 1):
-            for k in ((1, full) if r % 2 else (full, 1)):
+        def run_with(k: int) -> Callable[[torch.Tensor], Any]:
+            def run(inp: torch.Tensor):
                 self.use_threads(k)
-                t0 = time.perf_counter()
-                self(x)
-                if r:
-                    times[k].append(time.perf_counter() - t0)
-        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+                return self(inp)
+            return run
+        med = _race({1: run_with(1), full: run_with(full)}, x, rounds)
         self.use_threads(1 if med[1] < med[full] else full)
         self.timing.threads = med
         return med
@@ -731,6 +726,21 @@ class FastNetwork:
         return [o.clone() for o in static_out]
 
 
+def _race(runners: Dict[Any, Callable[[torch.Tensor], Any]], x: torch.Tensor,
+          rounds: int = 5) -> Dict[Any, float]:
+    """Median wall seconds of each runner on ``x``: ``rounds`` interleaved calls each (the
+    order reversed every other round), after one untimed round."""
+    times: Dict[Any, List[float]] = {k: [] for k in runners}
+    keys = list(runners)
+    for r in range(rounds + 1):
+        for k in (keys if r % 2 else keys[::-1]):
+            t0 = time.perf_counter()
+            runners[k](x)
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 def _time_call(fn: Callable, x: torch.Tensor, repeat: int = 3) -> float:
     """Median seconds of ``fn(x)`` (thread CPU time: robust when other processes share the CPU)."""
     clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
@@ -808,7 +818,7 @@ class FastBackend(Backend):
     name = "fast"
 
     def __init__(self, net, precision: str = "fp32", threads: Optional[int] = None,
-                 calibrate_threads: bool = True, **plan_options):
+                 calibrate_threads: bool = True, choose_plan: bool = True, **plan_options):
         from ...errors import UsageError
         check_heads(net.heads, net.cfg_path)
         if precision == "fp16":
@@ -819,10 +829,34 @@ class FastBackend(Backend):
         self.width, self.height, self.channels = net.width, net.height, net.channels
         self.heads = net.head_specs
         self.letter_box = bool(net.config.letter_box)
-        self.plan = optimize_for_inference(net, "cpu", half="bf16" if precision == "bf16" else False,
-                                           threads=threads, **plan_options)
+        half = "bf16" if precision == "bf16" else False
+        self.plan = optimize_for_inference(net, "cpu", half=half, threads=threads, **plan_options)
+        #: median seconds of the candidate plans raced at build time (``choose_plan``)
+        self.plan_race: Dict[str, float] = {}
+        if choose_plan and _uses_winograd(self.plan) and "winograd" not in plan_options:
+            self._choose_plan(net, half, threads, plan_options)
         if calibrate_threads:
             self.plan.calibrate_threads()
+
+    def _choose_plan(self, net, half, threads, plan_options) -> None:
+        """NNPACK's Winograd (AVX2 code) wins on some CPUs and loses to oneDNN's direct
+        convolutions on others (AVX-512/AMX Xeons: yolov4-tiny 85 vs 68 ms, one thread): the
+        Winograd plan and the oneDNN-only plan are timed against each other on a batch-1 input,
+        interleaved, and the faster is kept. Networks slower than ``CALIBRATE_MAX_SECONDS`` per
+        image keep the Winograd plan (timing them would cost seconds)."""
+        x = torch.rand((1,) + tuple(net.input_shape))
+        wino = self.plan
+        wino(x)
+        t0 = time.perf_counter()
+        wino(x)
+        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
+            return
+        direct = optimize_for_inference(net, "cpu", half=half, threads=threads, winograd=False,
+                                        **plan_options)
+        direct(x)
+        plans = {"winograd": wino, "onednn": direct}
+        self.plan_race = _race(plans, x)
+        self.plan = plans[min(self.plan_race, key=self.plan_race.get)]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         return [o if o.dtype == torch.float32 else o.float() for o in self.plan(x)]
@@ -830,4 +864,11 @@ class FastBackend(Backend):
     def details(self) -> str:
         run, built = self.plan.run_threads, self.plan.threads
         threads = f"{run} threads" + (f" (of {built}: faster measured)" if run != built else "")
-        return f"{threads}, {'Winograd' if self.plan.winograd else 'oneDNN'}"
+        kind = "Winograd" if _uses_winograd(self.plan) else "oneDNN"
+        race = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.plan_race.items())
+        return f"{threads}, {kind}" + (f" (raced: {race})" if race else "")
+
+
+def _uses_winograd(plan: FastNetwork) -> bool:
+    return any(getattr(st, "winograd", None) is not None for st in plan.steps)
+

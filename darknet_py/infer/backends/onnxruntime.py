@@ -22,7 +22,7 @@ import torch
 from ...errors import DataError, UsageError
 from ...export.exporter import DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME
 from ...structures.heads import HeadSpec
-from .base import Backend, check_heads
+from .base import CALIBRATE_MAX_SECONDS, Backend, check_heads
 
 __all__ = ["OnnxRuntimeBackend", "read_onnx_metadata", "metadata_from_props", "cached_export",
            "require_module"]
@@ -168,8 +168,8 @@ class OnnxRuntimeBackend(OnnxFileBackend):
 
     def _calibrate_threads(self, ort, threads: Optional[int], rounds: int = 5) -> None:
         """The thread policy of :mod:`.fast` for ONNX Runtime: a small network (one batch-1 run
-        under 0.15 s) is timed with one thread against ``threads`` (default: the usable CPUs),
-        interleaved, and the faster session kept."""
+        under ``CALIBRATE_MAX_SECONDS``) is timed with one thread against ``threads`` (default:
+        the usable CPUs), interleaved, and the faster session kept."""
         full = int(threads) if threads else len(os.sched_getaffinity(0)) \
             if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if full <= 1:
@@ -180,7 +180,7 @@ class OnnxRuntimeBackend(OnnxFileBackend):
         feed = {self.input_name: x}
         t0 = time.perf_counter()
         self.session.run(None, feed)
-        if time.perf_counter() - t0 > 0.15:
+        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
             return
         sessions = {full: self.session, 1: self._session(ort, 1)}
         sessions[1].run(None, feed)

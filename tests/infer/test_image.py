@@ -197,3 +197,21 @@ def test_resize_results_do_not_share_reused_buffers():
     resize_image(b_in, 16, 12)
     assert torch.equal(a, a_copy)
     assert torch.equal(resize_image(a_in, 16, 12), a_copy)
+
+
+def test_exif_orientation_applied_like_imread(tmp_path):
+    """load_image decodes from the bytes it read: OpenCV applies the EXIF orientation there as
+    cv2.imread (Darknet's reader) does."""
+    import cv2
+    Image = pytest.importorskip("PIL.Image")
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :10] = 255
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6                                   # rotate 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    im.save(path, exif=exif)
+    got = load_image(path)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert got.shape == (3, 40, 20) == (3,) + bgr.shape[:2]
+    assert np.array_equal(got[0].numpy(), bgr[:, :, 2] * np.float32(1.0 / 255.0))

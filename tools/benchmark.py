@@ -1,14 +1,20 @@
 #!/usr/bin/env python
-"""Benchmark darknet-py against OpenCV DNN (and Darknet, if on PATH).
+"""Benchmark darknet-py against ONNX Runtime, OpenVINO, OpenCV DNN (and Darknet, if on PATH).
 
 One model (same options as ``darknet-py bench``)::
 
     python tools/benchmark.py cfg/yolov4-tiny.cfg yolov4-tiny.weights --json out.json
 
-The standard suite (yolov4-tiny 416, yolov3-tiny 416, yolo-fastest-1.1 320 at batch 1 and 4,
-from the reference-data folder) as a Markdown table, as in ``docs/benchmarks.md``::
+The standard suite (yolov4-tiny 416, yolov3-tiny 416, yolo-fastest-1.1 320 and yolov4 416 with
+random weights, at batch 1 and 8, from the reference-data folder) as a Markdown table, as in
+``docs/benchmarks.md``::
 
-    python tools/benchmark.py --suite [--refdata ../shared] [--runs 30] [--json-dir results/]
+    python tools/benchmark.py --suite [--refdata ../shared] [--runs 30] [--threads 1] [--json-dir results/]
+
+Throughput of ``detector map`` / ``detector valid`` (the Pipeline with their thresholds, batch 1
+as Darknet runs them) over coco128 val2017, in images per second, per backend::
+
+    python tools/benchmark.py --coco128 [--threads 1] [--models yolo-fastest-1.1] [--backends auto,fast]
 
 Unlike the ``darknet-py bench`` command, this script sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the
 environment already sets it) *before* PyTorch is imported: with the default policy PyTorch's
@@ -33,7 +39,30 @@ SUITE = [
     ("yolov3-tiny", "cfg/darknet/yolov3-tiny.cfg", "weights/yolov3-tiny.weights", 416),
     ("yolo-fastest-1.1", "weights/yolo-fastest/yolo-fastest-1.1.cfg",
      "weights/yolo-fastest/yolo-fastest-1.1.weights", 320),
+    # no real weights in the reference data: random ones (timing does not depend on the values)
+    ("yolov4", "cfg/darknet/yolov4.cfg", None, 416),
 ]
+DEFAULT_SUITE_MODELS = "yolov4-tiny,yolov3-tiny,yolo-fastest-1.1,yolov4"
+DEFAULT_VARIANTS = ("auto,exact,fast,fast-bf16,onnxruntime,openvino,openvino-bf16,opencv,darknet,"
+                    "cuda-fp32,cuda-fp16,cuda-bf16,opencv-cuda,opencv-cuda-fp16")
+
+
+def random_weights(cfg: str, size: int, folder: str) -> str:
+    """A .weights file of random values for ``cfg`` (made once per folder)."""
+    path = os.path.join(folder, os.path.basename(cfg) + f".random{size}.weights")
+    if not os.path.exists(path):
+        import torch
+        from darknet_py.model.network import Network
+        torch.manual_seed(0)
+        net = Network.from_cfg(cfg, width=size, height=size)
+        with torch.no_grad():
+            for prm in net.parameters():
+                prm.uniform_(-0.05, 0.05)
+            for name, buf in net.named_buffers():
+                if "running_var" in name:
+                    buf.uniform_(0.5, 1.5)
+        net.save_weights(path)
+    return path
 
 
 def run_suite(argv) -> int:
@@ -49,25 +78,31 @@ def run_suite(argv) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--batches", default="1,4")
-    p.add_argument("--variants", default="exact,fast,opencv,darknet,cuda-fp32,cuda-fp16,"
-                                          "cuda-bf16,opencv-cuda,opencv-cuda-fp16")
-    p.add_argument("--models", default=",".join(name for name, *_ in SUITE))
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS)
+    p.add_argument("--models", default=DEFAULT_SUITE_MODELS)
+    p.add_argument("--no-end-to-end", action="store_true")
     p.add_argument("--image", default=None, help="default: <refdata>/images/dog.jpg")
     p.add_argument("--json-dir", default=None)
     args = p.parse_args(argv)
     image = args.image or os.path.join(args.refdata, "images", "dog.jpg")
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     reports = []
+    import tempfile
+    scratch = os.path.join(tempfile.gettempdir(), "darknet_py_bench_weights")
+    os.makedirs(scratch, exist_ok=True)
     for name, cfg, weights, size in SUITE:
         if name not in wanted:
             continue
+        cfg_path = os.path.join(args.refdata, cfg)
+        weights_path = os.path.join(args.refdata, weights) if weights else \
+            random_weights(cfg_path, size, scratch)
         for batch in (int(b) for b in args.batches.split(",")):
-            config = BenchConfig(cfg=os.path.join(args.refdata, cfg),
-                                 weights=os.path.join(args.refdata, weights), width=size,
+            config = BenchConfig(cfg=cfg_path, weights=weights_path, width=size,
                                  height=size, batch=batch, runs=args.runs, warmup=args.warmup,
                                  threads=args.threads, image=image if os.path.exists(image)
-                                 else None, variants=parse_variants(args.variants))
+                                 else None, variants=parse_variants(args.variants),
+                                 end_to_end=not args.no_end_to_end)
             report = run_benchmark(config, log=lambda s: print(s, file=sys.stderr))
             report["name"] = name
             print(format_report(report), file=sys.stderr)
@@ -81,35 +116,101 @@ def run_suite(argv) -> int:
     return 0
 
 
+PEER_COLUMNS = (("opencv", "vs OpenCV"), ("onnxruntime", "vs ORT fp32"),
+                ("openvino-bf16", "vs OpenVINO bf16"))
+
+
 def markdown_table(reports) -> str:
-    """One row per (model, batch, mode, runner): median ms, img/s, CPU ms, ratio to OpenCV."""
+    """One row per (model, batch, mode, runner): median ms, img/s, CPU ms, ratios to the peers."""
     if not reports:
         return "(no results)"
     mach = reports[0]["machine"]
     out = [f"Machine: {mach.get('cpu')}, {mach.get('usable_cpus')} usable CPUs, threads "
-           f"{mach.get('threads')} (torch and OpenCV), torch {mach.get('torch')}, OpenCV "
-           f"{mach.get('opencv')}, OMP_WAIT_POLICY={mach.get('omp_wait_policy')}, load average "
-           f"(1/5/15 min) when the last run ended {mach.get('load_average')}", "",
+           f"{mach.get('threads')}, torch {mach.get('torch')}, OpenCV "
+           f"{mach.get('opencv')}, OMP_WAIT_POLICY={mach.get('omp_wait_policy')}; load average "
+           f"(1/5/15 min) at the end of each run: "
+           + ", ".join(str(r["machine"].get("load_average")) for r in reports), "",
            "| model | batch | mode | runner | median ms | p10-p90 ms | img/s | CPU ms/call | "
-           "vs OpenCV |", "|---|---|---|---|---|---|---|---|---|"]
+           + " | ".join(t for _, t in PEER_COLUMNS) + " |",
+           "|---|---|---|---|---|---|---|---|" + "---|" * len(PEER_COLUMNS)]
     for rep in reports:
         m = rep["model"]
         for r in rep["results"]:
-            ratio = r["ratios"].get("opencv")
-            ratio_s = f"{ratio:.2f}x" if ratio is not None else ("1.00x" if r["runner"] == "opencv"
-                                                                  else "-")
+            ratios = []
+            for key, _ in PEER_COLUMNS:
+                ratio = r["ratios"].get(key)
+                ratios.append(f"{ratio:.2f}x" if ratio is not None
+                              else ("1.00x" if r["runner"] == key else "-"))
             cpu = f"{r['cpu_ms']:.1f}" if r.get("cpu_ms") else "-"
             out.append(f"| {rep.get('name', os.path.basename(m['cfg']))}-{m['width']} | "
                        f"{m['batch']} | {r['mode'].replace('_', '-')} | {r['label']} | "
                        f"{r['median_ms']:.1f} | {r['p10_ms']:.1f}-{r['p90_ms']:.1f} | "
-                       f"{r['img_per_s']:.1f} | {cpu} | {ratio_s} |")
+                       f"{r['img_per_s']:.1f} | {cpu} | " + " | ".join(ratios) + " |")
     return "\n".join(out)
+
+
+def run_coco128(argv) -> int:
+    """img/s of ``detector map`` (thresh 0.005, NMS 0.45) and ``detector valid`` (thresh 0.001,
+    NMS 0.6, pixel boxes) over coco128 val2017: the Pipeline those commands run, batch 1."""
+    import argparse
+    import time
+
+    import torch
+
+    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.pipeline import Pipeline
+
+    p = argparse.ArgumentParser(description="detector map/valid throughput on coco128")
+    p.add_argument("--coco128", action="store_true")
+    p.add_argument("--refdata", default=os.environ.get("DARKNET_PY_REFDATA",
+                                                       os.path.join(REPO, "..", "shared")))
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--models", default="yolov4-tiny,yolov3-tiny,yolo-fastest-1.1")
+    p.add_argument("--backends", default="auto,exact,fast,fast:bf16,onnxruntime,openvino,"
+                                         "openvino:bf16")
+    p.add_argument("--limit", type=int, default=128, help="images (of the 128)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = os.path.join(args.refdata, "datasets", "coco128", "images", "val2017")
+    images = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                    if f.endswith(".jpg"))[:args.limit]
+    print(f"| model | backend | map img/s | valid img/s |  (coco128 val2017, {len(images)} images, "
+          f"threads {args.threads or torch.get_num_threads()}, load {os.getloadavg()})")
+    print("|---|---|---|---|")
+    for name, cfg, weights, size in SUITE:
+        if name not in args.models.split(",") or weights is None:
+            continue
+        for spec in args.backends.split(","):
+            backend, _, precision = spec.partition(":")
+            try:
+                be = make_backend(os.path.join(args.refdata, cfg),
+                                  os.path.join(args.refdata, weights), backend=backend,
+                                  device="cpu", precision=precision or "fp32",
+                                  threads=args.threads)
+            except Exception as e:  # a runtime that is not installed here
+                print(f"| {name} | {spec} | skipped: {type(e).__name__} | |")
+                continue
+            rates = []
+            for thresh, nms, pixel in ((0.005, 0.45, False), (0.001, 0.6, True)):
+                pipe = Pipeline(be, thresh=thresh, hier_thresh=0.5, nms=nms, batch_size=1,
+                                pixel_boxes=pixel)
+                pipe.run(images[:2])
+                t0 = time.perf_counter()
+                for _ in pipe.iterate(images):
+                    pass
+                rates.append(len(images) / (time.perf_counter() - t0))
+            label = f"{spec} ({be.name} {be.precision})" if backend == "auto" else spec
+            print(f"| {name} | {label} | {rates[0]:.1f} | {rates[1]:.1f} |", flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--suite" in argv:
         return run_suite(argv)
+    if "--coco128" in argv:
+        return run_coco128(argv)
     from darknet_py.cli import main as cli_main
     return cli_main(["bench"] + argv, prog_name="benchmark.py", standalone_mode=True) or 0
 

@@ -26,9 +26,10 @@ GROUP = None
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="Image for the end-to-end figures [a synthetic 640x480 JPEG].")
 @click.option("--variants", default=None,
-              help="Comma-separated runners: exact, fast, fast-bf16, fast-compile, opencv, "
+              help="Comma-separated runners: auto (the default backend), exact, fast, "
+                   "fast-bf16, fast-compile, onnxruntime, openvino, openvino-bf16, opencv, "
                    "darknet, cuda-fp32, cuda-fp16, cuda-bf16, opencv-cuda, opencv-cuda-fp16 "
-                   "[all but fast-bf16 and fast-compile].")
+                   "[all but fast-compile].")
 @click.option("--no-end-to-end", is_flag=True, help="Time the forward pass only.")
 @click.option("--quick", is_flag=True,
               help="Few runs (3 + 1 warm-up): a smoke test, not a measurement.")

@@ -44,12 +44,21 @@ import numpy as np
 from ..errors import DataError, UsageError
 
 #: runner keys, in the order they are reported
-CPU_VARIANTS = ("exact", "fast", "fast-bf16", "fast-compile", "opencv", "darknet")
+CPU_VARIANTS = ("auto", "exact", "fast", "fast-bf16", "fast-compile", "onnxruntime", "openvino",
+                "openvino-bf16", "opencv", "darknet")
 CUDA_VARIANTS = ("cuda-fp32", "cuda-fp16", "cuda-bf16", "opencv-cuda", "opencv-cuda-fp16")
-DEFAULT_VARIANTS = ("exact", "fast", "opencv", "darknet", "cuda-fp32", "cuda-fp16", "cuda-bf16",
+DEFAULT_VARIANTS = ("auto", "exact", "fast", "fast-bf16", "onnxruntime", "openvino",
+                    "openvino-bf16", "opencv", "darknet", "cuda-fp32", "cuda-fp16", "cuda-bf16",
                     "opencv-cuda", "opencv-cuda-fp16")
 #: runners other figures are compared with
-PEERS = ("opencv", "opencv-cuda", "opencv-cuda-fp16", "darknet")
+PEERS = ("opencv", "onnxruntime", "openvino-bf16", "opencv-cuda", "opencv-cuda-fp16", "darknet")
+#: ``make_backend`` runners: key -> (backend, precision, label)
+RUNTIME_VARIANTS = {
+    "auto": ("auto", "fp32", "darknet-py default (-backend auto)"),
+    "onnxruntime": ("onnxruntime", "fp32", "ONNX Runtime (our export, cpu fp32)"),
+    "openvino": ("openvino", "fp32", "OpenVINO (our export, cpu fp32)"),
+    "openvino-bf16": ("openvino", "bf16", "OpenVINO (our export, cpu bf16)"),
+}
 
 THRESH = 0.25
 NMS_THRESH = 0.45
@@ -230,6 +239,35 @@ class _Context:
                             batch_size=self.config.batch)
         paths = [self.image] * self.config.batch
         return lambda: pipeline.run(paths)
+
+
+def _runtime_runners(ctx: _Context, variants: Sequence[str], skipped: List[Dict[str, str]],
+                     build: Dict[str, Any], threads: int) -> List[Runner]:
+    """``auto`` and the ONNX runtimes, built by ``make_backend`` exactly as the commands do
+    (our own ONNX export of the same Network; ``auto`` is what ``Detector`` runs by default)."""
+    from .backends.base import make_backend
+    runners: List[Runner] = []
+    x = ctx.x
+    for key in variants:
+        if key not in RUNTIME_VARIANTS:
+            continue
+        backend, precision, label = RUNTIME_VARIANTS[key]
+        t0 = time.perf_counter()
+        try:
+            be = make_backend(ctx.config.cfg, ctx.config.weights, backend=backend, device="cpu",
+                              precision=precision, width=ctx.config.width,
+                              height=ctx.config.height, threads=threads, network=ctx.net)
+            be(x)
+        except Exception as e:  # a runtime that is not installed (or cannot run) is skipped
+            skipped.append({"runner": key, "reason": f"{type(e).__name__}: {e}"})
+            continue
+        spent = round(time.perf_counter() - t0, 3)
+        build[key] = {"build_s": spent, "first_call_s": spent, "plan": be.describe()}
+        if key == "auto":
+            label = f"{label}: {be.name} {be.precision}"
+        runners.append(Runner(key, label, "cpu", (lambda b=be: b(x)), ctx.ours_end_to_end(be),
+                              info={"plan": be.describe()}))
+    return runners
 
 
 def _torch_runners(ctx: _Context, variants: Sequence[str], notes: List[str],
@@ -522,7 +560,11 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
         ctx = _Context(config, workdir)
         log(f"benchmark: {os.path.basename(config.cfg)} {ctx.width}x{ctx.height} batch "
             f"{config.batch}, {threads} threads, {config.runs} runs")
-        runners = _torch_runners(ctx, variants, notes, skipped, build)
+        runners = _runtime_runners(ctx, [v for v in variants if v == "auto"], skipped, build,
+                                   threads)
+        runners += _torch_runners(ctx, variants, notes, skipped, build)
+        runners += _runtime_runners(ctx, [v for v in variants if v != "auto"], skipped, build,
+                                    threads)
         runners += _opencv_runners(ctx, variants, skipped)
         measurements = measure_interleaved(runners, "network", config.runs, config.warmup,
                                            config.batch)

@@ -29,6 +29,7 @@ upstream issue #522), or flattened ``(B, h*w*n*entries)``. Hierarchical softmax 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -110,6 +111,14 @@ def decode_head(spec: HeadSpec, output: torch.Tensor, net_w: int, net_h: int) ->
     _check_decodable(spec)
     r = head_rows(spec, output)
     gx, gy, aw, ah = _grid(spec, r.device)
+    return _decode_rows(spec, r, gx, gy, aw, ah, net_w, net_h)
+
+
+def _decode_rows(spec: HeadSpec, r: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor,
+                 aw: torch.Tensor, ah: torch.Tensor, net_w: int, net_h: int) -> Decoded:
+    """The decoding of rows ``r`` (``(..., entries)``) whose cell column/row and anchor size are
+    ``gx, gy, aw, ah`` (broadcastable to ``r[..., 0]``): elementwise, so decoding a subset of
+    rows gives the same values as decoding all of them."""
     lw, lh = spec.w, spec.h
     uncertainty = None
     if spec.kind == "region":
@@ -145,6 +154,34 @@ def decode_head(spec: HeadSpec, output: torch.Tensor, net_w: int, net_h: int) ->
         probs = obj.unsqueeze(-1) * r[..., 5:]
     rows = torch.cat([torch.stack([bx, by, bw, bh, obj], dim=-1), probs], dim=-1)
     return Decoded(rows, uncertainty)
+
+
+def _candidates_above(spec: HeadSpec, output: torch.Tensor, net_w: int, net_h: int,
+                      thresh: float) -> Optional[Tuple[torch.Tensor, Decoded]]:
+    """Only the candidates with objectness ``> thresh``, decoded: ``(image index of each row,
+    Decoded of shape (K, ...))`` in Darknet's candidate order; None where this shortcut does not
+    apply (``[region]``, where every cell is a candidate, or outputs not in channel layout).
+
+    The objectness channel is compared in place in ``l.output``'s layout, and only the rows that
+    pass are gathered and decoded — a few dozen of the thousands :func:`decode_head` decodes."""
+    if spec.kind == "region" or output.dim() != 4 or output.shape[1] != spec.n * spec.entries:
+        return None
+    n, e, lh, lw = spec.n, spec.entries, spec.h, spec.w
+    out = output.to(torch.float32).reshape(-1, n, e, lh, lw)
+    obj_at = 8 if spec.kind == "gaussian_yolo" else 4
+    obj = out[:, :, obj_at].permute(0, 2, 3, 1)              # (B, h, w, n): candidate order
+    b, y, x, a = torch.nonzero(obj > torch.tensor(thresh, dtype=torch.float32), as_tuple=True)
+    r = out.permute(0, 3, 4, 1, 2)[b, y, x, a]               # (K, entries)
+    aw, ah = _anchor_tensors(spec)
+    dec = _decode_rows(spec, r, x.to(torch.float32), y.to(torch.float32), aw[a], ah[a],
+                       net_w, net_h)
+    return b, dec
+
+
+@functools.lru_cache(maxsize=256)
+def _anchor_tensors(spec: HeadSpec) -> Tuple[torch.Tensor, torch.Tensor]:
+    aw, ah = spec.masked_anchors()
+    return torch.tensor(aw, dtype=torch.float32), torch.tensor(ah, dtype=torch.float32)
 
 
 class HeadDecoder(nn.Module):
@@ -235,6 +272,19 @@ def head_candidates(head: Any, output: torch.Tensor, net_w: int, net_h: int,
                     ) -> List[DetectionSet]:
     """Candidates of one head for every image of the batch (before NMS)."""
     spec = as_spec(head)
+    _check_decodable(spec)
+    above = _candidates_above(spec, output.detach(), net_w, net_h, thresh)
+    if above is not None:
+        image, dec = above
+        sizes = _as_sizes(image_sizes, int(output.shape[0]))
+        if len(sizes) == 1:
+            picks = [slice(None)]
+        else:
+            ends = torch.bincount(image, minlength=len(sizes)).cumsum(0).tolist()
+            picks = [slice(s0, s1) for s0, s1 in zip([0] + ends[:-1], ends)]
+        return [_threshold(spec, dec.rows[p], None if dec.uncertainty is None
+                           else dec.uncertainty[p], sizes[b], net_w, net_h, thresh, letter_box)
+                for b, p in enumerate(picks)]
     dec = decode_head(spec, output.detach(), net_w, net_h)
     sizes = _as_sizes(image_sizes, int(dec.rows.shape[0]))
     return [_threshold(spec, dec.rows[b], None if dec.uncertainty is None else dec.uncertainty[b],

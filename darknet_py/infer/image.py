@@ -20,8 +20,10 @@ the first source row/column (Darknet divides by zero there).
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -55,6 +57,10 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
     ``channels`` 0 or 3 read with ``IMREAD_COLOR``, 1 with ``IMREAD_GRAYSCALE``; anything else
     reads the file unchanged (4-channel files are then RGBA). Raises :class:`DataError` naming the
     file when it is missing or not a decodable image.
+
+    The file is read once (the truncation check and the decoder share the bytes); 8-bit images
+    are split into planes and converted with a 256-entry float32 table (``cv2.LUT``), which gives
+    the same floats as ``byte * float32(1/255)`` in one pass per plane.
     """
     cv2 = _cv2()
     path_str = os.fspath(path)
@@ -66,33 +72,41 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
         flag = cv2.IMREAD_UNCHANGED
     if not os.path.isfile(path_str):
         raise DataError("cannot load image: file not found", file=path_str)
-    problem = jpeg_problem(path_str)
+    try:
+        with open(path_str, "rb") as f:
+            data = f.read()
+    except OSError:
+        data = b""
+    problem = _jpeg_bytes_problem(data)
     if problem:
         raise DataError(f"cannot load image: {problem}", file=path_str)
-    mat = cv2.imread(path_str, flag)
+    mat = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
     if mat is None:
-        # cv2.imread cannot open some non-ASCII paths on some platforms: decode from bytes instead
-        try:
-            raw = np.fromfile(path_str, dtype=np.uint8)
-            mat = cv2.imdecode(raw, flag) if raw.size else None
-        except OSError:
-            mat = None
+        mat = cv2.imread(path_str, flag)        # formats imdecode refuses but imread takes
     if mat is None or mat.size == 0:
         raise DataError("cannot load image: not a readable image file", file=path_str)
     if mat.dtype != np.uint8:
         # only reachable with IMREAD_UNCHANGED; Darknet would read the raw bytes, we scale to 8 bit
         mat = (mat.astype(np.float64) / (np.iinfo(mat.dtype).max / 255.0)).astype(np.uint8) \
             if np.issubdtype(mat.dtype, np.integer) else np.clip(mat * 255, 0, 255).astype(np.uint8)
-    if mat.ndim == 2:
-        mat = mat[:, :, None]
-    if mat.shape[2] == 3:
-        mat = mat[:, :, ::-1]                      # BGR -> RGB
-    elif mat.shape[2] == 4:
-        mat = mat[:, :, [2, 1, 0, 3]]              # BGRA -> RGBA
-    chw = np.ascontiguousarray(mat.transpose(2, 0, 1))
-    # ``data / 255.0f`` as the oracle's -Ofast build computes it: a multiply by the float32
-    # reciprocal (differs from a true division by 1 ulp for some bytes); bit-exact with the oracle
-    return torch.from_numpy(chw).to(torch.float32) * _INV_255
+    return torch.from_numpy(_planar_float(mat))
+
+
+#: ``byte * float32(1/255)`` for every byte: the oracle's -Ofast ``byte / 255.0f``
+_BYTE_TO_FLOAT = (np.arange(256, dtype=np.float32) * _INV_255).reshape(1, 256)
+
+
+def _planar_float(mat: np.ndarray) -> np.ndarray:
+    """An OpenCV uint8 image (HW, HWC BGR or HWC BGRA) -> planar float32 RGB(A) ``(C, H, W)``,
+    values ``byte * float32(1/255)`` (bit-exact with the oracle's conversion)."""
+    cv2 = _cv2()
+    planes = [mat] if mat.ndim == 2 else list(cv2.split(mat))
+    if len(planes) in (3, 4):
+        planes[0], planes[2] = planes[2], planes[0]        # BGR(A) -> RGB(A)
+    out = np.empty((len(planes),) + mat.shape[:2], np.float32)
+    for c, plane in enumerate(planes):
+        cv2.LUT(plane, _BYTE_TO_FLOAT, dst=out[c])
+    return out
 
 
 #: a JPEG marker inside entropy-coded data: FF followed by neither 00 (a stuffed FF), a restart
@@ -115,6 +129,11 @@ def jpeg_problem(path: Union[str, os.PathLike]) -> Optional[str]:
             data = f.read()
     except OSError:
         return None
+    return _jpeg_bytes_problem(data)
+
+
+def _jpeg_bytes_problem(data: bytes) -> Optional[str]:
+    """:func:`jpeg_problem` on the bytes of a file."""
     n = len(data)
     if n < 2 or data[0] != 0xFF or data[1] != 0xD8:
         return None
@@ -171,20 +190,28 @@ def _as_tensor(image: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
     return image
 
 
-def _axis_weights(src: int, dst: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Source index and fractional weight for every output position of one resize pass.
+@functools.lru_cache(maxsize=64)
+def _axis_weights(src: int, dst: int) -> Tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """For one resize pass: source index, its clamped right/lower neighbour (long tensors) and
+    the float32 weights ``1 - d`` and ``d`` of every output position (cached per size pair).
 
     Mirrors ``resize_image``: ``scale = (float)(src-1)/(dst-1)``, ``s = pos*scale`` in float32,
     ``i = (int)s``, ``d = s - i``.
     """
     if dst == 1:
-        return torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.float32)
-    scale = np.float32(src - 1) / np.float32(dst - 1)
-    pos = np.arange(dst, dtype=np.float32) * scale
-    idx = pos.astype(np.int64)
-    frac = (pos - idx.astype(np.float32)).astype(np.float32)
-    idx = np.minimum(idx, src - 1)
-    return torch.from_numpy(idx), torch.from_numpy(frac)
+        idx = np.zeros(1, np.int64)
+        frac = np.zeros(1, np.float32)
+    else:
+        scale = np.float32(src - 1) / np.float32(dst - 1)
+        pos = np.arange(dst, dtype=np.float32) * scale
+        idx = pos.astype(np.int64)
+        frac = (pos - idx.astype(np.float32)).astype(np.float32)
+        idx = np.minimum(idx, src - 1)
+    idx1 = np.minimum(idx + 1, src - 1)
+    one_minus = (np.float32(1) - frac).astype(np.float32)
+    for a in (one_minus, frac):
+        a.setflags(write=False)
+    return torch.from_numpy(idx), torch.from_numpy(idx1), one_minus, frac
 
 
 def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torch.Tensor:
@@ -195,6 +222,10 @@ def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torc
     1-pixel-wide source) which copies the last input column. Pass 2 (rows): row ``r`` is
     ``(1-dy)*part[iy]`` plus ``dy*part[iy+1]`` except for the last row (and 1-row sources), which
     keep only the first term (a Darknet quirk reproduced on purpose).
+
+    Vectorised: each pass is two gathers (``index_select``) and three float32 array operations
+    (the same three roundings as the C expression: two products, one sum), on buffers reused
+    between calls; no per-pixel Python.
     """
     image = _as_tensor(image)
     in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
@@ -202,27 +233,59 @@ def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torc
         raise ValueError(f"resize_image: target size must be positive, got {w}x{h}")
     if in_w == w and in_h == h:
         return image.clone()
-    # pass 1: along x
-    ix, dx = _axis_weights(in_w, w)
-    ix1 = torch.clamp(ix + 1, max=in_w - 1)
-    a = image.index_select(-1, ix)
-    b = image.index_select(-1, ix1)
-    part = (1 - dx) * a + dx * b
-    last_col = image[..., in_w - 1:in_w]
+    image = image.detach()
+    lead = tuple(image.shape[:-2])
+    planes = int(np.prod(lead)) if lead else 1
+    src = image.reshape(planes * in_h, in_w)
+    if not src.is_contiguous():
+        src = src.contiguous()
+    # pass 1: along x, on (planes*in_h, w)
+    ix, ix1, wx0, wx1 = _axis_weights(in_w, w)
+    a = _scratch("a", (planes * in_h, w))
+    b = _scratch("b", (planes * in_h, w))
+    torch.index_select(src, 1, ix, out=a)
+    pa = a.numpy()
     if in_w == 1:
-        part = last_col.expand_as(part).clone()
+        part = pa                                          # every column copies the only one
     else:
-        part[..., w - 1:w] = last_col
-    # pass 2: along y
-    iy, dy = _axis_weights(in_h, h)
-    iy1 = torch.clamp(iy + 1, max=in_h - 1)
-    dy_col = dy.view(-1, 1)
-    top = (1 - dy_col) * part.index_select(-2, iy)
-    bottom = dy_col * part.index_select(-2, iy1)
-    if in_h > 1:
-        bottom[..., h - 1, :] = 0.0
-        return top + bottom
-    return top
+        torch.index_select(src, 1, ix1, out=b)
+        pb = b.numpy()
+        np.multiply(pa, wx0, out=pa)
+        np.multiply(pb, wx1, out=pb)
+        np.add(pa, pb, out=pa)
+        pa[:, w - 1] = src[:, in_w - 1].numpy()            # the last column copies the last input
+        part = pa
+    # pass 2: along y, on (planes, h, w)
+    part_t = torch.from_numpy(part).view(planes, in_h, w)
+    iy, iy1, wy0, wy1 = _axis_weights(in_h, h)
+    out = torch.empty((planes, h, w), dtype=torch.float32)
+    torch.index_select(part_t, 1, iy, out=out)
+    po = out.numpy()
+    np.multiply(po, wy0[:, None], out=po)
+    if in_h > 1 and h > 1:
+        bot = _scratch("c", (planes, h, w))
+        torch.index_select(part_t, 1, iy1, out=bot)
+        pbot = bot.numpy()
+        np.multiply(pbot[:, :h - 1], wy1[:h - 1, None], out=pbot[:, :h - 1])
+        np.add(po[:, :h - 1], pbot[:, :h - 1], out=po[:, :h - 1])   # the last row: top term only
+    return out.view(lead + (h, w))
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: Tuple[int, ...]) -> torch.Tensor:
+    """A float32 work buffer of ``shape`` kept per thread (reused while the shape repeats)."""
+    key = (name, shape)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    buf = bufs.get(key)
+    if buf is None:
+        if len(bufs) > 16:
+            bufs.clear()
+        buf = bufs[key] = torch.empty(shape, dtype=torch.float32)
+    return buf
 
 
 def letterbox_size(src_w: int, src_h: int, net_w: int, net_h: int) -> Tuple[int, int]:

@@ -25,11 +25,13 @@ fixed point of ``keep[i] = not any(keep[j] and S[j, i] for j < i)`` (unique, rea
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
-from ..structures.boxes import pairwise_diounms, pairwise_iou
+from ..structures.boxes import box_diounms, box_iou, pairwise_diounms, pairwise_iou
 from ..structures.detections import DetectionSet
 from ..errors import UsageError
 from ..structures.heads import NMS_KINDS, nms_params  # noqa: F401  (re-exported)
@@ -92,7 +94,19 @@ def _criterion(kind: str, beta: float) -> Callable[[torch.Tensor], torch.Tensor]
     raise UsageError(f"unknown nms_kind '{kind}' (expected one of {', '.join(NMS_KINDS)})")
 
 
-def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) -> DetectionSet:
+def _elementwise_criterion(kind: str, beta: float) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                  torch.Tensor]:
+    if kind in ("default", "cornersnms"):
+        return box_iou
+    if kind == "greedynms":
+        return lambda a, b: box_diounms(a, b, 0.6)
+    if kind == "diounms":
+        return lambda a, b: box_diounms(a, b, beta)
+    raise UsageError(f"unknown nms_kind '{kind}' (expected one of {', '.join(NMS_KINDS)})")
+
+
+def _nms_per_class_chain(dets: DetectionSet, thresh: float, kind: str, beta: float) -> DetectionSet:
+    """Darknet's class loop, one class after the other (used when probabilities tie)."""
     n = len(dets)
     if n == 0:
         return DetectionSet(dets.boxes.clone(), dets.objectness.clone(), dets.probs.clone(),
@@ -121,6 +135,100 @@ def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) ->
     idx = perm[final]
     return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
                         None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+
+
+def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) -> DetectionSet:
+    """Per-class greedy NMS for all classes at once (same result as Darknet's class loop).
+
+    Darknet's chain of stable sorts (class ``k`` sorted on the arrangement the previous class
+    left) ends in the lexicographic order "last class descending, then the class before, ...,
+    then the original position", which ``np.lexsort`` gives in one call. Within one class the
+    order of its non-zero candidates is just ``prob[k]`` descending unless two of them tie, so
+    each class's candidates come from one column-wise stable ``argsort`` and the greedy keep-sets
+    of every class are one batched fixed point (``greedy_keep`` on a ``(classes, m, m)`` stack).
+    Ties between non-zero probabilities of a class (or negative probabilities) take the literal
+    class loop instead, where the earlier classes' arrangement decides.
+    """
+    n = len(dets)
+    if n == 0 or not torch.isfinite(dets.probs).all():
+        return _nms_per_class_chain(dets, thresh, kind, beta)
+    perm, total = _move_zero_objectness(dets.objectness)
+    probs_in = dets.probs[perm]
+    p_all = probs_in[:total].numpy()
+    cols = np.flatnonzero((p_all != 0).any(axis=0))
+    if cols.size == 0:
+        return DetectionSet(dets.boxes[perm], dets.objectness[perm], probs_in.clone(),
+                            None if dets.uncertainty is None else dets.uncertainty[perm],
+                            dets.image_size)
+    p = p_all[:, cols]
+    if (p < 0).any():
+        return _nms_per_class_chain(dets, thresh, kind, beta)
+    neg = -p
+    order_k = np.argsort(neg, axis=0, kind="stable")               # (total, K) per class
+    sorted_p = np.take_along_axis(p, order_k, axis=0)
+    if ((sorted_p[1:] == sorted_p[:-1]) & (sorted_p[1:] != 0)).any():
+        return _nms_per_class_chain(dets, thresh, kind, beta)
+    counts = (p != 0).sum(axis=0)
+    probs_out = probs_in.clone()
+    sel = np.flatnonzero(counts >= 2)
+    if sel.size:
+        m = int(counts[sel].max())
+        cand = np.ascontiguousarray(order_k[:m, sel].T)            # (K2, m) rows, prob order
+        valid = np.arange(m)[None, :] < counts[sel][:, None]
+        boxes = dets.boxes[perm][:total]
+        # the criterion of every (earlier, later) pair inside a class, computed once as a flat
+        # list of pairs (elementwise: the same values as the class's pairwise matrix)
+        c = counts[sel].astype(np.int64)
+        lens = c * (c - 1) // 2
+        kk = np.repeat(np.arange(sel.size), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        later, earlier = _pairs_by_later(m)
+        ia, ib = earlier[within], later[within]
+        boxes = dets.boxes[perm][:total]
+        first = boxes[torch.from_numpy(cand[kk, ia])]
+        second = boxes[torch.from_numpy(cand[kk, ib])]
+        hit = _elementwise_criterion(kind, beta)(first, second) > \
+            torch.tensor(thresh, dtype=boxes.dtype)
+        sup_np = np.zeros((sel.size, m, m), bool)
+        sup_np[kk, ia, ib] = hit.numpy()
+        sup = torch.from_numpy(sup_np)
+        valid_t = torch.from_numpy(valid)
+        keep = _greedy_keep_batched(sup, valid_t)
+        drop = (valid_t & ~keep).numpy()
+        if drop.any():
+            rows = cand[drop]
+            classes = np.broadcast_to(cols[sel][:, None], cand.shape)[drop]
+            probs_out[torch.from_numpy(rows), torch.from_numpy(classes)] = 0
+    keys = [np.arange(total)] + [neg[:, j] for j in range(neg.shape[1])]
+    order = torch.from_numpy(np.lexsort(keys))
+    final = torch.cat([order, torch.arange(total, n)])
+    idx = perm[final]
+    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
+                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _pairs_by_later(m: int) -> Tuple[np.ndarray, np.ndarray]:
+    """All pairs ``earlier < later < m`` ordered by ``later`` (then ``earlier``): the pairs of a
+    class with ``c`` candidates are the first ``c*(c-1)/2``."""
+    later = np.repeat(np.arange(m), np.arange(m))
+    earlier = np.arange(later.size) - np.repeat(np.cumsum(np.arange(m)) - np.arange(m), np.arange(m))
+    return later, earlier
+
+
+def _greedy_keep_batched(suppress: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """:func:`greedy_keep` for a stack ``(K, m, m)`` of independent candidate lists."""
+    m = int(suppress.shape[-1])
+    upper = suppress & torch.ones(m, m, dtype=torch.bool).triu(1) & active[:, :, None]
+    sup_f = upper.to(torch.float32)
+    keep = active.clone()
+    for _ in range(m + 1):
+        hit = torch.bmm(keep.to(torch.float32).unsqueeze(1), sup_f).squeeze(1) > 0
+        new_keep = active & ~hit
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+    return keep  # pragma: no cover - the iteration converges within m steps
 
 
 def do_nms_sort(dets: DetectionSet, thresh: float) -> DetectionSet:

@@ -256,3 +256,28 @@ def test_gaussian_yolo_decode_hand_values():
     assert d.boxes[0].tolist() == pytest.approx([0.5, 0.5, 0.25, 0.5])
     assert d.uncertainty[0].tolist() == pytest.approx([0.2] * 4)
     assert float(d.probs[0, 0]) == pytest.approx(0.9 * 0.5 * 0.8)
+
+
+@pytest.mark.parametrize("kind,new_coords", [("yolo", 0), ("yolo", 1), ("gaussian_yolo", 0)])
+def test_objectness_first_decoding_equals_decoding_everything(kind, new_coords):
+    """head_candidates decodes only rows above the threshold: the same sets as thresholding the
+    full decode_head rows, image by image, for a batch."""
+    from darknet_py.infer.decode import _threshold, decode_head, head_candidates
+    from darknet_py.structures.heads import HeadSpec
+    spec = HeadSpec(index=5, kind=kind, classes=3, n=2, total=4, mask=(1, 3),
+                    anchors=(10.0, 14.0, 23.0, 27.0, 37.0, 58.0, 81.0, 82.0), w=5, h=4,
+                    new_coords=new_coords)
+    g = torch.Generator().manual_seed(3)
+    out = torch.rand((3, spec.n * spec.entries, spec.h, spec.w), generator=g)
+    sizes = [(640, 480), (300, 500), (416, 416)]
+    got = head_candidates(spec, out, 320, 256, sizes, 0.5, letter_box=True)
+    full = decode_head(spec, out, 320, 256)
+    assert sum(len(d) for d in got) > 0
+    for b, dets in enumerate(got):
+        want = _threshold(spec, full.rows[b], None if full.uncertainty is None
+                          else full.uncertainty[b], sizes[b], 320, 256, 0.5, True)
+        assert len(dets) == len(want) and dets.image_size == want.image_size
+        assert torch.equal(dets.boxes, want.boxes) and torch.equal(dets.probs, want.probs)
+        assert torch.equal(dets.objectness, want.objectness)
+        if kind == "gaussian_yolo":
+            assert torch.equal(dets.uncertainty, want.uncertainty)

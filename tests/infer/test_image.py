@@ -145,3 +145,75 @@ def test_bgr_uint8_truncates_like_darknet(tmp_path):
     assert bgr[0, 1].tolist() == [255, 254, 127]  # B, G, R of pixel 1; truncation not rounding
     out = save_image(torch.rand(3, 8, 8), tmp_path / "predictions")
     assert out.endswith("predictions.jpg") and Path(out).is_file()
+
+
+def _resize_reference(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """image.c's resize_image written out pixel by pixel in float32 (tiny images only)."""
+    c, in_h, in_w = im.shape
+    f = np.float32
+    part = np.zeros((c, in_h, w), np.float32)
+    w_scale = f(in_w - 1) / f(w - 1) if w > 1 else f(0)
+    h_scale = f(in_h - 1) / f(h - 1) if h > 1 else f(0)
+    for k in range(c):
+        for r in range(in_h):
+            for col in range(w):
+                if col == w - 1 or in_w == 1:
+                    val = im[k, r, in_w - 1]
+                else:
+                    sx = f(col) * w_scale
+                    ix = int(sx)
+                    dx = f(sx - f(ix))
+                    val = f(f(f(1) - dx) * im[k, r, ix]) + f(dx * im[k, r, ix + 1])
+                part[k, r, col] = f(val)
+    out = np.zeros((c, h, w), np.float32)
+    for k in range(c):
+        for r in range(h):
+            sy = f(r) * h_scale
+            iy = int(sy)
+            dy = f(sy - f(iy))
+            for col in range(w):
+                out[k, r, col] = f(f(f(1) - dy) * part[k, iy, col])
+            if r == h - 1 or in_h == 1:
+                continue
+            for col in range(w):
+                out[k, r, col] = f(out[k, r, col] + f(dy * part[k, iy + 1, col]))
+    return out
+
+
+@pytest.mark.parametrize("in_hw,out_wh", [((7, 9), (5, 4)), ((4, 5), (11, 8)), ((1, 6), (3, 2)),
+                                          ((6, 1), (2, 3)), ((13, 17), (13, 6))])
+def test_vectorised_resize_matches_pixel_loop(in_hw, out_wh):
+    im = np.random.default_rng(sum(in_hw) * 7 + out_wh[0]).random((3,) + in_hw, np.float32)
+    got = resize_image(torch.from_numpy(im), *out_wh)
+    assert np.array_equal(got.numpy(), _resize_reference(im, *out_wh))
+    # batched input gives the same planes
+    both = resize_image(torch.from_numpy(np.stack([im, im[::-1].copy()])), *out_wh)
+    assert torch.equal(both[0], got)
+    assert np.array_equal(both[1].numpy(), _resize_reference(im[::-1].copy(), *out_wh))
+
+
+def test_resize_results_do_not_share_reused_buffers():
+    a_in, b_in = torch.rand(3, 20, 30), torch.rand(3, 20, 30)
+    a = resize_image(a_in, 16, 12)
+    a_copy = a.clone()
+    resize_image(b_in, 16, 12)
+    assert torch.equal(a, a_copy)
+    assert torch.equal(resize_image(a_in, 16, 12), a_copy)
+
+
+def test_exif_orientation_applied_like_imread(tmp_path):
+    """load_image decodes from the bytes it read: OpenCV applies the EXIF orientation there as
+    cv2.imread (Darknet's reader) does."""
+    import cv2
+    Image = pytest.importorskip("PIL.Image")
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :10] = 255
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6                                   # rotate 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    im.save(path, exif=exif)
+    got = load_image(path)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert got.shape == (3, 40, 20) == (3,) + bgr.shape[:2]
+    assert np.array_equal(got[0].numpy(), bgr[:, :, 2] * np.float32(1.0 / 255.0))

@@ -205,3 +205,31 @@ def test_nms_params_from_last_head():
     assert nms_params([NS(nms_kind="default", beta_nms=0.6), NS(nms_kind="greedynms", beta_nms=0.7)]) \
         == ("greedynms", pytest.approx(0.7))
     assert nms_params([NS()]) == ("default", 0.6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("kind", ["default", "greedynms"])
+def test_all_classes_at_once_equals_class_loop(kind, ties):
+    """The batched path (and its fallback when probabilities tie) against the literal loops, with
+    many classes so that the chained stable sorts decide the final order."""
+    from darknet_py.infer.nms import _nms_per_class, _nms_per_class_chain
+    rng = np.random.default_rng(7 + ties)
+    n, c = 50, 9
+    xy = rng.uniform(0.3, 0.7, (n, 2))
+    wh = rng.uniform(0.1, 0.4, (n, 2))
+    boxes = np.concatenate([xy, wh], 1).astype(np.float32)
+    probs = rng.uniform(0, 1, (n, c)).astype(np.float32)
+    if ties:
+        probs = (np.round(probs * 5) / 5).astype(np.float32)
+    probs[probs < 0.5] = 0
+    obj = rng.uniform(0.3, 1, n).astype(np.float32)
+    d = DetectionSet(torch.from_numpy(boxes), torch.from_numpy(obj), torch.from_numpy(probs),
+                     None, (1, 1))
+    out = _nms_per_class(d, 0.45, kind, 0.6)
+    chain = _nms_per_class_chain(d, 0.45, kind, 0.6)
+    ref = ref_nms_sort(boxes.tolist(), obj.tolist(), probs.tolist(), 0.45, kind, 0.6)
+    assert torch.equal(out.boxes, chain.boxes) and torch.equal(out.probs, chain.probs)
+    assert torch.equal(out.objectness, chain.objectness)
+    assert torch.allclose(out.boxes, torch.tensor([r[0] for r in ref]))
+    assert torch.equal(out.probs, torch.tensor([r[2] for r in ref]))
+    assert int((out.probs == 0).sum()) > int((d.probs == 0).sum())   # something was suppressed

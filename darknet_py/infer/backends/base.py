@@ -20,9 +20,13 @@ onnxruntime an ONNX export run by ONNX Runtime (from a ``darknet-py export`` fil
 openvino   the same ONNX file run by OpenVINO; optional extra ``[openvino]``
 ========== ==================================================================================
 
-``auto`` (the default) is ``cuda`` when the device is a GPU, else ``fast`` on the CPU for a cfg
-(its detections equal the exact path's on the oracle set: ``tests/infer/test_backends.py``), and
-``onnxruntime`` for an ``.onnx`` file.
+``auto`` (the default) is ``cuda`` when the device is a GPU and ``onnxruntime`` for an ``.onnx``
+file. On the CPU, for a cfg: ``onnxruntime`` (fp32) when ``onnxruntime`` and ``onnx`` are
+installed — measured faster than ``fast`` on every benchmarked model at 1 and 2 threads
+(docs/benchmarks.md), and its detections equal the exact path's and Darknet's on the oracle set
+(``tests/infer/test_backends.py``) — falling back to ``fast`` when they are missing or the export
+fails; ``fast`` otherwise. With ``-precision bf16`` on the CPU ``auto`` is ``openvino`` when
+installed (the fastest bf16 measured), else ``fast``.
 """
 from __future__ import annotations
 
@@ -32,11 +36,15 @@ from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from ...errors import UsageError
+from ...errors import DataError, UsageError
 from ...structures.heads import HeadSpec
 
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
            "load_network"]
+
+#: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
+#: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
+CALIBRATE_MAX_SECONDS = 0.4
 
 BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -95,10 +103,22 @@ def _is_onnx(path: PathLike) -> bool:
     return os.fspath(path).lower().endswith(".onnx")
 
 
-def default_backend_name(model: PathLike, device: torch.device) -> str:
+def _installed(*modules: str) -> bool:
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def default_backend_name(model: PathLike, device: torch.device, precision: str = "fp32") -> str:
+    """What ``-backend auto`` runs (see the module docstring for the measurements behind it)."""
     if _is_onnx(model):
         return "onnxruntime"
-    return "cuda" if device.type == "cuda" else "fast"
+    if device.type == "cuda":
+        return "cuda"
+    if precision == "fp32" and _installed("onnxruntime", "onnx"):
+        return "onnxruntime"
+    if precision == "bf16" and _installed("openvino", "onnx"):
+        return "openvino"
+    return "fast"
 
 
 def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: int = 1,
@@ -141,7 +161,7 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         dev = torch.device("cpu")  # CPU backends asked for by name
     else:
         dev = _resolve_device(device)
-    name = default_backend_name(model, dev) if backend == "auto" else backend
+    name = default_backend_name(model, dev, precision) if backend == "auto" else backend
     if onnx_file:
         if weights is not None or width or height:
             raise UsageError("an ONNX export already holds its weights and input size: give no "
@@ -152,8 +172,14 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         return _onnx_backend(name, os.fspath(model), precision, threads)
     if name in ("onnxruntime", "openvino"):
         from .onnxruntime import cached_export
-        path = cached_export(model, weights, width=width, height=height, network=network)
-        return _onnx_backend(name, path, precision, threads)
+        if backend != "auto":
+            path = cached_export(model, weights, width=width, height=height, network=network)
+            return _onnx_backend(name, path, precision, threads)
+        try:   # auto: a model the export or the runtime cannot take runs on the fast plan
+            path = cached_export(model, weights, width=width, height=height, network=network)
+            return _onnx_backend(name, path, precision, threads)
+        except (UsageError, DataError, RuntimeError, ValueError, NotImplementedError, OSError):
+            name = "fast"
     net = network if network is not None else load_network(model, weights, width=width,
                                                            height=height)
     if name == "exact":

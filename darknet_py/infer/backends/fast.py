@@ -42,10 +42,12 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+from .base import CALIBRATE_MAX_SECONDS
 
 from ...layers.convolutional import ConvolutionalLayer
 from ...layers.maxpool import FLT_MAX, MaxpoolLayer, max_pool_separable
@@ -373,6 +375,8 @@ def set_threads(threads: Optional[int]) -> int:
 class _Timing:
     build_seconds: float = 0.0
     compile_seconds: Optional[float] = None
+    #: median seconds per thread count measured by ``calibrate_threads``
+    threads: Dict[int, float] = field(default_factory=dict)
     autotune: Dict[int, Dict[str, float]] = field(default_factory=dict)
 
 
@@ -399,6 +403,8 @@ class FastNetwork:
         self.dtype = _resolve_dtype(half, self.device)
         self.tf32 = bool(tf32)
         self.threads = set_threads(threads) if self.device.type == "cpu" else None
+        #: threads each call runs with (``use_threads``/``calibrate_threads``; <= threads)
+        self.run_threads = self.threads
         if net.training:
             net.eval()
         net.fuse()
@@ -523,6 +529,45 @@ class FastNetwork:
         self.timing.compile_seconds = time.perf_counter() - t0
         self._compile_pending = self.compiled
 
+    # ------------------------------------------------------------------ threads
+    def use_threads(self, threads: int) -> None:
+        """Run with ``threads`` (PyTorch's OpenMP and NNPACK's pool) from now on; at most the
+        count the plan was built with. Each call sets and restores ``torch.set_num_threads``."""
+        if self.device.type != "cpu":
+            return
+        threads = max(1, min(int(threads), self.threads or 1))
+        self.run_threads = threads
+        nnp = _nnpack()
+        for st in self.steps:
+            wino = getattr(st, "winograd", None)
+            if wino is not None:
+                wino._pool = nnp.pool(threads)
+
+    def calibrate_threads(self, rounds: int = 5) -> Dict[int, float]:
+        """The thread policy: time the plan (batch 1) with one thread and with all of
+        :attr:`threads`, interleaved, and keep the faster. Small networks (yolo-fastest) lose
+        more to waking the second thread ~130 times per image than they gain, most of all when
+        other processes share the CPUs; large ones gain. Returns ``{threads: median seconds}``."""
+        full = self.threads or 1
+        if self.device.type != "cpu" or full <= 1:
+            return {}
+        x = torch.rand((1,) + tuple(self.net.input_shape))
+        self.use_threads(full)
+        self(x)                            # first call: oneDNN primitives, allocations
+        t0 = time.perf_counter()
+        self(x)
+        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
+            return {}                      # a large network: its layers are worth the threads
+        def run_with(k: int) -> Callable[[torch.Tensor], Any]:
+            def run(inp: torch.Tensor):
+                self.use_threads(k)
+                return self(inp)
+            return run
+        med = _race({1: run_with(1), full: run_with(full)}, x, rounds)
+        self.use_threads(1 if med[1] < med[full] else full)
+        self.timing.threads = med
+        return med
+
     # ------------------------------------------------------------------ running
     @property
     def kernels(self) -> List[Tuple[int, str]]:
@@ -548,11 +593,11 @@ class FastNetwork:
         Uses the thread CPU clock with one thread (robust when other processes share the CPU)
         and the wall clock otherwise; CUDA steps are synchronised.
         """
-        clock = time.thread_time if (self.device.type == "cpu" and self.threads == 1) \
+        clock = time.thread_time if (self.device.type == "cpu" and self.run_threads == 1) \
             else time.perf_counter
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         samples: List[List[float]] = [[] for _ in self.steps]
-        with self._lock, torch.inference_mode(), self._precision():
+        with self._lock, torch.inference_mode(), self._precision(), self._threads():
             x = self._prepare(x)
             for _ in range(repeat + 1):
                 outputs: List[Optional[torch.Tensor]] = [None] * len(self.steps)
@@ -596,6 +641,20 @@ class FastNetwork:
         return x
 
     @contextlib.contextmanager
+    def _threads(self):
+        """PyTorch's thread count set to :attr:`run_threads` for one call (restored after)."""
+        want = self.run_threads
+        old = torch.get_num_threads() if want else 0
+        if not want or old == want:
+            yield
+            return
+        torch.set_num_threads(want)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    @contextlib.contextmanager
     def _precision(self):
         """float32 on CUDA means float32: cuDNN's TF32 convolutions (on by default in PyTorch)
         are switched off while the plan runs unless ``tf32=True``."""
@@ -610,7 +669,7 @@ class FastNetwork:
             torch.backends.cudnn.allow_tf32 = old
 
     def __call__(self, x: torch.Tensor) -> List[torch.Tensor]:
-        with self._lock, torch.inference_mode(), self._precision():
+        with self._lock, torch.inference_mode(), self._precision(), self._threads():
             x = self._prepare(x)
             if self.cuda_graphs and self.device.type == "cuda":
                 try:
@@ -665,6 +724,21 @@ class FastNetwork:
         static_in.copy_(x)
         graph.replay()
         return [o.clone() for o in static_out]
+
+
+def _race(runners: Dict[Any, Callable[[torch.Tensor], Any]], x: torch.Tensor,
+          rounds: int = 5) -> Dict[Any, float]:
+    """Median wall seconds of each runner on ``x``: ``rounds`` interleaved calls each (the
+    order reversed every other round), after one untimed round."""
+    times: Dict[Any, List[float]] = {k: [] for k in runners}
+    keys = list(runners)
+    for r in range(rounds + 1):
+        for k in (keys if r % 2 else keys[::-1]):
+            t0 = time.perf_counter()
+            runners[k](x)
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def _time_call(fn: Callable, x: torch.Tensor, repeat: int = 3) -> float:
@@ -744,7 +818,7 @@ class FastBackend(Backend):
     name = "fast"
 
     def __init__(self, net, precision: str = "fp32", threads: Optional[int] = None,
-                 **plan_options):
+                 calibrate_threads: bool = True, choose_plan: bool = True, **plan_options):
         from ...errors import UsageError
         check_heads(net.heads, net.cfg_path)
         if precision == "fp16":
@@ -755,11 +829,46 @@ class FastBackend(Backend):
         self.width, self.height, self.channels = net.width, net.height, net.channels
         self.heads = net.head_specs
         self.letter_box = bool(net.config.letter_box)
-        self.plan = optimize_for_inference(net, "cpu", half="bf16" if precision == "bf16" else False,
-                                           threads=threads, **plan_options)
+        half = "bf16" if precision == "bf16" else False
+        self.plan = optimize_for_inference(net, "cpu", half=half, threads=threads, **plan_options)
+        #: median seconds of the candidate plans raced at build time (``choose_plan``)
+        self.plan_race: Dict[str, float] = {}
+        if choose_plan and _uses_winograd(self.plan) and "winograd" not in plan_options:
+            self._choose_plan(net, half, threads, plan_options)
+        if calibrate_threads:
+            self.plan.calibrate_threads()
+
+    def _choose_plan(self, net, half, threads, plan_options) -> None:
+        """NNPACK's Winograd (AVX2 code) wins on some CPUs and loses to oneDNN's direct
+        convolutions on others (AVX-512/AMX Xeons: yolov4-tiny 85 vs 68 ms, one thread): the
+        Winograd plan and the oneDNN-only plan are timed against each other on a batch-1 input,
+        interleaved, and the faster is kept. Networks slower than ``CALIBRATE_MAX_SECONDS`` per
+        image keep the Winograd plan (timing them would cost seconds)."""
+        x = torch.rand((1,) + tuple(net.input_shape))
+        wino = self.plan
+        wino(x)
+        t0 = time.perf_counter()
+        wino(x)
+        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
+            return
+        direct = optimize_for_inference(net, "cpu", half=half, threads=threads, winograd=False,
+                                        **plan_options)
+        direct(x)
+        plans = {"winograd": wino, "onednn": direct}
+        self.plan_race = _race(plans, x)
+        self.plan = plans[min(self.plan_race, key=self.plan_race.get)]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         return [o if o.dtype == torch.float32 else o.float() for o in self.plan(x)]
 
     def details(self) -> str:
-        return f"{torch.get_num_threads()} threads, {'Winograd' if self.plan.winograd else 'oneDNN'}"
+        run, built = self.plan.run_threads, self.plan.threads
+        threads = f"{run} threads" + (f" (of {built}: faster measured)" if run != built else "")
+        kind = "Winograd" if _uses_winograd(self.plan) else "oneDNN"
+        race = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.plan_race.items())
+        return f"{threads}, {kind}" + (f" (raced: {race})" if race else "")
+
+
+def _uses_winograd(plan: FastNetwork) -> bool:
+    return any(getattr(st, "winograd", None) is not None for st in plan.steps)
+

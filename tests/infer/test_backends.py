@@ -1,0 +1,177 @@
+"""Every installed CPU backend against Darknet's recorded detections (oracle/detect) and against
+the exact path: what ``-backend auto`` may pick must give the same detections.
+
+Default run: the ``auto`` backend (whatever it picks on this machine) and ``exact`` for the 4
+oracle models, one Network per model shared by both. The other backends (``fast``,
+``onnxruntime``, ``openvino``) and the letter-box runs are ``@pytest.mark.slow``.
+"""
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import refpath, require
+
+MODELS = ["yolov4-tiny", "yolov3-tiny", "yolo-fastest-1.1", "yolo-fastest-1.1-xl"]
+LETTER_BOX = ["yolov4-tiny", "yolov3-tiny"]
+
+
+def _shared(p):
+    return str(require(refpath(p.replace("$SHARED/", ""))))
+
+
+def _oracle(model, mode="default"):
+    return json.loads(require(refpath("oracle", "detect", f"{model}__{mode}.json")).read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def _network(model):
+    from darknet_py.infer.backends.base import load_network
+    o = _oracle(model)
+    return load_network(_shared(o["cfg"]), _shared(o["weights"]))
+
+
+@functools.lru_cache(maxsize=None)
+def _backend(model, name):
+    from darknet_py.infer.backends.base import make_backend
+    o = _oracle(model)
+    if name in ("onnxruntime", "openvino"):
+        pytest.importorskip(name)
+    return make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend=name, device="cpu",
+                        network=_network(model))
+
+
+def _run(model, name, mode):
+    from darknet_py.infer.pipeline import Pipeline
+    o = _oracle(model, mode)
+    pipe = Pipeline(_backend(model, name), thresh=0.25, nms=0.45, letter_box=mode == "letter_box")
+    return o, pipe.run([_shared(im["filename"]) for im in o["images"]])
+
+
+def _listing(dets):
+    out = []
+    for i in range(len(dets)):
+        for c in torch.nonzero(dets.probs[i] > 0.005).flatten().tolist():
+            out.append((c, float(dets.probs[i, c]), dets.boxes[i].tolist()))
+    return out
+
+
+def _check_against_oracle(oracle, results):
+    assert len(results) == len(oracle["images"]) == 8
+    for entry, (_, _, dets) in zip(oracle["images"], results):
+        W, H = dets.image_size
+        got = _listing(dets)
+        want = [(o["class_id"], o["confidence"],
+                 [o["relative_coordinates"][k] for k in ("center_x", "center_y", "width", "height")])
+                for o in entry["objects"]]
+        assert [g[0] for g in got] == [w[0] for w in want], entry["filename"]
+        for (_, gp, gb), (_, wp, wb) in zip(got, want):
+            assert abs(gp - wp) <= 1e-3, entry["filename"]
+            assert np.abs((np.array(gb) - np.array(wb)) * [W, H, W, H]).max() <= 0.5
+
+
+def _check_same_detections(results, reference):
+    """Identical detections: the same (class, row order) list, probabilities and boxes equal up
+    to float rounding of the network (1e-4)."""
+    for (_, _, a), (_, _, b) in zip(results, reference):
+        la, lb = _listing(a), _listing(b)
+        assert [x[0] for x in la] == [x[0] for x in lb]
+        for (_, pa, ba), (_, pb, bb) in zip(la, lb):
+            assert abs(pa - pb) <= 1e-4
+            assert np.abs(np.array(ba) - np.array(bb)).max() <= 1e-4
+
+
+def _case(model, name, mode="default"):
+    oracle, results = _run(model, name, mode)
+    _check_against_oracle(oracle, results)
+    if name != "exact":
+        _check_same_detections(results, _run(model, "exact", mode)[1])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_auto_backend_equals_darknet_and_exact(model):
+    _case(model, "auto")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["exact", "fast", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("model", MODELS)
+def test_every_cpu_backend_equals_darknet(model, name):
+    _case(model, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["auto", "fast", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("model", LETTER_BOX)
+def test_every_cpu_backend_letter_box(model, name):
+    _case(model, name, "letter_box")
+
+
+def test_auto_rule():
+    """``auto``: ONNX Runtime on the CPU when installed (it is what the oracle test above runs),
+    OpenVINO for bf16 when installed, else the fast plan; cuda on a GPU; onnxruntime for .onnx."""
+    import importlib.util
+    from darknet_py.infer.backends.base import default_backend_name
+    cpu = torch.device("cpu")
+    have = lambda *m: all(importlib.util.find_spec(x) is not None for x in m)  # noqa: E731
+    assert default_backend_name("m.onnx", cpu) == "onnxruntime"
+    assert default_backend_name("m.cfg", torch.device("cuda")) == "cuda"
+    assert default_backend_name("m.cfg", cpu) == ("onnxruntime" if have("onnxruntime", "onnx")
+                                                  else "fast")
+    assert default_backend_name("m.cfg", cpu, "bf16") == ("openvino" if have("openvino", "onnx")
+                                                          else "fast")
+
+
+def test_auto_falls_back_to_fast_when_the_export_fails(monkeypatch):
+    from darknet_py.errors import UsageError
+    from darknet_py.infer.backends import base, onnxruntime as ortmod
+    pytest.importorskip("onnxruntime")
+
+    def refuse(*a, **k):
+        raise UsageError("cannot export this layer")
+    monkeypatch.setattr(ortmod, "cached_export", refuse)
+    o = _oracle("yolo-fastest-1.1")
+    be = base.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="auto", device="cpu",
+                           network=_network("yolo-fastest-1.1"))
+    assert be.name == "fast"
+    with pytest.raises(UsageError):
+        base.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="onnxruntime",
+                          device="cpu", network=_network("yolo-fastest-1.1"))
+
+
+def test_thread_policy_never_runs_more_threads_than_asked():
+    from darknet_py.infer.backends.fast import FastBackend
+    be = FastBackend(_network("yolo-fastest-1.1"), threads=2)
+    plan = be.plan
+    assert plan.run_threads in (1, 2)
+    if plan.timing.threads:
+        assert set(plan.timing.threads) == {1, 2}
+        best = min(plan.timing.threads, key=plan.timing.threads.get)
+        assert plan.run_threads == best
+    before = torch.get_num_threads()
+    x = torch.rand(1, 3, be.height, be.width)
+    plan.use_threads(1)
+    one = be(x)
+    plan.use_threads(2)
+    two = be(x)
+    assert torch.get_num_threads() == before           # each call restores the count
+    for a, b in zip(one, two):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fast_backend_races_winograd_against_onednn():
+    """Where NNPACK's Winograd applies, the backend keeps whichever plan was faster at build
+    time; either one matches the exact path within 1e-5 (relative to the output range)."""
+    from darknet_py.infer.backends.exact import ExactBackend
+    from darknet_py.infer.backends.fast import FastBackend, _uses_winograd, nnpack_available
+    net = _network("yolov4-tiny")
+    be = FastBackend(net, threads=1)
+    if nnpack_available()[0] and be.plan_race:
+        assert set(be.plan_race) == {"winograd", "onednn"}
+        assert _uses_winograd(be.plan) == (be.plan_race["winograd"] < be.plan_race["onednn"])
+    x = torch.rand(1, 3, be.height, be.width)
+    ref = ExactBackend(net, torch.device("cpu"))(x)
+    for a, b in zip(be(x), ref):
+        assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(b.abs().max()))

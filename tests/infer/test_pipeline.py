@@ -132,21 +132,26 @@ def test_onnx_file_runs_through_the_same_pipeline(exact, onnx_file, images):
         make_backend(onnx_file, backend="exact")
 
 
-def test_cached_export_is_reused(tmp_path):
+def test_cached_export_is_reused(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     import shutil
-    cfg, weights = tmp_path / "m.cfg", tmp_path / "m.weights"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DARKNET_PY_CACHE", str(cache))
+    models = tmp_path / "models"
+    models.mkdir()
+    cfg, weights = models / "m.cfg", models / "m.weights"
     shutil.copy(CFG, cfg)
     shutil.copy(WEIGHTS, weights)
     first = make_backend(cfg, weights, backend="onnxruntime")
-    cached = sorted(tmp_path.glob(".m.weights.*.onnx"))
+    cached = sorted(cache.glob("m.weights.*.onnx"))
     assert len(cached) == 1 and first.source == str(cached[0])
+    assert sorted(p.name for p in models.iterdir()) == ["m.cfg", "m.weights"]  # nothing beside
     mtime = cached[0].stat().st_mtime_ns
     second = make_backend(cfg, weights, backend="onnxruntime")
     assert second.source == first.source and cached[0].stat().st_mtime_ns == mtime
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")   # other weights, other key
     make_backend(cfg, weights, backend="onnxruntime")
-    assert len(list(tmp_path.glob(".m.weights.*.onnx"))) == 2
+    assert len(list(cache.glob("m.weights.*.onnx"))) == 2
 
 
 def test_cli_test_with_onnx_file_and_no_weights(onnx_file, tmp_path, monkeypatch):

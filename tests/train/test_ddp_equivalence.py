@@ -176,6 +176,11 @@ def test_gpus_list_relaunches_through_torchrun(tmp_path, monkeypatch):
     launched, trained = [], []
     monkeypatch.setattr(trun, "main", lambda argv: launched.append(argv))
     monkeypatch.setattr(trainer_mod.Trainer, "run", lambda self: trained.append(self.opts))
+    # two GPUs as far as the device rule can see (it checks every -gpus entry first)
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(trainer_mod.Trainer, "_pick_device", lambda self: torch.device("cpu"))
     argv = ["detector", "train", "one.data", "tiny.cfg", "-gpus", "0,1", "-seed", "3"]
     monkeypatch.setattr(sys, "argv", ["darknet-py", *argv])
     monkeypatch.chdir(tmp_path)

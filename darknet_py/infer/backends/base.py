@@ -16,7 +16,7 @@ exact      the Darknet-exact :class:`~darknet_py.model.network.Network` (BN fold
 fast       the fused CPU plan of :mod:`.fast` (NNPACK Winograd, channels-last pooling)
 cuda       the same plan on a GPU: fp32 / fp16 / bf16, channels-last, CUDA graphs
 onnxruntime an ONNX export run by ONNX Runtime (from a ``darknet-py export`` file, or exported on
-           the fly and cached next to the weights); optional extra ``[onnx]``
+           the fly and cached in ``~/.cache/darknet_py``); optional extra ``[onnx]``
 openvino   the same ONNX file run by OpenVINO; optional extra ``[openvino]``
 ========== ==================================================================================
 

@@ -5,9 +5,10 @@ The file's ``darknet_py`` metadata (:mod:`darknet_py.export`) gives the input si
 so the pipeline decodes and suppresses exactly as for the network itself (Darknet's own NMS;
 ``selected_indices`` of a ``--with-nms`` file are ignored: ONNX's NMS is not Darknet's).
 
-For a cfg + weights, :func:`cached_export` exports once and keeps the file next to the weights
-(``.<weights>.<key>.onnx``; ``~/.cache/darknet_py`` when that folder is not writable), keyed by the
-hash of the cfg text, the weights bytes, the input size and the darknet-py version.
+For a cfg + weights, :func:`cached_export` exports once and keeps the file in the user's cache
+folder (:func:`cache_folder`: ``$DARKNET_PY_CACHE`` or ``~/.cache/darknet_py``) as
+``<weights>.<key>.onnx``, keyed by the hash of the cfg text, the weights bytes, the input size and
+the darknet-py version.
 """
 from __future__ import annotations
 
@@ -175,7 +176,8 @@ class OnnxRuntimeBackend(OnnxFileBackend):
         if full <= 1:
             return
         import time
-        x = np.random.default_rng(0).random((1, self.channels, self.height, self.width)) \
+        x = np.random.default_rng(0).random((self.fixed_batch or 1, self.channels, self.height,
+                                              self.width)) \
             .astype(self.input_dtype)
         feed = {self.input_name: x}
         t0 = time.perf_counter()
@@ -225,23 +227,30 @@ def cached_export(cfg: PathLike, weights: Optional[PathLike], *, width=None, hei
     if weights is not None and not os.path.isfile(weights):
         raise DataError("weights file not found", file=weights)
     key = _cache_key(cfg, weights, width, height)
-    stem = os.path.basename(weights or cfg)
-    folders = [os.path.dirname(os.path.abspath(weights or cfg)),
-               os.path.join(os.path.expanduser("~"), ".cache", "darknet_py")]
-    for folder in folders:
-        path = os.path.join(folder, f".{stem}.{key}.onnx")
-        if os.path.isfile(path):
-            return path
-    for folder in folders:
-        os.makedirs(folder, exist_ok=True)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            continue
-        path = os.path.join(folder, f".{stem}.{key}.onnx")
-        options = ExportOptions(dynamic_batch=True,
-                                weights_name=None if weights is None else os.path.basename(weights))
-        if network is not None:
-            export_network(network, path, options, sidecar=False)
-        else:
-            export_model(cfg, weights, path, options, width=width, height=height, sidecar=False)
+    folder = cache_folder()
+    path = os.path.join(folder, f"{os.path.basename(weights or cfg)}.{key}.onnx")
+    if os.path.isfile(path):
         return path
-    raise DataError("no writable folder for the ONNX export cache", file=folders[0])
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the ONNX export cache folder: {e.strerror} (set "
+                        "DARKNET_PY_CACHE to a writable folder)", file=folder) from None
+    options = ExportOptions(dynamic_batch=True,
+                            weights_name=None if weights is None else os.path.basename(weights))
+    if network is not None:
+        export_network(network, path, options, sidecar=False)
+    else:
+        export_model(cfg, weights, path, options, width=width, height=height, sidecar=False)
+    return path
+
+
+def cache_folder() -> str:
+    """Where on-the-fly exports are kept: ``$DARKNET_PY_CACHE``, else
+    ``$XDG_CACHE_HOME/darknet_py``, else ``~/.cache/darknet_py`` (never the weights' folder,
+    which may be read-only or shared)."""
+    if os.environ.get("DARKNET_PY_CACHE"):
+        return os.environ["DARKNET_PY_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "darknet_py")
+

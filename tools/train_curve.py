@@ -294,7 +294,10 @@ def read_reference(path: Path) -> Tuple[str, List[Tuple[int, float]]]:
 
 
 def plot(points: Sequence[CurvePoint], path: Path, title: str,
-         reference: Optional[Tuple[str, str, List[Tuple[int, float]]]] = None) -> None:
+         reference: Optional[Tuple[str, str, List[Tuple[int, float]]]] = None,
+         log_rows: Optional[Dict[int, Tuple[float, float, float]]] = None) -> None:
+    """mAP@0.5 / @0.75 per checkpoint, the reference curve, and the avg loss of every logged
+    iteration (of the checkpoints only, without a training log) on a second axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -311,7 +314,10 @@ def plot(points: Sequence[CurvePoint], path: Path, title: str,
     ax.set_ylabel("mAP on the valid list (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    losses = [(p.iteration, p.avg_loss) for p in points if p.avg_loss is not None]
+    if log_rows:
+        losses = sorted((it, row[1]) for it, row in log_rows.items())
+    else:
+        losses = [(p.iteration, p.avg_loss) for p in points if p.avg_loss is not None]
     handles, labels = ax.get_legend_handles_labels()
     if losses:
         ax2 = ax.twinx()
@@ -418,7 +424,7 @@ def run(args) -> List[CurvePoint]:
         column, rows = read_reference(args.reference)
         reference = (args.reference.stem, column, rows)
     png = args.png or workdir / "train_curve.png"
-    plot(points, png, f"{base} on {Path(valid).name}", reference)
+    plot(points, png, f"{base} on {Path(valid).name}", reference, log_rows)
     print(f"wrote {csv_path} and {png}")
     return points
 

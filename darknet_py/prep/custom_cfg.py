@@ -26,7 +26,8 @@ safe with its ``batch=64`` and ``burn_in=1000``, but a CPU fine-tune shrinks bot
 ``batch=16`` and ``burn_in=40`` Darknet's loss turned to NaN at iteration 40 (the first at the
 full rate) and darknet-py ended at 0.05% mAP after 200 iterations (reference data
 ``oracle/train_curve``), while ``learning_rate=0.001`` with ``burn_in=100`` learned (42.6% after
-400 iterations). ``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
+400 iterations), and so did 0.002 with ``burn_in=150`` (the README's CPU recipe).
+``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
 :data:`SAFE_BURN_IN` gives a warning.
 
 The section and option reading follows Darknet's ``read_cfg`` (all whitespace of a line is
@@ -56,10 +57,10 @@ _WS = re.compile(r"\s")
 #: the learning rate ``cfg custom`` writes unless told otherwise (yolov4-custom.cfg's value)
 SAFE_LEARNING_RATE = 0.001
 #: below this burn_in, a learning rate above SAFE_LEARNING_RATE is warned about
-SAFE_BURN_IN = 200
+SAFE_BURN_IN = 150
 LEARNING_RATE_COMMENT = ("# learning_rate: 0.001, not yolov4-tiny-custom.cfg's 0.00261, which "
                          "diverges when batch and burn_in are made small (batch=16, burn_in=40: "
-                         "NaN); a higher rate needs burn_in>=200 (README, CPU recipe)")
+                         "NaN); a higher rate needs burn_in>=150 (README, CPU recipe)")
 
 
 def custom_max_batches(classes: int, train_images: int = 0) -> int:

@@ -323,8 +323,9 @@ def plot(points: Sequence[CurvePoint], path: Path, title: str,
         ax2 = ax.twinx()
         ax2.plot([l[0] for l in losses], [l[1] for l in losses], "-", color="tab:blue",
                  alpha=0.6, label="avg loss")
-        ax2.set_ylabel("avg loss")
-        ax2.set_ylim(bottom=0)
+        ax2.set_ylabel("avg loss (log scale)")
+        if min(l[1] for l in losses) > 0:     # the first iterations' loss is ~100x the last
+            ax2.set_yscale("log")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="upper left", fontsize=8)

@@ -29,7 +29,12 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--train-list", metavar="TRAIN.txt",
               help="Count the training images from a list file, for the max_batches rule.")
 @click.option("--mosaic", type=click.IntRange(0, 1), help="Set mosaic= in [net] (default: keep).")
-@click.option("--keep-schedule", is_flag=True, help="Leave max_batches and steps as they are.")
+@click.option("--learning-rate", type=float, metavar="LR",
+              help="Default: the source's, lowered to 0.001 when higher (with a comment: "
+                   "0.00261 diverges with small batch and burn_in).")
+@click.option("--burn-in", type=int, metavar="N", help="Set burn_in= (default: keep).")
+@click.option("--keep-schedule", is_flag=True,
+              help="Leave max_batches, steps, learning_rate and burn_in as they are.")
 @click.option("--anchors", "anchors", metavar="W1,H1,...",
               help="Set anchors= (and num=) of every [yolo] head, e.g. calc_anchors' output.")
 @click.option("--anchors-from", "anchors_from", metavar="ANCHORS.txt",
@@ -37,12 +42,14 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
             width: Optional[int], height: Optional[int], batch: int, subdivisions: int,
             max_batches: Optional[int], steps: Optional[str], train_images: int,
-            train_list: Optional[str], mosaic: Optional[int], keep_schedule: bool,
+            train_list: Optional[str], mosaic: Optional[int], learning_rate: Optional[float],
+            burn_in: Optional[int], keep_schedule: bool,
             anchors: Optional[str], anchors_from: Optional[str]) -> None:
     """Write a custom cfg for N classes, editing SRC.cfg in place like the README says.
 
     classes= in every [yolo]/[region], filters=(classes+5)*masks in the [convolutional] before
-    each [yolo] ((classes+coords+1)*num for [region]), batch/subdivisions, max_batches and steps.
+    each [yolo] ((classes+coords+1)*num for [region]), batch/subdivisions, max_batches and steps,
+    learning_rate (at most 0.001 unless --learning-rate is given).
     Comments and layout of SRC.cfg are kept. Face-mask example (the report's values):
 
     \b
@@ -83,6 +90,7 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     result = write_custom_cfg(src, dst, classes, width=width, height=height, batch=batch,
                               subdivisions=subdivisions, max_batches=max_batches,
                               steps=step_values, train_images=train_images, mosaic=mosaic,
+                              learning_rate=learning_rate, burn_in=burn_in,
                               keep_schedule=keep_schedule, anchors=anchor_values)
     heads = ", ".join(f"{t} line {line} (filters={f})" for t, line, f in result.heads)
     click.echo(f"wrote {dst}: classes={result.classes}, max_batches={result.max_batches}, "

@@ -8,7 +8,9 @@ at the end of its section):
 * ``[net]``: ``batch=64``, ``subdivisions=16`` (the README's values, overridable), ``width`` and
   ``height`` when given (multiples of 32), ``max_batches`` = ``classes*2000`` but not less than the
   number of training images and not less than 6000 (or the value given), ``steps`` = 80% and 90%
-  of ``max_batches`` (or the values given), ``mosaic`` when given.
+  of ``max_batches`` (or the values given), ``mosaic`` when given, ``burn_in`` when given, and
+  ``learning_rate``: the value given, else the source's lowered to :data:`SAFE_LEARNING_RATE`
+  (0.001) when it is higher, with a ``#`` comment line above it saying why (see below).
 * every ``[yolo]`` / ``[Gaussian_yolo]`` / ``[region]``: ``classes=N`` (``[contrastive]`` is left
   alone: its ``classes`` is the size of its own embedding task, not the detector's classes).
 * the ``[convolutional]`` right before each of those heads: ``filters`` =
@@ -18,6 +20,15 @@ at the end of its section):
 * with ``anchors`` (e.g. what ``detector calc_anchors`` wrote to ``anchors.txt``): ``anchors=``
   and ``num=`` of every ``[yolo]`` / ``[Gaussian_yolo]``, as the README says to do after
   ``calc_anchors`` (the ``mask`` indices are kept and must stay below the number of anchors).
+
+Why the learning-rate cap: ``yolov4-tiny-custom.cfg`` ships ``learning_rate=0.00261``, which is
+safe with its ``batch=64`` and ``burn_in=1000``, but a CPU fine-tune shrinks both: with
+``batch=16`` and ``burn_in=40`` Darknet's loss turned to NaN at iteration 40 (the first at the
+full rate) and darknet-py ended at 0.05% mAP after 200 iterations (reference data
+``oracle/train_curve``), while ``learning_rate=0.001`` with ``burn_in=100`` learned (42.6% after
+400 iterations), and so did 0.002 with ``burn_in=150`` (the README's CPU recipe).
+``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
+:data:`SAFE_BURN_IN` gives a warning.
 
 The section and option reading follows Darknet's ``read_cfg`` (all whitespace of a line is
 ignored; ``#`` and ``;`` start comment lines; ``[type]`` opens a section; an option is found by
@@ -42,6 +53,14 @@ NET_SECTIONS = ("[net]", "[network]")
 CONV_SECTIONS = ("[convolutional]", "[conv]")
 
 _WS = re.compile(r"\s")
+
+#: the learning rate ``cfg custom`` writes unless told otherwise (yolov4-custom.cfg's value)
+SAFE_LEARNING_RATE = 0.001
+#: below this burn_in, a learning rate above SAFE_LEARNING_RATE is warned about
+SAFE_BURN_IN = 150
+LEARNING_RATE_COMMENT = ("# learning_rate: 0.001, not yolov4-tiny-custom.cfg's 0.00261, which "
+                         "diverges when batch and burn_in are made small (batch=16, burn_in=40: "
+                         "NaN); a higher rate needs burn_in>=150 (README, CPU recipe)")
 
 
 def custom_max_batches(classes: int, train_images: int = 0) -> int:
@@ -130,15 +149,7 @@ class _CfgLines:
         idxs = sec.options.get(key)
         if not idxs:
             at = sec.last
-            eol = _eol(self.lines[at]) or "\n"
-            if not self.lines[at].endswith(("\n", "\r")):
-                self.lines[at] += eol
-            self.lines.insert(at + 1, f"{key}={value}{eol}")
-            for other in self.sections:
-                other.header += other.header > at
-                other.last += other.last > at
-                for k, lst in other.options.items():
-                    other.options[k] = [j + (j > at) for j in lst]
+            self.insert_after(at, f"{key}={value}")
             sec.options[key] = [at + 1]
             sec.last = max(sec.last, at + 1)
             changes.append(f"line {at + 2}: {sec.type} added {key}={value}")
@@ -149,6 +160,19 @@ class _CfgLines:
             if new != old:
                 self.lines[idx] = new
                 changes.append(f"line {idx + 1}: {sec.type} {old.strip()} -> {new.strip()}")
+
+    def insert_after(self, at: int, text: str) -> None:
+        """Insert the line ``text`` after line ``at`` (its line ending), moving the indexes of
+        every later line."""
+        eol = _eol(self.lines[at]) or "\n"
+        if not self.lines[at].endswith(("\n", "\r")):
+            self.lines[at] += eol
+        self.lines.insert(at + 1, f"{text}{eol}")
+        for other in self.sections:
+            other.header += other.header > at
+            other.last += other.last > at
+            for k, lst in other.options.items():
+                other.options[k] = [j + (j > at) for j in lst]
 
     def text(self) -> str:
         return "".join(self.lines)
@@ -207,6 +231,8 @@ def make_custom_cfg(
     steps: Optional[Sequence[int]] = None,
     train_images: int = 0,
     mosaic: Optional[int] = None,
+    learning_rate: Optional[float] = None,
+    burn_in: Optional[int] = None,
     keep_schedule: bool = False,
     anchors: Optional[Sequence[float]] = None,
     source: str = "<cfg>",
@@ -216,8 +242,10 @@ def make_custom_cfg(
     ``batch`` / ``subdivisions`` default to the README's 64 / 16 (None keeps the source's).
     ``max_batches`` defaults to :func:`custom_max_batches` (``classes``, ``train_images``);
     ``steps`` to :func:`custom_steps` of it. ``width`` / ``height`` / ``mosaic`` are changed only
-    when given. ``keep_schedule`` leaves ``max_batches`` and ``steps`` as the source has them
-    (the result then reports the source's values). Raises :class:`UsageError` for impossible
+    when given. ``learning_rate`` defaults to the source's, capped at :data:`SAFE_LEARNING_RATE`
+    (a comment line above it says why), ``burn_in`` to the source's. ``keep_schedule`` leaves
+    ``max_batches``, ``steps``, ``learning_rate`` and ``burn_in`` as the source has them (the
+    result then reports the source's values). Raises :class:`UsageError` for impossible
     values and :class:`CfgError` when the cfg has no detection head, no ``[net]``, or a head not
     preceded by a ``[convolutional]``. Line numbers in ``changes`` and ``heads`` are those of the
     written cfg; error line numbers are those of the source.
@@ -237,6 +265,12 @@ def make_custom_cfg(
                          "(Darknet's mini-batch is batch/subdivisions)", value=subdivisions)
     anchors_text = None if anchors is None else format_anchors(anchors)
     n_anchors = None if anchors is None else len(anchors) // 2
+    _positive("burn-in", burn_in)
+    if learning_rate is not None and not 0 < float(learning_rate) < float("inf"):
+        raise UsageError(f"--learning-rate must be a positive number, got {learning_rate}",
+                         value=learning_rate)
+    if keep_schedule and (learning_rate is not None or burn_in is not None):
+        raise UsageError("--keep-schedule cannot be combined with --learning-rate or --burn-in")
     if mosaic is not None and int(mosaic) not in (0, 1):
         raise UsageError(f"--mosaic must be 0 or 1, got {mosaic}", value=mosaic)
 
@@ -314,7 +348,9 @@ def make_custom_cfg(
         raise CfgError("no [yolo], [Gaussian_yolo] or [region] section: not a detection cfg",
                        file=source)
 
-    # [net]
+    # [net]; the rate first: its comment line moves the lines after it
+    if not keep_schedule:
+        _set_rate(cfg, net, learning_rate, burn_in, changes, warnings)
     if batch is not None:
         cfg.set(net, "batch", str(int(batch)), changes)
     if subdivisions is not None:
@@ -333,6 +369,7 @@ def make_custom_cfg(
         cfg.set(net, "steps", ",".join(str(s) for s in step_values), changes)
     if mosaic is not None:
         cfg.set(net, "mosaic", str(int(mosaic)), changes)
+
     for key in ("width", "height"):
         v = cfg.get_int(net, key, 0)
         if v % 32:
@@ -350,6 +387,34 @@ def make_custom_cfg(
         heads.append((sec.type, sec.header + 1, filters))
     return CustomCfgResult(text=cfg.text(), classes=classes, max_batches=mb, steps=step_values,
                            heads=heads, changes=sorted(changes, key=_line_of), warnings=warnings)
+
+
+def _set_rate(cfg: _CfgLines, net: _Section, learning_rate: Optional[float],
+              burn_in: Optional[int], changes: List[str], warnings: List[str]) -> None:
+    """``learning_rate`` / ``burn_in`` of [net] (see the module docstring)."""
+    def number(key: str, default: float) -> float:
+        text = (cfg.get(net, key) or "").split("#", 1)[0]
+        try:
+            return float(text) if text else default
+        except ValueError:
+            raise CfgError(f"[net] option '{key}' expects a number, got '{text}'",
+                           file=cfg.source, line=net.first(key) + 1, value=text) from None
+    old_rate = number("learning_rate", 0.001)     # Darknet's default
+    rate = float(learning_rate) if learning_rate is not None else \
+        min(old_rate, SAFE_LEARNING_RATE)
+    if burn_in is not None:
+        cfg.set(net, "burn_in", str(int(burn_in)), changes)
+    if rate != old_rate:
+        at = net.first("learning_rate")
+        if learning_rate is None and at is not None:     # the comment first: lines move
+            cfg.insert_after(at - 1, LEARNING_RATE_COMMENT)
+            changes.append(f"line {at + 1}: [net] added a comment on learning_rate")
+        cfg.set(net, "learning_rate", f"{rate:g}", changes)
+    bi = number("burn_in", 0)
+    if rate > SAFE_LEARNING_RATE and bi < SAFE_BURN_IN:
+        warnings.append(f"learning_rate={rate:g} with burn_in={bi:g} can diverge in a short "
+                        f"fine-tune; use burn_in>={SAFE_BURN_IN} or learning_rate<="
+                        f"{SAFE_LEARNING_RATE:g}")
 
 
 def parse_anchors(text: str, source: str = "--anchors") -> List[float]:

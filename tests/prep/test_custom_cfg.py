@@ -9,8 +9,8 @@ from conftest import refpath, require
 
 from darknet_py.model.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError, UsageError
-from darknet_py.prep.custom_cfg import (custom_max_batches, custom_steps, make_custom_cfg,
-                                         write_custom_cfg)
+from darknet_py.prep.custom_cfg import (LEARNING_RATE_COMMENT, custom_max_batches, custom_steps,
+                                         make_custom_cfg, write_custom_cfg)
 
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = refpath("cfg", "darknet")
@@ -55,13 +55,18 @@ def test_template_values(src, dst, n_yolo):
     # nothing else was touched: the other lines are the upstream lines
     up = _text(UPSTREAM / src).splitlines()
     ours = _text(REPO / "cfg" / dst).splitlines()
-    if "tiny" in src:  # upstream tiny has no mosaic line: it is added at the end of [net]
+    # both templates train at 0.001 (yolov4-custom.cfg's own rate; tiny's 0.00261 is lowered,
+    # with a comment line above it, since it diverges with small batch and burn_in)
+    assert net.float("learning_rate") == 0.001 and net.int("burn_in") == 1000
+    if "tiny" in src:
+        assert ours.pop(up.index("learning_rate=0.00261")) == LEARNING_RATE_COMMENT
+        # upstream tiny has no mosaic line: it is added at the end of [net]
         assert ours.pop(up.index("scales=.1,.1") + 1) == "mosaic=1"
     assert len(ours) == len(up)
     changed = {re.sub(r"\s", "", a).split("=")[0] for a, b in zip(up, ours) if a != b}
-    assert changed <= {"width", "height", "subdivisions", "max_batches", "steps", "filters", "classes"}
-    assert sum(a != b for a, b in zip(up, ours)) == \
-        (4 if "tiny" not in src else 3) + 2 * n_yolo
+    assert changed <= {"width", "height", "subdivisions", "max_batches", "steps", "filters",
+                       "classes", "learning_rate"}
+    assert sum(a != b for a, b in zip(up, ours)) == 4 + 2 * n_yolo
 
 
 def test_reproduces_oracle_facemask_cfg():
@@ -72,6 +77,30 @@ def test_reproduces_oracle_facemask_cfg():
                            keep_schedule=True)
     assert made.text == oracle
     assert made.max_batches == 500200 and made.steps == (400000, 450000)
+
+
+def test_learning_rate_cap_override_and_warning():
+    """0.00261 (tiny) is lowered to 0.001 unless --learning-rate says otherwise; a rate above
+    0.001 with a short burn_in is warned about; --keep-schedule keeps the source's rate."""
+    up = _text(require(UPSTREAM / "yolov4-tiny-custom.cfg"))
+    made = make_custom_cfg(up, 3, batch=16, subdivisions=1, burn_in=40)
+    net = parse_cfg_text(made.text)[0]
+    assert net.float("learning_rate") == 0.001 and net.int("burn_in") == 40
+    assert not made.warnings
+    made = make_custom_cfg(up, 3, batch=16, subdivisions=1, burn_in=40, learning_rate=0.00261)
+    net = parse_cfg_text(made.text)[0]
+    assert net.float("learning_rate") == 0.00261 and LEARNING_RATE_COMMENT not in made.text
+    assert any("learning_rate=0.00261 with burn_in=40 can diverge" in w for w in made.warnings)
+    made = make_custom_cfg(up, 3, learning_rate=0.002, burn_in=150)
+    assert parse_cfg_text(made.text)[0].float("learning_rate") == 0.002 and not made.warnings
+    # yolov4-custom.cfg already trains at 0.001: nothing changes, no comment
+    v4 = make_custom_cfg(_text(require(UPSTREAM / "yolov4-custom.cfg")), 3)
+    assert LEARNING_RATE_COMMENT not in v4.text and "learning_rate" not in "".join(v4.changes)
+    assert "learning_rate=0.00261" in make_custom_cfg(up, 3, keep_schedule=True).text
+    with pytest.raises(UsageError, match="--keep-schedule cannot be combined"):
+        make_custom_cfg(up, 3, keep_schedule=True, learning_rate=0.001)
+    with pytest.raises(UsageError, match="--learning-rate must be a positive"):
+        make_custom_cfg(up, 3, learning_rate=0)
 
 
 def test_readme_rule_for_max_batches_and_steps():

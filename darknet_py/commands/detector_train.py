@@ -56,9 +56,9 @@ GROUP = "detector"
 @flag("no_amp", is_flag=True, help="CUDA: train in fp32 (mixed precision is on by default).")
 @flag("bf16", "bf16", flag_value=True, default=None,
       help="CPU with native bf16 (AVX512-BF16/AMX): bf16 autocast + channels-last; batch norm, "
-           "the convs before [yolo] and the loss stay fp32. Measured 1.6-2.7x less time per "
-           "iteration than fp32; off by default until its mAP after a full fine-tune is shown "
-           "equal to fp32's.")
+           "the convs before [yolo] and the loss stay fp32. Off by default: one shared-machine "
+           "run measured 1.6-2.7x less time per iteration at 320x320, another no gain at "
+           "416x416, and its final mAP is not yet shown equal to fp32's; measure it on yours.")
 @flag("no_bf16", "bf16", flag_value=False, help="CPU: train in fp32 (the default).")
 @flag("workers", type=int, default=2, show_default=True, help="Data loader processes.")
 @flag("seed", type=int, default=None, help="Seed the augmentation (reproducible runs).")

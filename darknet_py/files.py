@@ -25,7 +25,7 @@ def read_bounded(path: str, limit: int, error: type, what: str) -> bytes:
     except FileNotFoundError:
         raise error(f"{what} not found", file=path) from None
     except IsADirectoryError:
-        raise error(f"{what} path is a directory, not a file", file=path) from None
+        raise error(f"{what} is a directory, not a file", file=path) from None
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", file=path) from None
     if len(data) > limit:

@@ -124,8 +124,7 @@ def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
     from ..model.weights import format_load_report
     if threads is not None and threads < 1:
         raise UsageError(f"-threads must be >= 1, got {threads}")
-    cpu_only = backend in ("fast", "onnxruntime", "openvino")
-    device = select_device(index=gpu_index) if gpu_index is not None or not cpu_only else None
+    device = None if gpu_index is None else select_device(index=gpu_index)
     precision = "fp16" if half else precision
     network = None
     if not cfg.lower().endswith(".onnx"):

@@ -27,7 +27,7 @@ import click
 import torch
 
 from ..errors import DataError, UsageError
-from ._common import backend_flags, eprint, flag, preflight
+from ._common import backend_flags, flag, preflight
 from ._detect_common import make_detector
 from ._http import http_flags
 from ._tiling import tile_flags, tile_options
@@ -65,6 +65,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     import cv2
     from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
     from ..infer.image import frame_to_input, image_from_array, image_to_bgr_uint8
+    from ..infer.stream import open_capture
     from ..serve import DemoStreams
     preflight(data, cfg, weights, video=video, names=True)
     if batch < 1:
@@ -76,14 +77,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, batch_size=batch,
                         tiling=tiling, **backend_options)
     print("Demo")
-    if video:
-        print(f"video file: {video}")
-        cap = cv2.VideoCapture(video)
-    else:
-        print(f"Webcam index: {cam_index}")
-        cap = cv2.VideoCapture(cam_index)
-    if not cap.isOpened():
-        raise DataError("cannot open the video stream", file=video or f"camera {cam_index}")
+    print(f"video file: {video}" if video else f"Webcam index: {cam_index}")
+    cap = open_capture(video or cam_index)
     src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     tracker = ByteTracker(det.names, thresh, frame_rate=src_fps) if track else None
     writer = None

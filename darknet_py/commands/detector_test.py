@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import click
 
 from .. import distributed as dist
-from ..errors import DarknetError, DataError
+from ..errors import DataError
 from ._common import backend_flags, flag, preflight
 from ._detect_common import make_detector, split_model_args
 from ._tiling import tile_flags, tile_options

@@ -56,10 +56,9 @@ from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import CfgError
-from ..infer.image import load_image as load_image_chw
+from ..infer.image import decode_image
 
 log = logging.getLogger("darknet_py.data")
 
@@ -173,14 +172,14 @@ def _trunc(v: float) -> int:
 
 # ----------------------------------------------------------------------------- image I/O
 def load_image(path: str, channels: int = 3) -> np.ndarray:
-    """The training image: :func:`darknet_py.infer.image.load_image` (the one decoder, so training
-    refuses exactly the files inference refuses: it raises :class:`~darknet_py.errors.DataError`)
-    as the ``(H, W, C)`` uint8 RGB array the augmentation works on. ``channels`` >= 3 reads in
-    colour (``IMREAD_COLOR``), fewer in greyscale."""
-    chw = load_image_chw(path, 3 if channels >= 3 else 1)
-    # inverse of ``byte * float32(1/255)``: round(x * 255) gives every byte back exactly
-    hwc = (chw * 255).round_().to(torch.uint8).permute(1, 2, 0)
-    return np.ascontiguousarray(hwc.numpy())
+    """The training image: :func:`darknet_py.infer.image.decode_image` (the one decoder, so
+    training refuses exactly the files inference refuses: it raises
+    :class:`~darknet_py.errors.DataError`) as the ``(H, W, C)`` uint8 RGB array the augmentation
+    works on. ``channels`` >= 3 reads in colour (``IMREAD_COLOR``), fewer in greyscale."""
+    mat = decode_image(path, 3 if channels >= 3 else 1)
+    if mat.ndim == 2:
+        return mat[:, :, None]
+    return cv2.cvtColor(mat, cv2.COLOR_BGR2RGB)
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:

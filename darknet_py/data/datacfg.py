@@ -180,17 +180,13 @@ def read_data_cfg(path: PathLike) -> DataConfig:
     return cfg
 
 
+#: a list or names file larger than this is not one (a mistaken path, /dev/zero)
+MAX_LIST_BYTES = 1 << 30
+
+
 def _read_lines(path: PathLike, what: str) -> List[str]:
-    file = os.fspath(path)
-    try:
-        with open(file, "r", encoding="utf-8", errors="replace", newline=None) as fh:
-            return fh.read().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{what} not found", file=file) from None
-    except IsADirectoryError:
-        raise DataError(f"{what} is a directory, expected a text file", file=file) from None
-    except OSError as e:
-        raise DataError(f"cannot read {what}: {e.strerror}", file=file) from None
+    data = read_bounded(os.fspath(path), MAX_LIST_BYTES, DataError, what)
+    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def read_names(path: PathLike) -> List[str]:

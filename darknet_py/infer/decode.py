@@ -207,7 +207,7 @@ class HeadDecoder(nn.Module):
 
 # ----------------------------------------------------------------------------- candidates
 def correct_yolo_boxes(boxes: torch.Tensor, image_w: int, image_h: int, net_w: int, net_h: int,
-                  letter_box: bool, gaussian: bool = False) -> torch.Tensor:
+                       letter_box: bool, gaussian: bool = False) -> torch.Tensor:
     """``correct_yolo_boxes`` (relative=1): network-relative -> original-image-relative boxes.
 
     ``gaussian=True`` uses ``correct_gaussian_yolo_boxes``' slightly different float expression.
@@ -291,20 +291,6 @@ def head_candidates(head: Any, output: torch.Tensor, net_w: int, net_h: int,
                        sizes[b], net_w, net_h, thresh, letter_box) for b in range(len(sizes))]
 
 
-def _concat(parts: Sequence[DetectionSet], classes: int, size: Tuple[int, int]) -> DetectionSet:
-    if not parts:
-        return DetectionSet.empty(classes, size)
-    if len(parts) == 1:
-        return parts[0]
-    ucs = [p.uncertainty for p in parts]
-    if any(u is not None for u in ucs):
-        unc = torch.cat([u if u is not None else torch.zeros(len(p), 4) for u, p in zip(ucs, parts)])
-    else:
-        unc = None
-    return DetectionSet(torch.cat([p.boxes for p in parts]), torch.cat([p.objectness for p in parts]),
-                        torch.cat([p.probs for p in parts]), unc, size)
-
-
 def _same_classes(heads: Sequence[HeadSpec]) -> int:
     if not heads:
         raise UsageError("the network has no detection head ([yolo], [region], [Gaussian_yolo])")
@@ -332,7 +318,7 @@ def get_network_boxes(heads: Sequence[Tuple[Any, torch.Tensor]], net_w: int, net
     sizes = _as_sizes(image_sizes, batch)
     per_head = [head_candidates(s, out, net_w, net_h, sizes, thresh, letter_box)
                 for s, (_, out) in zip(specs, heads)]
-    return [_concat([h[b] for h in per_head], classes, sizes[b]) for b in range(batch)]
+    return [DetectionSet.concat([h[b] for h in per_head], classes, sizes[b]) for b in range(batch)]
 
 
 def decoded_candidates(heads: Sequence[HeadSpec], rows: torch.Tensor, net_w: int, net_h: int,
@@ -349,5 +335,5 @@ def decoded_candidates(heads: Sequence[HeadSpec], rows: torch.Tensor, net_w: int
             parts.append(_threshold(spec, rows[b, start:start + spec.rows], None, size, net_w,
                                     net_h, thresh, letter_box))
             start += spec.rows
-        out.append(_concat(parts, classes, size))
+        out.append(DetectionSet.concat(parts, classes, size))
     return out

@@ -25,7 +25,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from ..errors import DataError
 ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
 
 __all__ = [
-    "load_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
+    "load_image", "decode_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
     "image_size", "image_from_array", "frame_to_input", "image_to_bgr_uint8", "save_image",
 ]
 
@@ -56,12 +56,19 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
     Returns a float32 ``(C, H, W)`` tensor, RGB channel order, values ``byte / 255``.
     ``channels`` 0 or 3 read with ``IMREAD_COLOR``, 1 with ``IMREAD_GRAYSCALE``; anything else
     reads the file unchanged (4-channel files are then RGBA). Raises :class:`DataError` naming the
-    file when it is missing or not a decodable image.
+    file when it is missing or not a decodable image (:func:`decode_image`).
 
-    The file is read once (the truncation check and the decoder share the bytes); 8-bit images
-    are split into planes and converted with a 256-entry float32 table (``cv2.LUT``), which gives
-    the same floats as ``byte * float32(1/255)`` in one pass per plane.
+    8-bit images are split into planes and converted with a 256-entry float32 table
+    (``cv2.LUT``), which gives the same floats as ``byte * float32(1/255)`` in one pass per plane.
     """
+    return torch.from_numpy(_planar_float(decode_image(path, channels)))
+
+
+def decode_image(path: Union[str, os.PathLike], channels: int = 3) -> np.ndarray:
+    """The one accept/refuse decision for image files (inference and training): the uint8 image
+    OpenCV decodes (HW grey, HWC BGR or BGRA, as :func:`load_image` reads ``channels``), or a
+    :class:`DataError` naming the file. The file is read once (the truncation check and the
+    decoder share the bytes)."""
     cv2 = _cv2()
     path_str = os.fspath(path)
     if channels in (0, 3):
@@ -89,7 +96,7 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
         # only reachable with IMREAD_UNCHANGED; Darknet would read the raw bytes, we scale to 8 bit
         mat = (mat.astype(np.float64) / (np.iinfo(mat.dtype).max / 255.0)).astype(np.uint8) \
             if np.issubdtype(mat.dtype, np.integer) else np.clip(mat * 255, 0, 255).astype(np.uint8)
-    return torch.from_numpy(_planar_float(mat))
+    return mat
 
 
 #: ``byte * float32(1/255)`` for every byte: the oracle's -Ofast ``byte / 255.0f``
@@ -166,15 +173,14 @@ def _jpeg_bytes_problem(data: bytes) -> Optional[str]:
 
 
 def image_from_array(array: np.ndarray) -> torch.Tensor:
-    """Darknet's ``mat_to_image`` of an OpenCV image (HWC BGR or HW grey; uint8 is scaled by
-    float32(1/255), float arrays are taken as already in [0, 1])."""
-    arr = array if array.ndim == 3 else array[:, :, None]
-    if arr.shape[2] == 3:
-        arr = arr[:, :, ::-1]
-    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32)
+    """Darknet's ``mat_to_image`` of an OpenCV image (HW grey, HWC BGR or BGRA): uint8 as
+    :func:`load_image` converts it, float arrays taken as already in [0, 1]."""
     if array.dtype == np.uint8:
-        t = t * np.float32(1.0 / 255.0)
-    return t
+        return torch.from_numpy(_planar_float(np.ascontiguousarray(array)))
+    arr = array if array.ndim == 3 else array[:, :, None]
+    if arr.shape[2] in (3, 4):
+        arr = arr[:, :, [2, 1, 0] + ([3] if arr.shape[2] == 4 else [])]
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32)
 
 
 def image_size(image: torch.Tensor) -> Tuple[int, int]:

@@ -26,7 +26,7 @@ fixed point of ``keep[i] = not any(keep[j] and S[j, i] for j < i)`` (unique, rea
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch

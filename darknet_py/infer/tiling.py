@@ -121,18 +121,6 @@ def map_tile_boxes(dets: DetectionSet, tile: Tile, image_wh: Tuple[int, int]) ->
                         (int(w), int(h)))
 
 
-def _concat(sets: Sequence[DetectionSet], classes: int, image_wh: Tuple[int, int]
-            ) -> DetectionSet:
-    sets = [s for s in sets if len(s)]
-    if not sets:
-        return DetectionSet.empty(classes, image_wh)
-    unc = None
-    if all(s.uncertainty is not None for s in sets):
-        unc = torch.cat([s.uncertainty for s in sets])
-    return DetectionSet(torch.cat([s.boxes for s in sets]), torch.cat([s.objectness for s in sets]),
-                        torch.cat([s.probs for s in sets]), unc, image_wh)
-
-
 class TiledPipeline(Pipeline):
     """A :class:`Pipeline` that detects on overlapping tiles of each image and merges them.
 
@@ -182,7 +170,7 @@ class TiledPipeline(Pipeline):
                 wh = image_size(originals[k])
                 pooled[k].append(cand if t is None else map_tile_boxes(cand, t, wh))
         self.last_forward_ms = [forward_ms / max(1, len(originals))] * len(originals)
-        return [_concat(p, self.backend.classes, image_size(im))
+        return [DetectionSet.concat(p, self.backend.classes, image_size(im))
                 for p, im in zip(pooled, originals)]
 
     def detect_images(self, originals: Sequence[torch.Tensor]) -> List[DetectionSet]:

@@ -15,7 +15,7 @@ every earlier layer. It owns:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, ClassVar, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CfgError
 from .activations import get_activation
 from .base import BuildContext, Layer, check_weights_size
 from .batchnorm import BN_EPS, batchnorm_infer, batchnorm_train

@@ -10,9 +10,8 @@ Box decoding, NMS and the loss read the options kept on this object under Darkne
 """
 from __future__ import annotations
 
-import os
 import warnings
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 

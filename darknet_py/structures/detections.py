@@ -44,6 +44,23 @@ class DetectionSet:
     def empty(cls, classes: int, image_size: tuple = (0, 0)) -> "DetectionSet":
         return cls(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, classes), None, image_size)
 
+    @classmethod
+    def concat(cls, parts: Sequence["DetectionSet"], classes: int,
+               image_size: tuple) -> "DetectionSet":
+        """The rows of several sets of one image, in order (heads of a network, tiles of an
+        image); uncertainties are kept when any part has them (zeros for the others)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty(classes, image_size)
+        if len(parts) == 1:
+            return parts[0]
+        unc = None
+        if any(p.uncertainty is not None for p in parts):
+            unc = torch.cat([p.uncertainty if p.uncertainty is not None else torch.zeros(len(p), 4)
+                             for p in parts])
+        return cls(torch.cat([p.boxes for p in parts]), torch.cat([p.objectness for p in parts]),
+                   torch.cat([p.probs for p in parts]), unc, image_size)
+
 
 @dataclass
 class Detection:

@@ -110,7 +110,6 @@ class TrainChart:
                 p = os.path.join(folder, name)
                 try:
                     atomic_write_bytes(p, buf.tobytes())
-                    _normal_permissions(p)
                 except OSError as e:
                     # the chart is a picture: a full disk or a read-only folder must not stop
                     # training (the next checkpoint save reports a real problem)
@@ -125,14 +124,3 @@ class TrainChart:
 
 def _axis_label(value: float) -> str:
     return f"{value:2.1f}" if value < 1000 else f"{value:.0f}"
-
-
-def _normal_permissions(path: str) -> None:
-    """The temp file behind the atomic write is 0600 (mkstemp); give the chart the mode a plain
-    ``open`` would: 0666 minus the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass

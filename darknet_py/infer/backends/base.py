@@ -36,7 +36,7 @@ from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from ...errors import DataError, UsageError
+from ...errors import DarknetError, UsageError
 from ...structures.heads import HeadSpec
 
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
@@ -47,6 +47,8 @@ __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend
 CALIBRATE_MAX_SECONDS = 0.4
 
 BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
+#: backends that run on the CPU only (no device rule needed when one is asked for by name)
+CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -130,16 +132,6 @@ def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: in
     return net
 
 
-def _resolve_device(device: Union[None, str, torch.device]) -> torch.device:
-    from ...devices import select_device
-    if device is None:
-        return select_device()
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return select_device(index=dev.index if dev.index is not None else 0)
-    return dev
-
-
 def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend: str = "auto",
                  device: Union[None, str, torch.device] = None, precision: str = "fp32",
                  width: Optional[int] = None, height: Optional[int] = None,
@@ -157,10 +149,11 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         raise UsageError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})",
                          value=precision)
     onnx_file = _is_onnx(model)
-    if device is None and backend in ("fast", "onnxruntime", "openvino"):
+    if device is None and backend in CPU_BACKENDS:
         dev = torch.device("cpu")  # CPU backends asked for by name
     else:
-        dev = _resolve_device(device)
+        from ...devices import select_device
+        dev = select_device(device=device)
     name = default_backend_name(model, dev, precision) if backend == "auto" else backend
     if onnx_file:
         if weights is not None or width or height:
@@ -172,14 +165,13 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         return _onnx_backend(name, os.fspath(model), precision, threads)
     if name in ("onnxruntime", "openvino"):
         from .onnxruntime import cached_export
-        if backend != "auto":
+        try:
             path = cached_export(model, weights, width=width, height=height, network=network)
             return _onnx_backend(name, path, precision, threads)
-        try:   # auto: a model the export or the runtime cannot take runs on the fast plan
-            path = cached_export(model, weights, width=width, height=height, network=network)
-            return _onnx_backend(name, path, precision, threads)
-        except (UsageError, DataError, RuntimeError, ValueError, NotImplementedError, OSError):
-            name = "fast"
+        except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError):
+            if backend != "auto":
+                raise
+            name = "fast"   # auto: a model the export or the runtime cannot take runs on fast
     net = network if network is not None else load_network(model, weights, width=width,
                                                            height=height)
     if name == "exact":

@@ -9,7 +9,7 @@ from the VOC XMLs of the reference data, whose images are only symlinked::
 
     python tools/train_curve.py                                     # the default recipe
     python tools/train_curve.py --data obj.data --cfg my.cfg --weights yolov4-tiny.conv.29 \\
-        --bf16 --max-batches 2000 --workdir run1
+        --no-bf16 --max-batches 2000 --workdir run1
     python tools/train_curve.py --eval-only --data obj.data --cfg my.cfg --backup backup/
     python tools/train_curve.py ... --reference ../shared/oracle/train_curve/darknet_map_val.tsv
 
@@ -353,7 +353,10 @@ def parse_args(argv=None):
     p.add_argument("--saveweights", type=int, default=None,
                    help="save a numbered checkpoint every N iterations")
     p.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches")
-    p.add_argument("--bf16", action="store_true", default=None, help="CPU bf16 autocast (-bf16)")
+    p.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                   help="CPU bf16 autocast (-bf16; the default where the CPU has native bf16)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="CPU: train in fp32 (-no_bf16)")
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--seed", type=int, default=None, help="seed the augmentation")
     p.add_argument("--clear", action="store_true", help="restart the iteration count (-clear)")

@@ -1,17 +1,16 @@
 """Training precision and memory layout: fp32, bf16 autocast on CPU, fp16 autocast on CUDA.
 
 * CUDA: fp16 autocast with a ``GradScaler`` (on by default, ``-no_amp`` for fp32).
-* CPU: fp32 by default; ``-bf16`` turns on bf16 autocast with channels-last where the CPU has
-  native bf16 kernels (oneDNN with AVX512-BF16 or AMX,
-  :func:`darknet_py.devices.cpu_bf16_supported`; elsewhere bf16 would be emulated and slower, so
-  it stays fp32 with a warning). bf16 has fp32's exponent range: no loss scaling is needed.
+* CPU: bf16 autocast with channels-last by default where the CPU has native bf16 kernels (oneDNN
+  with AVX512-BF16 or AMX, :func:`darknet_py.devices.cpu_bf16_supported`); elsewhere bf16 would be
+  emulated and slower, so the CPU trains in fp32 (``-bf16`` there warns and stays fp32).
+  ``-no_bf16`` trains in fp32 everywhere: Darknet's arithmetic, and what the oracle parity tests
+  use. bf16 has fp32's exponent range: no loss scaling is needed.
 
-  Why opt-in: on a shared 2-core AVX512-BF16/AMX machine, the issue-17 recipe (batch 16,
-  subdivisions 2, 320x320, one core) took 1.6-2.7x less time per iteration with bf16 (medians of
-  interleaved runs), with the same loss for the first iterations; but a parity of the final mAP
-  (400 iterations) with fp32 is not measured yet, and 120-iteration fine-tunes on the synthetic
-  shapes set ended with a slightly higher loss (+0.01 to +0.02 with the heads in fp32) and mAPs
-  too noisy to compare (34-82% for either precision, same seeds).
+  Why on by default (issue 17, face-mask set, yolov4-tiny from conv.29, batch 16, 320x320, one
+  thread per process, docs/benchmarks.md "Training"): 2.1x less time per iteration than fp32 on
+  an idle AVX512-BF16/AMX core (1.46 vs 3.1 s), and the same mAP@0.5 on ``val.list`` after the
+  issue's 400-iteration recipe, within a point for each of two seeds.
 
 Under either autocast only the convolutions run in low precision, except the convolution in
 front of each [yolo] layer (:meth:`Precision.prepare`), whose output is the loss's input: Darknet's
@@ -85,8 +84,8 @@ def choose_precision(device: torch.device, amp: Optional[bool] = None,
                      channels_last: Optional[bool] = None) -> Precision:
     """The precision ``detector train`` uses on ``device``.
 
-    ``amp``: CUDA fp16 autocast (default on). ``bf16``: CPU bf16 autocast (default off; ``True``
-    on a CPU without native bf16 warns and trains in fp32).
+    ``amp``: CUDA fp16 autocast (default on). ``bf16``: CPU bf16 autocast (default: on where the
+    CPU has native bf16; ``True`` on a CPU without it warns and trains in fp32).
     ``channels_last``: default on for CUDA, and on CPU together with bf16 (oneDNN's bf16
     convolutions want NHWC).
     """
@@ -96,7 +95,9 @@ def choose_precision(device: torch.device, amp: Optional[bool] = None,
         cl = True if channels_last is None else channels_last
         return Precision("cuda", dtype, cl)
     dtype = None
-    if bf16:
+    if bf16 is None:
+        dtype = torch.bfloat16 if cpu_bf16_supported() else None
+    elif bf16:
         if cpu_bf16_supported():
             dtype = torch.bfloat16
         else:

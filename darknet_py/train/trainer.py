@@ -46,7 +46,7 @@ class TrainOptions:
     gpu_index: Optional[int] = None      # Darknet's -i N (-gpus wins); negative = CPU
     nogpu: bool = False                  # Darknet's -nogpu: the CPU even when CUDA is there
     amp: Optional[bool] = None          # CUDA fp16 autocast; default: on
-    bf16: Optional[bool] = None         # CPU bf16 autocast (-bf16); default: off
+    bf16: Optional[bool] = None         # CPU bf16 autocast; None: where the CPU has native bf16
     channels_last: Optional[bool] = None
     workers: int = 2
     seed: Optional[int] = None

@@ -111,8 +111,10 @@ def conv_params(path, cfg):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = make_tiny_workdir(tmp_path_factory.mktemp("ddp_eq"))
+    # fp32: the test is about distributed semantics; bf16 convolutions may round a 2-image and a
+    # 4-image batch differently
     args = ["detector", "train", "DATA", "tiny.cfg", "-dont_show", "-max_batches", "2",
-            "-seed", "11"]
+            "-seed", "11", "-no_bf16"]
     one = run_cli(*[a.replace("DATA", "one.data") for a in args], "-workers", "2", cwd=root,
                   timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]

@@ -13,8 +13,8 @@ from conftest import REPO
 def test_choice(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: True)
-    assert choose_precision(cpu).dtype is None                  # default: fp32
-    assert not choose_precision(cpu).channels_last
+    auto = choose_precision(cpu)               # default where the CPU has it: bf16, NHWC
+    assert auto.dtype == torch.bfloat16 and auto.channels_last
     p = choose_precision(cpu, bf16=True)
     assert p.dtype == torch.bfloat16 and p.channels_last and not p.needs_grad_scaler
     assert choose_precision(cpu, bf16=False).dtype is None
@@ -26,6 +26,8 @@ def test_choice(monkeypatch):
     monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16"):
         assert choose_precision(cpu, bf16=True).dtype is None
+    assert choose_precision(cpu).dtype is None                 # default there: fp32, no warning
+    assert not choose_precision(cpu).channels_last
 
 
 @pytest.mark.skipif(not devices.cpu_bf16_supported(), reason="CPU without native bf16")

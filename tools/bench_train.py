@@ -210,6 +210,10 @@ def main(argv=None) -> int:
     print(f"| implementation | iterations timed | s/iteration (median) | images/s | ratio |")
     print(f"|---|---|---|---|---|")
     for run in runs:
+        if len(run.seconds) < 5:
+            print(f"note: only {len(run.seconds)} timed iterations of {run.name}: raise "
+                  f"--iterations for a steadier median", file=sys.stderr)
+    for run in runs:
         print(f"| {run.name} | {len(run.seconds)} | {run.median_s:.2f} | {run.images_per_s:.2f} "
               f"| {reference.median_s / run.median_s:.2f}x |")
     return 0

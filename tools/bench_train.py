@@ -2,7 +2,7 @@
 """Training throughput of darknet-py against Darknet's CPU build, side by side in one run.
 
 Darknet runs on one core (``taskset -c 0``, ``OMP_NUM_THREADS=1``) for the whole measurement
-while the darknet-py variants (fp32, bf16, ...) run one after the other on another core, so every
+while the darknet-py variants (fp32, bf16) run one after the other on another core, so every
 process shares the machine (memory bandwidth, caches) with the same kind of neighbour. Each
 process trains the same cfg from the same start weights for ``--iterations`` iterations; the
 seconds per iteration are read from the iteration lines both print
@@ -17,7 +17,8 @@ and the ratio to Darknet::
 both implementations train then has ``mosaic=0`` (the loader runs beside the network in both, so
 this changes little). Without ``--darknet`` (and no ``darknet`` on PATH) only the darknet-py
 variants run, with ratios to the first one. Nothing is written next to the inputs: the cfg copy,
-the .data copy (``backup=`` replaced) and the checkpoints go to a temporary folder.
+the .data copy (``backup=`` replaced), the logs and the checkpoints go to
+``<folder>/<run>/`` in a temporary folder (``--keep DIR`` to keep them).
 """
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_curve import data_with  # noqa: E402  (one .data copier for the tools)
 
 ITERATION_LINE = re.compile(r"^\s*(\d+): [-\d.naif]+, [-\d.naif]+ avg loss, [-\d.e]+ rate, "
                             r"([\d.]+) seconds, (\d+) images")
@@ -73,8 +77,11 @@ def parse_iterations(text: str, warmup: int) -> Run:
 
 
 def prepared_inputs(data: Path, cfg: Path, iterations: int, mosaic: Optional[int],
-                    folder: Path, name: str) -> (Path, Path):
-    """Copies of ``cfg`` (max_batches, mosaic, burn-in kept) and ``data`` (own backup folder)."""
+                    folder: Path, name: str) -> Tuple[Path, Path]:
+    """``<folder>/<name>/``: a copy of ``cfg`` (``max_batches`` and ``mosaic`` replaced, the rest
+    kept) and of ``data`` (train_curve's copy: paths made absolute, ``backup=`` its own folder)."""
+    run_dir = folder / name
+    run_dir.mkdir()
     cfg_lines = []
     for line in cfg.read_text().splitlines():
         key = line.split("=", 1)[0].strip()
@@ -83,16 +90,10 @@ def prepared_inputs(data: Path, cfg: Path, iterations: int, mosaic: Optional[int
         elif key == "mosaic" and mosaic is not None:
             line = f"mosaic={mosaic}"
         cfg_lines.append(line)
-    out_cfg = folder / f"{name}.cfg"
+    out_cfg = run_dir / f"{name}.cfg"
     out_cfg.write_text("\n".join(cfg_lines) + "\n")
-    backup = folder / f"backup_{name}"
-    backup.mkdir()
-    data_lines = [ln for ln in data.read_text().splitlines()
-                  if ln.split("=", 1)[0].strip() not in ("backup", "saveweights")]
-    data_lines.append(f"backup={backup}")
-    out_data = folder / f"{name}.data"
-    out_data.write_text("\n".join(data_lines) + "\n")
-    return out_data, out_cfg
+    (run_dir / "backup").mkdir()
+    return data_with(data, run_dir, saveweights=None, backup=None), out_cfg
 
 
 def cores() -> List[int]:
@@ -153,12 +154,13 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     env = one_thread_env()
     dn_proc = dn_log = None
+    dn_log_path = folder / "darknet" / "train.log"
     try:
         if darknet:
             # Darknet trains until it is stopped: enough iterations to outlast the variants
             dn_data, dn_cfg = prepared_inputs(args.data, args.cfg, 100000, args.mosaic,
                                               folder, "darknet")
-            dn_log = open(folder / "darknet.log", "w")
+            dn_log = open(dn_log_path, "w")
             dn_proc = subprocess.Popen(
                 pinned(0, [darknet, "detector", "train", str(dn_data), str(dn_cfg),
                            str(args.weights), "-dont_show"]),
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
         for v in variants:
             data, cfg = prepared_inputs(args.data, args.cfg, args.iterations, args.mosaic,
                                         folder, f"darknet-py-{v}")
-            log = folder / f"darknet-py-{v}.log"
+            log = folder / f"darknet-py-{v}" / "train.log"
             print(f"darknet-py {v}: {args.iterations} iterations ...", flush=True)
             with open(log, "w") as fh:
                 rc = subprocess.call(pinned(1 if darknet else 0, darknet_py_argv(
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
             text = log.read_text()
             if rc != 0:
                 print(text[-2000:], file=sys.stderr)
-                print(f"darknet-py {v} failed (exit {rc}); log: {log}", file=sys.stderr)
+                print(f"darknet-py {v} failed (exit {rc})", file=sys.stderr)
                 return 1
             run = parse_iterations(text, args.warmup)
             run.name = f"darknet-py {v}"
@@ -185,15 +187,13 @@ def main(argv=None) -> int:
         if dn_proc is not None:
             time.sleep(0.5)
             if dn_proc.poll() is not None:
-                text = (folder / "darknet.log").read_text()
-                print(text[-2000:], file=sys.stderr)
-                print(f"Darknet exited early (exit {dn_proc.returncode}); log: "
-                      f"{folder / 'darknet.log'}", file=sys.stderr)
+                print(dn_log_path.read_text()[-2000:], file=sys.stderr)
+                print(f"Darknet exited early (exit {dn_proc.returncode})", file=sys.stderr)
                 return 1
             dn_proc.terminate()
             dn_proc.wait()
             dn_log.close()
-            reference = parse_iterations((folder / "darknet.log").read_text(), args.warmup)
+            reference = parse_iterations(dn_log_path.read_text(), args.warmup)
             reference.name = f"Darknet ({darknet})"
             runs.insert(0, reference)
     finally:

@@ -95,12 +95,10 @@ def choose_precision(device: torch.device, amp: Optional[bool] = None,
         cl = True if channels_last is None else channels_last
         return Precision("cuda", dtype, cl)
     dtype = None
-    if bf16 is None:
-        dtype = torch.bfloat16 if cpu_bf16_supported() else None
-    elif bf16:
+    if bf16 is not False:                       # None (default) or True: bf16 where native
         if cpu_bf16_supported():
             dtype = torch.bfloat16
-        else:
+        elif bf16:
             warnings.warn("-bf16: this CPU has no native bf16 (AVX512-BF16/AMX); training in fp32",
                           stacklevel=2)
     cl = (dtype is not None) if channels_last is None else channels_last

@@ -44,7 +44,8 @@ def test_parse_iterations_drops_warmup_and_reads_images_per_iteration():
         _tool().parse_iterations(DARKNET_LINES, warmup=4)
 
 
-def test_prepared_inputs_change_only_schedule_mosaic_and_backup(tmp_path):
+def test_prepared_inputs_change_only_schedule_mosaic_and_backup(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)        # relative paths of the .data resolve against it
     cfg = tmp_path / "a.cfg"
     cfg.write_text("[net]\nbatch=16\nmax_batches = 400\nmosaic=1\nburn_in=100\n")
     data = tmp_path / "a.data"
@@ -52,9 +53,11 @@ def test_prepared_inputs_change_only_schedule_mosaic_and_backup(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     new_data, new_cfg = _tool().prepared_inputs(data, cfg, 12, 0, out, "x")
+    assert new_cfg == out / "x" / "x.cfg"
     assert new_cfg.read_text() == "[net]\nbatch=16\nmax_batches=12\nmosaic=0\nburn_in=100\n"
-    assert new_data.read_text() == f"classes=3\ntrain=train.txt\nbackup={out / 'backup_x'}\n"
-    assert (out / "backup_x").is_dir()
+    assert new_data.read_text() == (f"classes=3\ntrain={tmp_path / 'train.txt'}\n"
+                                    f"backup={out / 'x' / 'backup'}\n")
+    assert (out / "x" / "backup").is_dir()
     assert cfg.read_text().count("400") == 1          # the user's files are untouched
 
 
@@ -87,8 +90,9 @@ def test_side_by_side_run_prints_ratios_to_darknet(tmp_path, monkeypatch):
     assert py, table
     assert float(py.group(3)) == pytest.approx(float(py.group(2)) / 0.5, rel=0.01)
     kept = tmp_path / "kept"
-    assert "max_batches=4" in (kept / "darknet-py-fp32.cfg").read_text()
-    assert (kept / "backup_darknet-py-fp32" / "darknet-py-fp32_final.weights").is_file()
+    assert "max_batches=4" in (kept / "darknet-py-fp32" / "darknet-py-fp32.cfg").read_text()
+    assert (kept / "darknet-py-fp32" / "backup" / "darknet-py-fp32_final.weights").is_file()
+    assert (kept / "darknet" / "train.log").read_text().startswith(" 1: 9.0, 9.0 avg loss")
     assert not any(p.name.startswith("backup") for p in work.iterdir())
 
 

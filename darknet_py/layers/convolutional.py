@@ -3,8 +3,8 @@
 Options: filters, size, stride / stride_x / stride_y, pad (=> padding = size/2) / padding,
 dilation (padding is multiplied by it, as Darknet's im2col does), groups (incl. depthwise),
 batch_normalize, activation, share_index (weights shared with another conv, not stored),
-xnor (binary weights and inputs), flipped (transposed weights in the file), dontload,
-dontloadscales.
+xnor (binary weights and inputs, with the GPU build's straight-through gradients), flipped
+(transposed weights in the file), dontload, dontloadscales.
 
 Weights layout in .weights: biases[n], then if batch_normalize scales[n], rolling_mean[n],
 rolling_variance[n], then weights[n * c/groups * size * size].
@@ -24,6 +24,54 @@ from .batchnorm import BN_EPS, batchnorm_infer, batchnorm_train
 #: rolling-statistics momentum used in training (Darknet's GPU/cuDNN path uses 0.01, CPU 0.1)
 BN_MOMENTUM_GPU = 0.01
 BN_MOMENTUM_CPU = 0.1
+
+
+def _binarize_weights(weight: torch.Tensor) -> torch.Tensor:
+    """Darknet's ``binarize_weights``: ``sign(w) * mean(|w|)`` per filter (``w > 0`` is +)."""
+    scale = weight.abs().mean(dim=(1, 2, 3), keepdim=True)
+    return torch.where(weight > 0, scale, -scale)
+
+
+def _binarize_input(x: torch.Tensor) -> torch.Tensor:
+    """Darknet's ``binarize_cpu``: +1 where ``x > 0``, else -1."""
+    return torch.where(x > 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class _BinarizeWeights(torch.autograd.Function):
+    """xnor weights with Darknet's gradient: the identity (straight through).
+
+    ``backward_convolutional_layer_gpu`` accumulates the filter gradient cuDNN computes for the
+    binarised weights into ``weight_updates``, which ``update_convolutional_layer_gpu`` applies to
+    the real-valued weights: neither the sign nor the per-filter mean is differentiated."""
+
+    @staticmethod
+    def forward(ctx, weight):  # type: ignore[override]
+        return _binarize_weights(weight)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+class _BinarizeInput(torch.autograd.Function):
+    """xnor input with Darknet's gradient: through where ``-1 < x < 1``, zero elsewhere.
+
+    ``backward_convolutional_layer_gpu`` computes the input delta with the binarised weights (its
+    ``swap_binary``) and then multiplies it by ``gradient_array(original_input, HARDTAN)``, i.e.
+    ``1`` for ``-1 < x < 1`` and ``0`` outside. Because the convolution here runs on the
+    binarised input, the weight gradient is taken against it too, as in the GPU build (the CPU
+    build, ``backward_convolutional_layer``, uses the real input and weights and no clipping; the
+    GPU build is what people train with)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return _binarize_input(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * ((x > -1) & (x < 1)).to(grad.dtype)
 
 
 class ConvolutionalLayer(Layer):
@@ -170,10 +218,15 @@ class ConvolutionalLayer(Layer):
     # -------------------------------------------------------------- forward
     def _conv(self, x, weight):
         if self.xnor:
-            # Darknet's binarize_weights: sign(w) * mean(|w|) per filter; binarize_cpu on input
-            scale = weight.abs().mean(dim=(1, 2, 3), keepdim=True)
-            weight = torch.where(weight > 0, scale, -scale)
-            x = torch.where(x > 0, torch.ones_like(x), -torch.ones_like(x))
+            if torch.is_grad_enabled():
+                # the same values, with Darknet's straight-through gradients (_BinarizeWeights,
+                # _BinarizeInput); without autograd the plain ops keep export and inference as
+                # they were
+                weight = _BinarizeWeights.apply(weight)
+                x = _BinarizeInput.apply(x)
+            else:
+                weight = _binarize_weights(weight)
+                x = _binarize_input(x)
         return F.conv2d(x, weight, None, (self.stride_y, self.stride_x),
                         self.pad * self.dilation, self.dilation, self.groups)
 

@@ -182,6 +182,9 @@ class Trainer:
         self.use_amp = self.precision.enabled
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.needs_grad_scaler)
         self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
+        from .ema import WeightsEMA
+        #: [net] ema_alpha: Darknet's average of the conv weights (None without it)
+        self.ema = WeightsEMA.for_network(self.net)
         self.source = self._make_source()
 
     def _remove_stale_temp_files(self) -> None:
@@ -267,6 +270,12 @@ class Trainer:
             return float("nan")
         self.iteration += 1
         self.optimizer.step(self.iteration, scaler=self.scaler)
+        if self.ema is not None:
+            for line in self.ema.after_update(self.iteration):
+                # Darknet prints the update line every iteration of the second half; only
+                # -verbose repeats it, the initialisation and the apply always show
+                if self.opts.verbose or not line.startswith(" ema_update()"):
+                    self.log(line)
         return loss
 
     # ------------------------------------------------------------------ evaluation
@@ -320,6 +329,21 @@ class Trainer:
         self.net.seen = self.iteration * self.images_per_iter
         self.net.save_weights(path)
         self.last_good = path
+
+    def save_last(self) -> None:
+        """``<cfg>_last.weights``, then, once the weights average has started, the averaged
+        ``<cfg>_ema.weights`` (Darknet writes both at the same point of ``train_detector``)."""
+        self.save(self.save_policy.path("last"))
+        if self.ema is None or not self.ema.initialized or not self.is_main:
+            return
+        path = self.save_policy.path("ema")
+        bad = self.ema.first_nonfinite_layer()
+        if bad is not None:       # keep the last good average rather than a useless one
+            self.log(f" EMA weights not saved: the average of layer {bad} is NaN/inf")
+            return
+        self.log(f"Saving weights to {path}")
+        self.ema.save(path)
+        self.log(f" EMA weights are saved to the file: {path} ")
 
     def _last_good_hint(self) -> str:
         if self.last_good:
@@ -414,7 +438,7 @@ class Trainer:
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
-                    self.save(self.save_policy.path("last"))
+                    self.save_last()
                 if o.chart and self.is_main:
                     paths = self.chart.save(self.backup if not o.dont_show else ".", self.base,
                                             avg_time)
@@ -422,7 +446,7 @@ class Trainer:
                         self.http.update(paths, it, cfgc.max_batches, loss, avg_loss,
                                          self.optimizer.rate(it), last_map, best_map, avg_time)
             if self._stop_requested:
-                self.save(self.save_policy.path("last"))
+                self.save_last()
                 self.log("Interrupted: last weights saved; resume with the same command and "
                          f"{self.save_policy.path('last')}")
                 return

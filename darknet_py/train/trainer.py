@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -128,6 +129,10 @@ class Trainer:
             raise DataError(f"classes={data_classes} in {o.data} but classes={classes} in the "
                             f"[yolo] layers of {o.cfg}", file=o.data)
         self.classes = classes
+        from .options import training_warning
+        warning = training_warning(self.net) if self.is_main else None
+        if warning:    # once, at start: what of this cfg darknet-py will not train as Darknet
+            warnings.warn(warning, stacklevel=2)
         names_path = self.data_cfg.names_or_default()
         self.names = read_names(names_path) if os.path.exists(names_path) else \
             [str(i) for i in range(classes)]

@@ -19,7 +19,7 @@ it), so a new option cannot go unclassified. ``darknet-py cfg options`` prints t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..model.cfg import Section, _clean_value
 
@@ -126,11 +126,11 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
             "clip"),
     **_opts(ANY_LAYER, IMPLEMENTED, "load_weights skips the layer / its BN values",
             "dontload", "dontloadscales"),
-    **_opts(ANY_LAYER, IGNORED, "freezing is not implemented: every layer below it trains "
-            "(Darknet: no backward from this layer down, for ever with 1, before iteration N "
-            "with N)", "stopbackward", default="0"),
-    **_opts(ANY_LAYER, IGNORED, "not implemented: the gradient still flows back through this "
-            "layer (Darknet skips its backward)", "onlyforward", default="0"),
+    **_opts(ANY_LAYER, IMPLEMENTED, "no gradient to this layer and those below it (for ever "
+            "with 1, the layers below then in inference mode and not updated; for iterations "
+            "1..N with N), as the GPU build (train/freeze.py)", "stopbackward"),
+    **_opts(ANY_LAYER, IMPLEMENTED, "the gradient does not flow back through this layer "
+            "(train/freeze.py)", "onlyforward"),
     # ----------------------------------------------------------------- [convolutional]
     **_opts("convolutional", IMPLEMENTED, "binary weights and inputs, straight-through "
             "gradients of the GPU build", "xnor"),
@@ -287,32 +287,16 @@ def unimplemented_training_options(net) -> List[SetOption]:
 
 
 def untrained_branches(net) -> List[Tuple[object, List[int]]]:
-    """For each loss-only ``[contrastive]`` layer: the layers whose output reaches it but no
-    detection head. darknet-py has no contrastive loss, so they get no gradient."""
-    layers = list(net.layers)
-    consumers: Dict[int, List[int]] = {i: [] for i in range(len(layers))}
-    for layer in layers:
-        srcs = set(int(i) for i in layer.inputs)
-        if layer.uses_previous and layer.index > 0:
-            srcs.add(layer.index - 1)
-        for i in srcs:
-            consumers[i].append(layer.index)
-
-    def reaches(targets: Iterable[int]) -> List[bool]:
-        hit = [False] * len(layers)
-        for t in targets:
-            hit[t] = True
-        for i in range(len(layers) - 1, -1, -1):       # consumers always come later
-            if not hit[i] and any(hit[j] for j in consumers[i]):
-                hit[i] = True
-        return hit
-
-    heads = reaches(l.index for l in layers if l.is_head)
-    out = []
+    """For each loss-only ``[contrastive]`` layer: the layers with parameters whose output
+    reaches it but no detection head. darknet-py has no contrastive loss: they get no gradient."""
     from ..layers.contrastive import ContrastiveLayer
+    from .freeze import reaching
+    layers = list(net.layers)
+    heads = reaching(net, [int(l.index) for l in layers if l.is_head])
+    out = []
     for layer in layers:
         if isinstance(layer, ContrastiveLayer):
-            feeds = reaches([layer.index])
+            feeds = reaching(net, [int(layer.index)])
             branch = [i for i in range(layer.index) if feeds[i] and not heads[i]
                       and any(True for _ in layers[i].parameters())]
             out.append((layer, branch))

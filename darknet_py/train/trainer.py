@@ -179,11 +179,15 @@ class Trainer:
                  f"Decay: {cfgc.decay:g}")
         for h in self.net.heads:
             self.log(f" Detection layer: {h.index} - type = {28 if h.table_name == 'yolo' else 0} ")
+        from .freeze import BackwardStops
+        #: stopbackward / onlyforward: where Darknet's backward stops (None without them)
+        self.stops = BackwardStops.for_network(self.net)
         self.model = self.net
         if self.world > 1:
+            # layers cut off by stopbackward get no gradient: DDP must not wait for theirs
             self.model = torch.nn.parallel.DistributedDataParallel(
                 _RawHeads(self.net), device_ids=[self.device.index] if self.device.type == "cuda"
-                else None)
+                else None, find_unused_parameters=self.stops is not None)
         self.use_amp = self.precision.enabled
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.needs_grad_scaler)
         self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
@@ -248,6 +252,8 @@ class Trainer:
         net_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad()
+        if self.stops is not None:
+            self.stops.begin_iteration(self.iteration)
         seen = 0
         mini_batch = max(1, cfgc.mini_batch)    # global: the ranks' shards add up to it
         for _ in range(subdiv):
@@ -274,6 +280,8 @@ class Trainer:
         if bad or not math.isfinite(loss):
             return float("nan")
         self.iteration += 1
+        if self.stops is not None:
+            self.stops.before_step()
         self.optimizer.step(self.iteration, scaler=self.scaler)
         if self.ema is not None:
             for line in self.ema.after_update(self.iteration):

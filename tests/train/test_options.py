@@ -25,11 +25,7 @@ EXPECTED_IGNORED = {
         "ignore_thresh", "truth_thresh", "iou_thresh", "uc_normalizer", "cls_normalizer",
         "iou_normalizer", "iou_loss")},
     "yolov3-tiny_occlusion_track": {"net:track", "net:time_steps", "net:augment_speed"},
-    **{c: {"convolutional:stopbackward"} for c in (
-        "yolov4-csp-swish", "yolov4-csp-x-swish-frozen", "yolov4-csp-x-swish", "yolov4-custom",
-        "yolov4-p5-frozen", "yolov4-sam-mish-csp-reorg-bfm", "yolov4x-mish")},
-    "yolov4-tiny_contrastive": {"net:contrastive", "net:contrastive_jit_flip",
-                                "route:onlyforward"},
+    "yolov4-tiny_contrastive": {"net:contrastive", "net:contrastive_jit_flip"},
 }
 
 
@@ -86,7 +82,7 @@ channels=3
 filters=18
 size=1
 activation=linear
-stopbackward={stop}
+grad_centr={gc}
 
 [yolo]
 mask=0,1,2
@@ -97,12 +93,12 @@ num=3
 
 
 def test_warning_names_ignored_options_with_their_lines():
-    net = _net(NET.format(extra="adversarial_lr=0.05\ntrack=0\nangle=7", stop=800))
+    net = _net(NET.format(extra="adversarial_lr=0.05\ntrack=0\nangle=7", gc=1))
     assert O.training_warning(net) == (
         "t.cfg: training options darknet-py does not implement (ignored): adversarial_lr=0.05 "
-        "(line 6); [convolutional] stopbackward=800 (line 13)")
-    # Darknet's defaults (track=0, stopbackward=0) and unused options (angle) are not reported
-    assert O.training_warning(_net(NET.format(extra="track=0\nangle=7", stop=0))) is None
+        "(line 6); [convolutional] grad_centr=1 (line 13)")
+    # Darknet's defaults (track=0, grad_centr=0) and unused options (angle) are not reported
+    assert O.training_warning(_net(NET.format(extra="track=0\nangle=7", gc=0))) is None
 
 
 def test_contrastive_branch_is_named():
@@ -113,7 +109,7 @@ def test_contrastive_branch_is_named():
     text = O.training_warning(net)
     assert text.endswith("[contrastive] (line 447) has no loss in darknet-py: layers 44-48, "
                          "which feed only it, are not trained")
-    assert "contrastive=1 (line 18)" in text and "[route] onlyforward=1 (lines 344, 352)" in text
+    assert "contrastive=1 (line 18)" in text and "onlyforward" not in text    # implemented
 
 
 def test_detector_train_warns_once(tmp_path):
@@ -150,17 +146,18 @@ def test_cfg_options_command(tmp_path):
     out = res.stdout
     assert "resnet50" not in out                              # not a detection cfg
     assert out.count(str(folder)) == 2
-    assert ("  ignored      [convolutional] stopbackward=800 (line 744): freezing is not "
-            "implemented") in out
+    assert "  implemented  [convolutional] stopbackward=800 (line 744): no gradient to " in out
     assert "  implemented  [yolo] ignore_thresh=.7 (lines 973, 1061, 1149): " in out
     assert "  unused       angle=0 (line 13): " in out
+    (folder / "yolov4-custom.cfg").write_text((folder / "yolov4-custom.cfg").read_text().replace(
+        "mosaic=1", "mosaic=1\ntrack=1"))
     res = CliRunner().invoke(cli_main, ["cfg", "options", "--ignored", str(folder)])
     assert res.stdout.splitlines() == [
         os.path.join(str(folder), "yolov4-custom.cfg"),
-        "  ignored      [convolutional] stopbackward=800 (line 744): "
-        + O.TRAINING_OPTIONS[("*", "stopbackward")].what]
+        "  ignored      track=1 (line 27): " + O.TRAINING_OPTIONS[("net", "track")].what]
     res = CliRunner().invoke(cli_main, ["cfg", "options", "--summary", str(folder)])
-    assert re.search(r"(?m)^ignored +\[convolutional\] stopbackward +1 cfgs  ", res.stdout)
+    assert re.search(r"(?m)^implemented +\[convolutional\] stopbackward +1 cfgs  ", res.stdout)
+    assert re.search(r"(?m)^ignored +track +1 cfgs  ", res.stdout)
     assert re.search(r"(?m)^implemented +batch +2 cfgs  ", res.stdout)
     res = CliRunner().invoke(cli_main, ["cfg", "options", str(tmp_path / "nope.cfg")])
     assert res.exit_code == 1 and res.output.strip().endswith("nope.cfg: cfg file or folder not "

@@ -29,6 +29,11 @@ Mirrors, from AlexeyAB's ``network.c`` and ``detector.c``:
   is. Numbered, ``_best``, ``_final`` files and the ``-map`` evaluation use the trained weights
   (``copy_weights_net``), never the average.
 
+Convs below a ``stopbackward=1`` are built with ``train=0`` and get no ``*_ema`` arrays: they are
+not averaged (their weights never change anyway). Darknet's ``save_convolutional_weights_ema``
+would write such a layer from its NULL arrays (the ``-frozen`` cfgs set ``ema_alpha``); darknet-py
+writes the layer's own weights there.
+
 The average is not stored in any file Darknet reads back, so a resumed run starts a new one at
 its first iteration past ``max_batches / 2``; so does darknet-py. ``is_ema_initialized`` looks
 for a non-zero averaged weight; we keep a flag (the same unless every conv weight is exactly 0).
@@ -54,7 +59,7 @@ class WeightsEMA:
     number Darknet's ``cur_iteration`` has then; :meth:`save` writes ``<cfg>_ema.weights``.
     """
 
-    def __init__(self, net, alpha: float, max_batches: int):
+    def __init__(self, net, alpha: float, max_batches: int, train0_below: int = 0):
         self.net = net
         #: Darknet reads ema_alpha into a float; the update runs in float32 arithmetic
         self.alpha = np.float32(alpha)
@@ -64,15 +69,17 @@ class WeightsEMA:
         self.applied = False
         #: (parameter, its average) for every parameter Darknet averages; the averages exist
         #: from the initialisation on (Darknet allocates them zeroed at start-up)
-        self.params: List[torch.nn.Parameter] = _averaged_parameters(net)
+        self.params: List[torch.nn.Parameter] = _averaged_parameters(net, train0_below)
         self.averages: List[torch.Tensor] = []
 
     @classmethod
-    def for_network(cls, net) -> Optional["WeightsEMA"]:
+    def for_network(cls, net, train0_below: int = 0) -> Optional["WeightsEMA"]:
+        """``train0_below``: the layers below it are built with ``train=0`` (``stopbackward=1``,
+        :class:`~darknet_py.train.freeze.BackwardStops`) and have no average."""
         alpha = float(net.config.ema_alpha)
         if alpha == 0:
             return None
-        return cls(net, alpha, net.config.max_batches)
+        return cls(net, alpha, net.config.max_batches, train0_below)
 
     # ------------------------------------------------------------------ Darknet's functions
     @torch.no_grad()
@@ -152,13 +159,15 @@ class WeightsEMA:
         return -1
 
 
-def _averaged_parameters(net) -> List[torch.nn.Parameter]:
+def _averaged_parameters(net, train0_below: int = 0) -> List[torch.nn.Parameter]:
     """Weights, biases and BN scales of every top-level ``[convolutional]`` that owns them: the
-    layers Darknet allocates ``*_ema`` arrays for (a ``share_index`` conv has none, and the convs
-    inside [crnn] & co. are not of type CONVOLUTIONAL in ``ema_update``'s loop)."""
+    layers Darknet allocates ``*_ema`` arrays for (a ``share_index`` conv has none, nor has a
+    conv built with ``train=0`` below a ``stopbackward=1``, and the convs inside [crnn] & co. are
+    not of type CONVOLUTIONAL in ``ema_update``'s loop)."""
     out: List[torch.nn.Parameter] = []
     for layer in net.layers:
-        if not isinstance(layer, ConvolutionalLayer) or layer.share_layer is not None:
+        if not isinstance(layer, ConvolutionalLayer) or layer.share_layer is not None \
+                or layer.index < train0_below:
             continue
         out.append(layer.weight)
         out.append(layer.bias)

@@ -193,7 +193,8 @@ class Trainer:
         self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
         from .ema import WeightsEMA
         #: [net] ema_alpha: Darknet's average of the conv weights (None without it)
-        self.ema = WeightsEMA.for_network(self.net)
+        self.ema = WeightsEMA.for_network(
+            self.net, train0_below=self.stops.train0_below if self.stops is not None else 0)
         self.source = self._make_source()
 
     def _remove_stale_temp_files(self) -> None:

@@ -72,6 +72,9 @@ def test_averaged_parameters_are_darknets():
                                            id(conv1.weight), id(conv1.bias)]
     assert (ema.start_point, ema.apply_point) == (1005, 1010)
     assert WeightsEMA.for_network(_net(2010, alpha=0)) is None
+    # below a stopbackward=1 the convs are built with train=0: no average
+    below = WeightsEMA.for_network(net, train0_below=1)
+    assert [id(p) for p in below.params] == [id(conv1.weight), id(conv1.bias)]
 
 
 def test_init_update_apply_follow_train_network_waitkey():

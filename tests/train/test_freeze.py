@@ -211,3 +211,28 @@ def test_ddp_with_stopbackward(tmp_path):
             assert torch.equal(a, s) and torch.equal(b, s), i       # train=0: never updated
     w = [n.layers[10].weight for n in (one, ddp, start)]
     assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])  # decay, the same in both
+
+
+def test_trainer_ema_skips_the_train0_convs(tmp_path):
+    from train_fixtures import make_shapes_workdir
+    from darknet_py.train.trainer import TrainOptions, Trainer
+    work = make_shapes_workdir(tmp_path / "w", n_images=2, size=64, batch=2, max_batches=2)
+    cfg = work / "small.cfg"
+    lines = cfg.read_text().replace("[net]\n", "[net]\nema_alpha=0.9\n", 1).split("\n")
+    headers = [i for i, ln in enumerate(lines) if ln.startswith("[")]
+    lines.insert(headers[11] + 1, "stopbackward=1")
+    cfg.write_text("\n".join(lines))
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        trainer = Trainer(TrainOptions(data="obj.data", cfg="small.cfg", workers=0, chart=False,
+                                       nogpu=True, bf16=False), out=io.StringIO())
+        trainer.setup()
+        trainer.source.close()
+    finally:
+        os.chdir(cwd)
+    averaged = {id(p) for p in trainer.ema.params}
+    assert trainer.stops.train0_below == 10
+    for layer in trainer.net.layers:
+        for p in layer.parameters():
+            assert (id(p) in averaged) == (layer.index >= 10), layer.index

@@ -59,11 +59,11 @@ import numpy as np
 
 from ..errors import CfgError
 from ..infer.image import decode_image
+from ..model.network import Network
 
 log = logging.getLogger("darknet_py.data")
 
 F32 = np.float32
-DETECTION_SECTIONS = ("yolo", "region", "Gaussian_yolo")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -125,24 +125,25 @@ class AugmentConfig:
                        exposure=1.0, blur=0, gaussian_noise=0, mixup=0)
 
     @classmethod
-    def from_cfg(cls, path: str) -> "AugmentConfig":
-        """Read ``[net]`` and the last ``[yolo]``/``[region]``/``[Gaussian_yolo]`` of a cfg."""
-        from ..model.cfg import read_cfg
-        from ..model.netconfig import NetConfig, find_net_section
-        sections = read_cfg(path)
-        net = NetConfig.from_section(find_net_section(sections, str(path)))
-        heads = [s for s in sections if s.type in DETECTION_SECTIONS]
-        if not heads:
+    def from_network(cls, net: Network) -> "AugmentConfig":
+        """The options ``train_detector`` reads: ``[net]``'s, and the built *last* detection
+        layer's ``classes``, ``max_boxes``, ``jitter``, ``resize`` and ``random`` (each head kind
+        with its own defaults, as Darknet asks ``net.layers[net.n - 1]``)."""
+        if not net.heads:
             raise CfgError("no [yolo], [region] or [Gaussian_yolo] layer: not a detector cfg",
-                           file=str(path))
-        head = heads[-1]
-        return cls(width=net.width, height=net.height, channels=net.channels or 3,
-                   classes=head.int("classes", 20), max_boxes=head.int("max", 200),
-                   jitter=head.float("jitter", 0.2), resize=head.float("resize", 1.0),
-                   flip=net.flip, hue=net.hue, saturation=net.saturation, exposure=net.exposure,
-                   blur=net.blur, gaussian_noise=net.gaussian_noise, mixup=net.mixup,
-                   letter_box=net.letter_box, mosaic_bound=net.mosaic_bound,
-                   random=head.float("random", 0.0), resize_step=net.resize_step, file=str(path))
+                           file=net.cfg_path)
+        c, head = net.config, net.heads[-1]
+        return cls(width=c.width, height=c.height, channels=c.channels or 3,
+                   classes=head.classes, max_boxes=head.max_boxes, jitter=head.jitter,
+                   resize=head.resize, flip=c.flip, hue=c.hue, saturation=c.saturation,
+                   exposure=c.exposure, blur=c.blur, gaussian_noise=c.gaussian_noise,
+                   mixup=c.mixup, letter_box=c.letter_box, mosaic_bound=c.mosaic_bound,
+                   random=head.random, resize_step=c.resize_step, file=net.cfg_path)
+
+    @classmethod
+    def from_cfg(cls, path: str) -> "AugmentConfig":
+        """:meth:`from_network` of the network a cfg builds."""
+        return cls.from_network(Network.from_cfg(path))
 
 
 # ----------------------------------------------------------------------------- random helpers

@@ -121,12 +121,13 @@ class Trainer:
             raise UsageError("batch=1 cannot train: set batch=64 subdivisions=16 (or similar) in "
                              f"{o.cfg}")
         if not self.net.heads:
-            raise UsageError(f"{o.cfg} has no [yolo] layer to train")
+            raise UsageError(f"{o.cfg} has no detection layer ([yolo], [Gaussian_yolo] or "
+                             "[region]) to train")
         classes = self.net.heads[-1].classes
         data_classes = self.data_cfg.classes_or_default(classes)
         if data_classes != classes:
             raise DataError(f"classes={data_classes} in {o.data} but classes={classes} in the "
-                            f"[yolo] layers of {o.cfg}", file=o.data)
+                            f"last detection layer of {o.cfg}", file=o.data)
         self.classes = classes
         names_path = self.data_cfg.names_or_default()
         self.names = read_names(names_path) if os.path.exists(names_path) else \
@@ -173,7 +174,7 @@ class Trainer:
         self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
                  f"Decay: {cfgc.decay:g}")
         for h in self.net.heads:
-            self.log(f" Detection layer: {h.index} - type = {28 if h.table_name == 'yolo' else 0} ")
+            self.log(f" Detection layer: {h.index} - type = {h.type_code} ")
         self.model = self.net
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -204,7 +205,7 @@ class Trainer:
         from ..data.augment import AugmentConfig
         from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
         cfgc = self.net.config
-        aug = AugmentConfig.from_cfg(self.opts.cfg)
+        aug = AugmentConfig.from_network(self.net)
         seed = dist.shared_seed(self.opts.seed)   # one seed: every rank shards the same batches
         dataset = DetectionDataset(self.train_paths, aug, seed=seed,
                                    cache_images=self.opts.cache_images)
@@ -219,18 +220,14 @@ class Trainer:
         return _BatchSource(loader)
 
     # ------------------------------------------------------------------ one iteration
-    def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor):
-        from .loss import yolo_loss
+    def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor, seen: int):
+        """The heads' losses on one mini-batch; ``seen`` is Darknet's ``*net.seen`` during this
+        forward (``train_network_datum`` adds the mini-batch before it)."""
+        from .loss import heads_loss
         w, h = x.shape[3], x.shape[2]
         with self.precision.autocast():
             raw = self.model(x, raw_heads=True) if self.world == 1 else self.model(x)
-        costs, stats = [], []
-        for head, r in zip(self.net.heads, raw):
-            cost, st, _ = yolo_loss(r.float(), truth, head, w, h)
-            costs.append(cost)
-            stats.append((head.index, st))
-        total = torch.stack(costs).sum()
-        return total, costs, stats
+        return heads_loss(self.net.heads, raw, truth, w, h, seen)
 
     def train_iteration(self) -> float:
         cfgc = self.net.config
@@ -248,7 +245,8 @@ class Trainer:
             if self._channels_last():
                 x = x.contiguous(memory_format=torch.channels_last)
             truth = truth.to(self.device)
-            total, costs, stats = self._forward_loss(x, truth)
+            total, costs, stats = self._forward_loss(
+                x, truth, int(self.net.seen) + (seen + x.shape[0]) * self.world)
             finite &= torch.isfinite(total.detach())
             # x world: DDP averages the ranks' gradients, the global batch needs their sum
             self.scaler.scale(total * self.world).backward()

@@ -1,9 +1,11 @@
 """``detector train``: Darknet's ``train_detector`` loop on CPU, one GPU, or several via DDP.
 
-One iteration = ``subdivisions`` mini-batches of ``batch/subdivisions`` images whose gradients
-accumulate (Darknet's ``train_network``), then one Darknet SGD update with the learning rate of
-the policy at the new iteration. The printed loss is Darknet's: the mean over yolo layers of
-``l.cost``, averaged over the mini-batches and divided by the mini-batch size.
+One iteration = ``subdivisions`` mini-batches of ``batch/subdivisions`` images (times
+``time_steps``: Darknet's ``net.batch``; with ``track=1`` sequences of consecutive list lines,
+see :class:`~darknet_py.data.dataset.SequenceBatchSampler`) whose gradients accumulate (Darknet's
+``train_network``), then one Darknet SGD update with the learning rate of the policy at the new
+iteration. The printed loss is Darknet's: the mean over yolo layers of
+``l.cost``, averaged over the mini-batches and divided by the images of one (``net.batch``).
 
 Several processes (torchrun, or ``-gpus 0,1``) train with torch DDP on the *global* batch of the
 cfg: each rank loads its shard of the same mini-batches a single process would load and the
@@ -117,6 +119,8 @@ class Trainer:
         cfgc = self.net.config
         if o.max_batches is not None:
             cfgc.max_batches = o.max_batches
+        from .schedule import check_sequences
+        check_sequences(cfgc)       # track=1: sequences that would straddle forward passes
         if cfgc.batch * cfgc.subdivisions == 1 and cfgc.batch == 1:
             raise UsageError("batch=1 cannot train: set batch=64 subdivisions=16 (or similar) in "
                              f"{o.cfg}")
@@ -159,7 +163,9 @@ class Trainer:
                 layer.bn_momentum = BN_MOMENTUM_GPU if self.device.type == "cuda" \
                     else BN_MOMENTUM_CPU
         self.precision.prepare(self.net)
-        self.images_per_iter = cfgc.batch  # Darknet's net.batch * net.subdivisions
+        from .schedule import images_per_iteration
+        # Darknet's imgs = net.batch * net.subdivisions, net.batch counting time_steps
+        self.images_per_iter = images_per_iteration(cfgc)
         self.iteration = int(self.net.seen) // max(1, self.images_per_iter)
         self.save_policy = CheckpointPolicy(
             self.backup, self.base,
@@ -212,11 +218,24 @@ class Trainer:
         schedule = None
         if aug.random:
             schedule = MultiScaleSchedule(cfgc.width, cfgc.height, aug.random, aug.resize_step,
-                                          cfgc.max_batches, cfgc.mini_batch)
-        loader = make_loader(dataset, cfgc.batch, cfgc.subdivisions,
-                             num_workers=self.opts.workers, seed=seed, multiscale=schedule,
-                             max_batches=cfgc.max_batches, start_iteration=self.iteration,
-                             rank=self.rank, world=self.world)
+                                          cfgc.max_batches, cfgc.net_batch)
+        common = dict(num_workers=self.opts.workers, seed=seed, multiscale=schedule,
+                      max_batches=cfgc.max_batches, start_iteration=self.iteration,
+                      rank=self.rank, world=self.world)
+        if cfgc.track:
+            import functools
+            from ..data.dataset import make_sequence_loader
+            from .schedule import loader_seq_subdivisions
+            self.log(f"\n Tracking! batch = {cfgc.net_batch}, subdiv = {cfgc.subdivisions}, "
+                     f"time_steps = {cfgc.time_steps}, mini_batch = {cfgc.mini_batch} ")
+            loader = make_sequence_loader(
+                dataset, cfgc.mini_batch, cfgc.time_steps, cfgc.subdivisions,
+                augment_speed=cfgc.augment_speed,
+                seq_subdivisions=functools.partial(loader_seq_subdivisions, cfgc), **common)
+        else:
+            # with time_steps > 1 (and no track) Darknet's forward pass still takes
+            # net.batch = batch/subdivisions * time_steps random images
+            loader = make_loader(dataset, self.images_per_iter, cfgc.subdivisions, **common)
         return _BatchSource(loader)
 
     # ------------------------------------------------------------------ one iteration
@@ -238,7 +257,8 @@ class Trainer:
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad()
         seen = 0
-        mini_batch = max(1, cfgc.mini_batch)    # global: the ranks' shards add up to it
+        # Darknet's net.batch (time_steps included), global: the ranks' shards add up to it
+        mini_batch = cfgc.net_batch
         for _ in range(subdiv):
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)

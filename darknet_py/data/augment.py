@@ -37,7 +37,9 @@ Deliberate differences:
   permutation (Darknet's ``randomize_boxes`` swaps with a random index, a slightly non-uniform
   shuffle); ``cv::randn`` noise is drawn with numpy.
 * Darknet decides mosaic/mixup (50 %) once per loader thread chunk (``n/threads`` images); we
-  decide per sample, with the same overall rate.
+  decide per sample, with the same overall rate (with ``[net] track=1`` per chunk, as Darknet:
+  :class:`~darknet_py.data.dataset.SequenceBatchSampler`, which also shares one
+  :class:`AugmentDraws` among the images of a chunk).
 * Darknet picks every image of a batch at random with replacement; the first image of a sample
   is the one the sampler asks for, the other mosaic/mixup images are random.
 * The truth has 5 columns (Darknet at this commit has ``truth_size = 6``, the 6th being a
@@ -52,18 +54,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from ..errors import CfgError
 from ..infer.image import decode_image
+from ..model.network import Network
 
 log = logging.getLogger("darknet_py.data")
 
 F32 = np.float32
-DETECTION_SECTIONS = ("yolo", "region", "Gaussian_yolo")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -125,24 +127,25 @@ class AugmentConfig:
                        exposure=1.0, blur=0, gaussian_noise=0, mixup=0)
 
     @classmethod
-    def from_cfg(cls, path: str) -> "AugmentConfig":
-        """Read ``[net]`` and the last ``[yolo]``/``[region]``/``[Gaussian_yolo]`` of a cfg."""
-        from ..model.cfg import read_cfg
-        from ..model.netconfig import NetConfig, find_net_section
-        sections = read_cfg(path)
-        net = NetConfig.from_section(find_net_section(sections, str(path)))
-        heads = [s for s in sections if s.type in DETECTION_SECTIONS]
-        if not heads:
+    def from_network(cls, net: Network) -> "AugmentConfig":
+        """The options ``train_detector`` reads: ``[net]``'s, and the built *last* detection
+        layer's ``classes``, ``max_boxes``, ``jitter``, ``resize`` and ``random`` (each head kind
+        with its own defaults, as Darknet asks ``net.layers[net.n - 1]``)."""
+        if not net.heads:
             raise CfgError("no [yolo], [region] or [Gaussian_yolo] layer: not a detector cfg",
-                           file=str(path))
-        head = heads[-1]
-        return cls(width=net.width, height=net.height, channels=net.channels or 3,
-                   classes=head.int("classes", 20), max_boxes=head.int("max", 200),
-                   jitter=head.float("jitter", 0.2), resize=head.float("resize", 1.0),
-                   flip=net.flip, hue=net.hue, saturation=net.saturation, exposure=net.exposure,
-                   blur=net.blur, gaussian_noise=net.gaussian_noise, mixup=net.mixup,
-                   letter_box=net.letter_box, mosaic_bound=net.mosaic_bound,
-                   random=head.float("random", 0.0), resize_step=net.resize_step, file=str(path))
+                           file=net.cfg_path)
+        c, head = net.config, net.heads[-1]
+        return cls(width=c.width, height=c.height, channels=c.channels or 3,
+                   classes=head.classes, max_boxes=head.max_boxes, jitter=head.jitter,
+                   resize=head.resize, flip=c.flip, hue=c.hue, saturation=c.saturation,
+                   exposure=c.exposure, blur=c.blur, gaussian_noise=c.gaussian_noise,
+                   mixup=c.mixup, letter_box=c.letter_box, mosaic_bound=c.mosaic_bound,
+                   random=head.random, resize_step=c.resize_step, file=net.cfg_path)
+
+    @classmethod
+    def from_cfg(cls, path: str) -> "AugmentConfig":
+        """:meth:`from_network` of the network a cfg builds."""
+        return cls.from_network(Network.from_cfg(path))
 
 
 # ----------------------------------------------------------------------------- random helpers
@@ -206,20 +209,31 @@ class ImageParams:
     gaussian_noise: int
 
 
-def sample_image_params(rng: np.random.Generator, cfg: AugmentConfig, ow: int, oh: int, w: int,
-                        h: int, use_mixup: int = 0, i_mixup: int = 0) -> ImageParams:
-    """Darknet's per-image crop/flip/colour draws, including ``letter_box`` and the mosaic
-    corner move; an invalid crop is reset to the whole image as Darknet does."""
-    dw = _trunc(F32(ow) * F32(cfg.jitter))
-    dh = _trunc(F32(oh) * F32(cfg.jitter))
-    resize_down = cfg.resize if cfg.resize <= 1.0 else 1.0 / cfg.resize
-    resize_up = cfg.resize if cfg.resize >= 1.0 else 1.0 / cfg.resize
-    min_rdw = _trunc(ow * (1 - 1 / resize_down) / 2)
-    min_rdh = _trunc(oh * (1 - 1 / resize_down) / 2)
-    max_rdw = _trunc(ow * (1 - 1 / resize_up) / 2)
-    max_rdh = _trunc(oh * (1 - 1 / resize_up) / 2)
+@dataclass(frozen=True)
+class AugmentDraws:
+    """The random numbers of ``load_data_detection`` that do not depend on the image: the crop
+    fractions (``r1..r4``, ``resize_r1/2``), flip, colour, blur and noise choices. Darknet draws
+    them for every image, or with ``[net] track=1`` once per loader chunk (its
+    ``augmentation_calculated``), so that the frames of a sequence get the same crop and colour."""
 
-    resize_r1, resize_r2, r1, r2, r3, r4 = rng.random(6)
+    resize_r1: float
+    resize_r2: float
+    r1: float
+    r2: float
+    r3: float
+    r4: float
+    flip: int
+    dhue: float
+    dsat: float
+    dexp: float
+    blur: int
+    gaussian_noise: int
+
+
+def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentDraws:
+    """Draw one :class:`AugmentDraws` (in the order :func:`sample_image_params` always used, so a
+    seeded sample is unchanged whether it draws here or there)."""
+    resize_r1, resize_r2, r1, r2, r3, r4 = (float(v) for v in rng.random(6))
     flip = int(rng.integers(2)) if cfg.flip else 0
     dhue = _uniform(rng, -cfg.hue, cfg.hue)
     dsat = rand_scale(rng, cfg.saturation)
@@ -229,6 +243,30 @@ def sample_image_params(rng: np.random.Generator, cfg: AugmentConfig, ow: int, o
         tmp_blur = int(rng.integers(3))   # 0: off, 1: background, 2: whole image
         blur = 0 if tmp_blur == 0 else (1 if tmp_blur == 1 else cfg.blur)
     gaussian_noise = cfg.gaussian_noise if (cfg.gaussian_noise and rng.integers(2) == 1) else 0
+    return AugmentDraws(resize_r1, resize_r2, r1, r2, r3, r4, flip, dhue, dsat, dexp, blur,
+                        gaussian_noise)
+
+
+def sample_image_params(rng: np.random.Generator, cfg: AugmentConfig, ow: int, oh: int, w: int,
+                        h: int, use_mixup: int = 0, i_mixup: int = 0,
+                        draws: Optional[AugmentDraws] = None) -> ImageParams:
+    """Darknet's per-image crop/flip/colour draws, including ``letter_box`` and the mosaic
+    corner move; an invalid crop is reset to the whole image as Darknet does. ``draws``: use
+    these instead of drawing new ones (``track=1``: one set per loader chunk); the crop offsets
+    are still computed from this image's size, as Darknet does."""
+    dw = _trunc(F32(ow) * F32(cfg.jitter))
+    dh = _trunc(F32(oh) * F32(cfg.jitter))
+    resize_down = cfg.resize if cfg.resize <= 1.0 else 1.0 / cfg.resize
+    resize_up = cfg.resize if cfg.resize >= 1.0 else 1.0 / cfg.resize
+    min_rdw = _trunc(ow * (1 - 1 / resize_down) / 2)
+    min_rdh = _trunc(oh * (1 - 1 / resize_down) / 2)
+    max_rdw = _trunc(ow * (1 - 1 / resize_up) / 2)
+    max_rdh = _trunc(oh * (1 - 1 / resize_up) / 2)
+
+    d = draws if draws is not None else draw_augmentation(rng, cfg)
+    resize_r1, resize_r2, r1, r2, r3, r4 = d.resize_r1, d.resize_r2, d.r1, d.r2, d.r3, d.r4
+    flip, dhue, dsat, dexp = d.flip, d.dhue, d.dsat, d.dexp
+    blur, gaussian_noise = d.blur, d.gaussian_noise
 
     pleft = _trunc(_precalc(-dw, dw, r1))
     pright = _trunc(_precalc(-dw, dw, r2))
@@ -503,10 +541,11 @@ class AugmentedImage:
 
 def augment_image(img: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
                   rng: np.random.Generator, w: int, h: int, use_mixup: int = 0,
-                  i_mixup: int = 0) -> AugmentedImage:
-    """One image through Darknet's per-image pipeline (``load_data_detection`` loop body)."""
+                  i_mixup: int = 0, draws: Optional[AugmentDraws] = None) -> AugmentedImage:
+    """One image through Darknet's per-image pipeline (``load_data_detection`` loop body);
+    ``draws``: see :func:`sample_image_params`."""
     oh, ow = img.shape[:2]
-    p = sample_image_params(rng, cfg, ow, oh, w, h, use_mixup, i_mixup)
+    p = sample_image_params(rng, cfg, ow, oh, w, h, use_mixup, i_mixup, draws)
     sx = F32(p.swidth) / F32(ow)
     sy = F32(p.sheight) / F32(oh)
     dx = (F32(p.pleft) / F32(ow)) / sx
@@ -546,7 +585,8 @@ def mosaic_shifts(p: ImageParams, ow: int, oh: int, w: int, h: int, cut_x: int,
 
 def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random.Generator,
                           w: Optional[int] = None, h: Optional[int] = None,
-                          apply_mixup: Optional[bool] = None, info: Optional[dict] = None
+                          apply_mixup: Optional[bool] = None, info: Optional[dict] = None,
+                          draws: Optional[Sequence[AugmentDraws]] = None
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """One training sample as ``load_data_detection`` makes it.
 
@@ -555,7 +595,9 @@ def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random
     mixup for k = 1, which the caller should pick at random).
     ``apply_mixup``: force (True) or skip (False) the configured mosaic/mixup instead of
     Darknet's 50 % draw. ``info``: if given, receives ``use_mixup`` and, for a mosaic,
-    ``cut_x``/``cut_y``.
+    ``cut_x``/``cut_y``. ``draws``: the image-independent random choices of each of the
+    sample's images (k = 0..3 for mosaic, 0..1 for mixup, 0 otherwise) instead of new draws
+    (``track=1``, see :class:`AugmentDraws`).
     Returns image float32 ``(C, h, w)`` in [0,1] and truth float32 ``(max_boxes, 5)``.
     """
     w = cfg.width if w is None else w
@@ -570,6 +612,10 @@ def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random
         info["use_mixup"] = use_mixup
     c = cfg.channels
     truth = np.zeros((0, 5), F32)
+
+    def drawn(k: int) -> Optional[AugmentDraws]:
+        return None if draws is None else draws[k]
+
     if use_mixup == 3:
         min_offset = F32(0.2)
         lo_x, hi_x = _trunc(F32(w) * min_offset), _trunc(F32(w) * (F32(1) - min_offset))
@@ -582,7 +628,7 @@ def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random
         for i_mixup in range(4):
             img, boxes = fetch(i_mixup)
             ow, oh = img.shape[1], img.shape[0]
-            a = augment_image(img, boxes, cfg, rng, w, h, use_mixup, i_mixup)
+            a = augment_image(img, boxes, cfg, rng, w, h, use_mixup, i_mixup, drawn(i_mixup))
             left_shift, right_shift, top_shift, bot_shift = mosaic_shifts(
                 a.params, ow, oh, w, h, cut_x, cut_y)
             if i_mixup == 0:
@@ -603,14 +649,14 @@ def load_detection_sample(fetch: ImageSource, cfg: AugmentConfig, rng: np.random
         image = to_float_chw(canvas)
     elif use_mixup == 1:
         img, boxes = fetch(0)
-        a0 = augment_image(img, boxes, cfg, rng, w, h)
+        a0 = augment_image(img, boxes, cfg, rng, w, h, draws=drawn(0))
         img, boxes = fetch(1)
-        a1 = augment_image(img, boxes, cfg, rng, w, h)
+        a1 = augment_image(img, boxes, cfg, rng, w, h, draws=drawn(1))
         image = to_float_chw(a1.image) * F32(0.5) + to_float_chw(a0.image) * F32(0.5)
         truth = blend_truth(a0.truth, a1.truth, cfg.max_boxes)
     else:
         img, boxes = fetch(0)
-        a = augment_image(img, boxes, cfg, rng, w, h)
+        a = augment_image(img, boxes, cfg, rng, w, h, draws=drawn(0))
         image = to_float_chw(a.image)
         truth = a.truth
     out_truth = np.zeros((cfg.max_boxes, 5), F32)

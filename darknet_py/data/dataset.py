@@ -17,6 +17,10 @@ the single-process batch). Plain ``index`` / ``(index, w, h)`` items, or no seed
 process's own generator (in a worker seeded from the worker's torch seed, which the loader
 derives from ``seed``; with ``num_workers=0`` from the dataset's ``seed``).
 
+With ``[net] track=1`` (:class:`SequenceBatchSampler`, :func:`make_sequence_loader`) a mini-batch
+is made of sequences of consecutive list lines instead, with one set of augmentation draws per
+loader chunk, as Darknet's tracking loader does.
+
 Deliberate differences from Darknet: samples come from a shuffled pass over the list (epochs)
 instead of independent random picks with replacement; images that cannot be loaded (exactly those
 that inference refuses: :func:`darknet_py.infer.image.load_image`) are reported once and replaced
@@ -28,20 +32,40 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .augment import AugmentConfig, load_detection_sample, load_image, rand_scale
+from .augment import (AugmentConfig, draw_augmentation, load_detection_sample, load_image,
+                      rand_scale)
 from .labels import read_labels, report_once
 from .paths import label_path
 
 log = logging.getLogger("darknet_py.data")
 
-Item = Union[int, Tuple[int, int, int], Tuple[int, int, int, int, int]]
+
+
+class SequenceItem(NamedTuple):
+    """One image of a ``track=1`` mini-batch (made by :class:`SequenceBatchSampler`)."""
+
+    #: list line of the image in each of the sample's passes (1; 2 with mixup; 4 with mosaic):
+    #: the same place in the pass's own sequences
+    indices: Tuple[int, ...]
+    w: int
+    h: int
+    #: random key of the loader chunk: every image of the chunk derives the same augmentation
+    #: draws from it
+    key: int
+    #: the image's place in its chunk: its own draws (box order, noise, mosaic cut)
+    position: int
+    #: 0, or the cfg's mixup code (1 mixup, 3 mosaic) when the chunk applies it
+    use_mixup: int
+
+
+Item = Union[int, Tuple[int, int, int], Tuple[int, int, int, int, int], SequenceItem]
 
 _bad_images: Set[str] = set()
 
@@ -135,6 +159,8 @@ class DetectionDataset(Dataset):
                         f"(last: {self.paths[index]})")
 
     def __getitem__(self, item: Item) -> Tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(item, SequenceItem):
+            return self._sequence_sample(item)
         key = None
         if isinstance(item, (tuple, list)):
             index, w, h = (int(v) for v in item[:3])
@@ -150,6 +176,20 @@ class DetectionDataset(Dataset):
             return self.load(i, rng)
 
         image, truth = load_detection_sample(fetch, self.cfg, rng, w, h)
+        return torch.from_numpy(image), torch.from_numpy(truth)
+
+    def _sequence_sample(self, item: SequenceItem) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A ``track=1`` sample: the chunk's shared draws for each pass (what Darknet computes
+        once per chunk and pass), this image's own generator for the rest."""
+        draws = [draw_augmentation(np.random.default_rng([item.key, 0, k]), self.cfg)
+                 for k in range(len(item.indices))]
+        rng = np.random.default_rng([item.key, 1, item.position])
+
+        def fetch(k: int) -> Tuple[np.ndarray, np.ndarray]:
+            return self.load(item.indices[k], rng)
+
+        image, truth = load_detection_sample(fetch, self.cfg, rng, item.w, item.h,
+                                             apply_mixup=bool(item.use_mixup), draws=draws)
         return torch.from_numpy(image), torch.from_numpy(truth)
 
 
@@ -276,6 +316,121 @@ class DetectionBatchSampler(Sampler):
                 self.iteration += 1
 
 
+def _passes(use_mixup: int) -> int:
+    """Images per sample: 4 for mosaic, 2 for mixup, else 1."""
+    return 4 if use_mixup == 3 else (2 if use_mixup == 1 else 1)
+
+
+class SequenceBatchSampler(DetectionBatchSampler):
+    """``[net] track=1``: Darknet's tracking loader (``train_detector`` with ``net.track``,
+    ``load_threads``, ``load_data_detection``, ``get_sequential_paths`` in ``data.c``).
+
+    One iteration holds ``sequences * time_steps * subdivisions`` images (Darknet's ``imgs =
+    net.batch * net.subdivisions``, where ``net.batch = batch/subdivisions * time_steps`` and
+    ``sequences = batch/subdivisions`` is its ``mini_batch``). Darknet splits them among
+    ``sequential_subdivisions`` loader threads (``seq_subdivisions(iteration)``; normally
+    ``subdivisions``); each thread's chunk of ``n`` images is ``sequences`` runs of consecutive
+    list lines: image ``i`` of the chunk is line ``(start[i % sequences] + (i // sequences) *
+    speed) % len(list)``, with a random start line per sequence and one ``speed`` per chunk drawn
+    from ``1..augment_speed`` (so a sequence may skip frames). The chunks follow each other and
+    each forward pass takes the next ``sequences * time_steps`` images: *step-major*, time step
+    ``t`` of sequence ``s`` at position ``t * sequences + s``, the layout of ``[crnn]``. With
+    fewer chunks than ``subdivisions`` a sequence goes on through ``subdivisions /
+    sequential_subdivisions`` forward passes (the recurrent state still starts at zero in each).
+
+    Within a chunk every image uses the same augmentation draws (crop fractions, flip, hue,
+    saturation, exposure, blur and noise choices: :class:`~darknet_py.data.augment.AugmentDraws`):
+    Darknet's ``augmentation_calculated``. The crop offsets are those fractions of each image's
+    own size, as in Darknet. Mosaic/mixup is decided per chunk (50 %); the other images of a
+    mosaic/mixup come from their own sequences of consecutive lines (a new
+    ``get_sequential_paths``) with their own draws, and the mosaic cut point is drawn per image,
+    as in Darknet.
+
+    Yields lists of :class:`SequenceItem`. ``rank``/``world``: each process gets the whole
+    sequences of its :func:`darknet_py.distributed.shard_bounds` block (still step-major).
+
+    Deliberate differences: the random streams (numpy, from ``seed``) are not Darknet's
+    ``rand()``; Darknet lowers the shared ``blur`` for small objects and the lowered value then
+    holds for the rest of its chunk, here it is lowered for that image only; ``contrastive=1``
+    (which pairs sequences in Darknet's loader) is not supported by the loader.
+    """
+
+    def __init__(self, num_images: int, sequences: int, time_steps: int, subdivisions: int,
+                 schedule: Optional[MultiScaleSchedule], width: int, height: int, *,
+                 augment_speed: int = 2, mixup: int = 0,
+                 seq_subdivisions: Optional[Callable[[int], int]] = None,
+                 seed: Optional[int] = None, start_iteration: int = 0, rank: int = 0,
+                 world: int = 1):
+        if sequences < world:
+            raise DataError(f"the mini-batch (batch/subdivisions = {sequences} sequences) is "
+                            f"smaller than the {world} processes that share it: raise batch or "
+                            "lower subdivisions")
+        self.sequences = max(1, int(sequences))
+        self.time_steps = max(1, int(time_steps))
+        super().__init__(num_images, self.sequences * self.time_steps, subdivisions, schedule,
+                         width, height, seed=seed, shuffle=False,
+                         start_iteration=start_iteration, rank=rank, world=world)
+        self.augment_speed = int(augment_speed)
+        self.mixup = int(mixup)
+        self.seq_subdivisions = seq_subdivisions
+
+    @property
+    def images_per_iteration(self) -> int:
+        return self.mini_batch * self.subdivisions
+
+    def __len__(self) -> int:
+        # no epochs in Darknet's loader: one "pass" is enough iterations to cover the list once
+        iterations = max(1, math.ceil(self.num_images / self.images_per_iteration))
+        return iterations * self.subdivisions
+
+    def sequential_lines(self, n: int) -> List[int]:
+        """``get_sequential_paths``: ``n`` list indices, ``sequences`` interleaved runs."""
+        lo, hi = sorted((1, self.augment_speed))
+        speed = max(1, int(self._rng.integers(lo, hi + 1)))    # rand_int(1, augment_speed)
+        starts = self._rng.integers(0, self.num_images, size=self.sequences)
+        i = np.arange(n)
+        return ((starts[i % self.sequences] + (i // self.sequences) * speed)
+                % self.num_images).tolist()
+
+    def chunk(self, n: int, w: int, h: int) -> List[SequenceItem]:
+        """One loader thread's ``n`` images (one ``load_data_detection`` call)."""
+        use_mixup = self.mixup if self.mixup and self._rng.integers(2) else 0
+        lines = [self.sequential_lines(n) for _ in range(_passes(use_mixup))]
+        key = int(self._rng.integers(2 ** 63))
+        return [SequenceItem(tuple(run[i] for run in lines), w, h, key, i, use_mixup)
+                for i in range(n)]
+
+    def iteration_items(self, w: int, h: int) -> List[SequenceItem]:
+        """All images of the next iteration, in Darknet's order (chunk after chunk)."""
+        total = self.images_per_iteration
+        threads = self.subdivisions if self.seq_subdivisions is None else \
+            int(self.seq_subdivisions(self.iteration))
+        if threads < 1 or self.subdivisions % threads:
+            raise DataError(f"sequential_subdivisions={threads} at iteration "
+                            f"{self.iteration + 1} does not divide subdivisions="
+                            f"{self.subdivisions}: the sequences would straddle forward passes")
+        items: List[SequenceItem] = []
+        for t in range(threads):
+            items += self.chunk((t + 1) * total // threads - t * total // threads, w, h)
+        return items
+
+    def __iter__(self) -> Iterator[List[SequenceItem]]:
+        from ..distributed import shard_bounds
+        mine = shard_bounds(self.sequences, self.rank, self.world)
+        for _ in range(len(self) // self.subdivisions):
+            self._maybe_resize()
+            w, h = self.size
+            items = self.iteration_items(w, h)
+            for sub in range(self.subdivisions):
+                forward = items[sub * self.mini_batch:(sub + 1) * self.mini_batch]
+                yield [forward[t * self.sequences + s] for t in range(self.time_steps)
+                       for s in mine]
+                self._sub += 1
+            self._sub = 0
+            self._count += 1
+            self.iteration += 1
+
+
 def collate_detection(batch: List[Tuple[torch.Tensor, torch.Tensor]]
                       ) -> Tuple[torch.Tensor, torch.Tensor]:
     images, truths = zip(*batch)
@@ -341,6 +496,37 @@ def make_loader(dataset: DetectionDataset, batch: int, subdivisions: int = 1, *,
     if len(sampler) == 0:
         raise DataError(f"the image list has {len(dataset)} images, fewer than one mini-batch "
                         f"({mini_batch})")
+    return _data_loader(dataset, sampler, num_workers, seed, pin_memory, persistent_workers,
+                        prefetch_factor)
+
+
+def make_sequence_loader(dataset: DetectionDataset, sequences: int, time_steps: int,
+                         subdivisions: int = 1, *, augment_speed: int = 2,
+                         seq_subdivisions: Optional[Callable[[int], int]] = None,
+                         num_workers: int = 2, seed: Optional[int] = None,
+                         multiscale: Optional[MultiScaleSchedule] = None, max_batches: int = 0,
+                         pin_memory: Optional[bool] = None, persistent_workers: bool = True,
+                         prefetch_factor: int = 2, start_iteration: int = 0, rank: int = 0,
+                         world: int = 1) -> DataLoader:
+    """DataLoader of ``track=1`` mini-batches: ``sequences`` (``batch/subdivisions``) runs of
+    ``time_steps`` consecutive list lines, step-major (:class:`SequenceBatchSampler`).
+    ``seq_subdivisions(iteration)``: the loader chunks of the iteration after ``iteration``
+    finished ones (:func:`darknet_py.train.schedule.loader_seq_subdivisions`; default
+    ``subdivisions``). The other arguments are :func:`make_loader`'s."""
+    cfg = dataset.cfg
+    if multiscale is not None and max_batches and not multiscale.max_batches:
+        multiscale.max_batches = max_batches
+    sampler = SequenceBatchSampler(len(dataset), sequences, time_steps, subdivisions, multiscale,
+                                   cfg.width, cfg.height, augment_speed=augment_speed,
+                                   mixup=cfg.mixup, seq_subdivisions=seq_subdivisions, seed=seed,
+                                   start_iteration=start_iteration, rank=rank, world=world)
+    return _data_loader(dataset, sampler, num_workers, seed, pin_memory, persistent_workers,
+                        prefetch_factor)
+
+
+def _data_loader(dataset: DetectionDataset, sampler: Sampler, num_workers: int,
+                 seed: Optional[int], pin_memory: Optional[bool], persistent_workers: bool,
+                 prefetch_factor: int) -> DataLoader:
     if seed is not None and dataset.seed is None:
         dataset.reseed(seed)
     generator = torch.Generator()

@@ -2,20 +2,14 @@
 
 Two stages, both for a whole batch and without Python loops over candidates:
 
-1. :func:`decode_head` — traceable tensor ops, the *one* box decoding (the ONNX export's
-   ``--with-decode`` graph is :class:`HeadDecoder`, built from it). Rows ``(B, N, 4+1+C)``:
-   ``x, y, w, h`` relative to the network input, objectness, ``objectness*class`` probabilities
-   (before thresholding), candidates in Darknet's order (cells row-major, the anchors of a cell
-   together). Per kind:
-
-   * ``[yolo]`` (``get_yolo_box``): ``bx = (i + x)/l.w``, ``bw = exp(w)*anchor_w/net_w`` (``exp``
-     in double as in C), with ``new_coords=1`` ``bw = 4*w^2*anchor_w/net_w``; x, y arrive already
-     ``logistic*scale_x_y - 0.5*(scale_x_y-1)`` from the layer.
-   * ``[Gaussian_yolo]``: entries ``x, sx, y, sy, w, sw, h, sh, obj, classes``; probabilities
-     ``obj*cls*(1 - mean(sx, sy, sw, sh))``; ``yolo_point`` shifts the centre; the four sigmas come
-     out as the uncertainty.
-   * ``[region]`` (``get_region_box``): logistic of x, y taken here, ``w, h`` relative to the grid;
-     classes already softmaxed by the layer.
+1. :func:`decode_head` — traceable tensor ops (the ONNX export's ``--with-decode`` graph is
+   :class:`HeadDecoder`, built from it). Rows ``(B, N, 4+1+C)``: ``x, y, w, h`` relative to the
+   network input, objectness, ``objectness*class`` probabilities (before thresholding),
+   candidates in Darknet's order (cells row-major, the anchors of a cell together). The box
+   arithmetic is the head's own (``decode_rows`` of its class, built on its one box function:
+   ``get_yolo_box``, ``get_gaussian_yolo_box``, ``get_region_box``); this module only lays out
+   the grid and the candidates. :func:`~darknet_py.layers.registry.head_class` finds the class of
+   a :class:`HeadSpec` (an exported file has specs, not layers).
 
 2. :func:`head_candidates` — Darknet's thresholding (a candidate needs objectness ``> thresh``;
    every ``[region]`` cell is one, with objectness set to 1), probabilities ``<= thresh`` zeroed, and
@@ -23,9 +17,15 @@ Two stages, both for a whole batch and without Python loops over candidates:
    :class:`~darknet_py.structures.detections.DetectionSet` per image.
 
 Outputs may come in the channel layout ``(B, n*entries, h, w)``, as ``[region]``'s records
-``(B, h, w, n, entries)`` (read, as Darknet's ``get_region_detections`` does, with the planar index:
-upstream issue #522), or flattened ``(B, h*w*n*entries)``. Hierarchical softmax (``tree=``) and
-``coords != 4`` are refused.
+``(B, h, w, n, entries)``, or flattened ``(B, h*w*n*entries)``. A head may refuse to be decoded
+(``[region]`` with a hierarchical softmax or ``coords != 4``).
+
+``[region]`` records are read as records: the layout ``forward_region_layer`` writes them in,
+trains them in (its delta) and pjreddie's ``get_region_boxes`` and OpenCV DNN read them in.
+AlexeyAB's ``get_region_detections`` reads the same buffer with the planar ``entry_index``
+(upstream issue #522), which scrambles every box of a trained region model (in its CPU and GPU
+builds alike: both hand the records to it); darknet-py does not reproduce that, so a YOLOv2
+model trained here or in Darknet detects.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..layers.registry import head_class
 from ..structures.detections import DetectionSet
 from ..structures.heads import HeadSpec
 from .image import letterbox_size
@@ -67,13 +68,7 @@ def as_spec(head: Any) -> HeadSpec:
 
 
 def _check_decodable(spec: HeadSpec) -> None:
-    if spec.kind == "region":
-        if spec.tree:
-            raise UsageError(f"[region] layer {spec.index} uses a hierarchical softmax (tree=), "
-                             "which darknet-py cannot decode")
-        if spec.coords != 4:
-            raise UsageError(f"[region] layer {spec.index} has coords={spec.coords}: only "
-                             "coords=4 can be decoded")
+    head_class(spec.kind).check_decodable(spec)
 
 
 def head_rows(spec: HeadSpec, output: torch.Tensor) -> torch.Tensor:
@@ -85,10 +80,10 @@ def head_rows(spec: HeadSpec, output: torch.Tensor) -> torch.Tensor:
             raise UsageError(f"{spec.kind} output has {out.shape[1]} channels, expected "
                              f"{n}*{e}={n * e}")
         return out.reshape(-1, n, e, lh, lw).permute(0, 3, 4, 1, 2).reshape(-1, lh * lw * n, e)
-    if out.dim() == 5 and spec.kind == "region":
-        # the records buffer, read with the planar index as Darknet does (#522)
-        planar = out.reshape(out.shape[0], n * e, lh, lw)
-        return head_rows(spec, planar)
+    if out.dim() == 5:
+        # [region]'s records (B, h, w, n, entries): already in candidate order (see the module
+        # docstring for why not AlexeyAB's planar reading of them)
+        return out.reshape(-1, lh * lw * n, e)
     if out.dim() == 2:  # Darknet's flat CPU l.output: cell-major, anchor-minor, entries last
         return out.reshape(-1, lh * lw * n, e)
     raise UsageError(f"{spec.kind} output must be (B, C, H, W), (B, H, W, num, entries) or "
@@ -119,40 +114,7 @@ def _decode_rows(spec: HeadSpec, r: torch.Tensor, gx: torch.Tensor, gy: torch.Te
     """The decoding of rows ``r`` (``(..., entries)``) whose cell column/row and anchor size are
     ``gx, gy, aw, ah`` (broadcastable to ``r[..., 0]``): elementwise, so decoding a subset of
     rows gives the same values as decoding all of them."""
-    lw, lh = spec.w, spec.h
-    uncertainty = None
-    if spec.kind == "region":
-        bx = (gx + torch.sigmoid(r[..., 0].double()).float()) / lw
-        by = (gy + torch.sigmoid(r[..., 1].double()).float()) / lh
-        bw = (torch.exp(r[..., 2].double()) * aw.double() / lw).float()
-        bh = (torch.exp(r[..., 3].double()) * ah.double() / lh).float()
-        obj = r[..., 4]
-        probs = obj.unsqueeze(-1) * r[..., 5:]
-    elif spec.kind == "gaussian_yolo":
-        bw = (torch.exp(r[..., 4].double()) * aw.double() / net_w).float()
-        bh = (torch.exp(r[..., 6].double()) * ah.double() / net_h).float()
-        bx = (gx + r[..., 0]) / lw
-        by = (gy + r[..., 2]) / lh
-        if spec.yolo_point == "left_top":
-            bx, by = bx + bw / 2, by + bh / 2
-        elif spec.yolo_point == "right_bottom":
-            bx, by = bx - bw / 2, by - bh / 2
-        obj = r[..., 8]
-        uncertainty = r[..., [1, 3, 5, 7]]
-        mean_uc = (uncertainty.double().sum(dim=-1) / 4.0).float().double()
-        probs = ((obj.unsqueeze(-1) * r[..., 9:]).double() * (1.0 - mean_uc).unsqueeze(-1)).float()
-    else:
-        bx = (gx + r[..., 0]) / lw
-        by = (gy + r[..., 1]) / lh
-        if spec.new_coords:
-            bw = r[..., 2] * r[..., 2] * 4 * aw / net_w
-            bh = r[..., 3] * r[..., 3] * 4 * ah / net_h
-        else:
-            bw = (torch.exp(r[..., 2].double()) * aw.double() / net_w).float()
-            bh = (torch.exp(r[..., 3].double()) * ah.double() / net_h).float()
-        obj = r[..., 4]
-        probs = obj.unsqueeze(-1) * r[..., 5:]
-    rows = torch.cat([torch.stack([bx, by, bw, bh, obj], dim=-1), probs], dim=-1)
+    rows, uncertainty = head_class(spec.kind).decode_rows(spec, r, gx, gy, aw, ah, net_w, net_h)
     return Decoded(rows, uncertainty)
 
 
@@ -160,15 +122,16 @@ def _candidates_above(spec: HeadSpec, output: torch.Tensor, net_w: int, net_h: i
                       thresh: float) -> Optional[Tuple[torch.Tensor, Decoded]]:
     """Only the candidates with objectness ``> thresh``, decoded: ``(image index of each row,
     Decoded of shape (K, ...))`` in Darknet's candidate order; None where this shortcut does not
-    apply (``[region]``, where every cell is a candidate, or outputs not in channel layout).
+    apply (a head whose every cell is a candidate, ``[region]``, or outputs not in channel
+    layout).
 
     The objectness channel is compared in place in ``l.output``'s layout, and only the rows that
     pass are gathered and decoded — a few dozen of the thousands :func:`decode_head` decodes."""
-    if spec.kind == "region" or output.dim() != 4 or output.shape[1] != spec.n * spec.entries:
+    obj_at = head_class(spec.kind).obj_entry
+    if obj_at is None or output.dim() != 4 or output.shape[1] != spec.n * spec.entries:
         return None
     n, e, lh, lw = spec.n, spec.entries, spec.h, spec.w
     out = output.to(torch.float32).reshape(-1, n, e, lh, lw)
-    obj_at = 8 if spec.kind == "gaussian_yolo" else 4
     obj = out[:, :, obj_at].permute(0, 2, 3, 1)              # (B, h, w, n): candidate order
     b, y, x, a = torch.nonzero(obj > torch.tensor(thresh, dtype=torch.float32), as_tuple=True)
     r = out.permute(0, 3, 4, 1, 2)[b, y, x, a]               # (K, entries)
@@ -251,7 +214,8 @@ def _threshold(spec: HeadSpec, rows: torch.Tensor, uncertainty: Optional[torch.T
                letter_box: bool) -> DetectionSet:
     """One image of one head: Darknet's candidate selection, zeroing and box correction."""
     thr = torch.tensor(thresh, dtype=torch.float32)
-    if spec.kind == "region":  # every cell is a candidate, objectness set to 1
+    cls = head_class(spec.kind)
+    if cls.obj_entry is None:  # every cell is a candidate, objectness set to 1
         objectness = torch.ones(rows.shape[0], dtype=torch.float32, device=rows.device)
     else:
         keep = rows[:, 4] > thr
@@ -262,7 +226,7 @@ def _threshold(spec: HeadSpec, rows: torch.Tensor, uncertainty: Optional[torch.T
     probs = rows[:, 5:]
     probs = torch.where(probs > thr, probs, torch.zeros_like(probs))
     boxes = correct_yolo_boxes(rows[:, :4], size[0], size[1], net_w, net_h, letter_box,
-                          gaussian=(spec.kind == "gaussian_yolo"))
+                          gaussian=cls.gaussian_box_correction)
     return DetectionSet(boxes.contiguous(), objectness.contiguous().clone(), probs.contiguous(),
                         None if uncertainty is None else uncertainty.contiguous().clone(), size)
 

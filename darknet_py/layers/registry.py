@@ -1,10 +1,12 @@
 """Section name -> layer class: the one table, like Darknet's ``string_to_layer_type``
-(``parser.c``). A new layer type is one module under :mod:`darknet_py.layers` and one line here."""
+(``parser.c``). A new layer type is one module under :mod:`darknet_py.layers` and one line here;
+a new detection head kind too (a :class:`~darknet_py.layers.head.DetectionHead` subclass: decoding,
+export and training find it through :func:`head_class`)."""
 from __future__ import annotations
 
 from typing import Dict, Type
 
-from ..errors import CfgError
+from ..errors import CfgError, UsageError
 from ..model.cfg import Section
 from .activation_layer import ActivationLayer
 from .avgpool import AvgpoolLayer
@@ -19,6 +21,7 @@ from .crop import CropLayer
 from .dropout import DropoutLayer
 from .empty import EmptyLayer
 from .gaussian_yolo import GaussianYoloLayer
+from .head import DetectionHead
 from .implicit import ImplicitLayer
 from .maxpool import LocalAvgpoolLayer, MaxpoolLayer
 from .region import RegionLayer
@@ -80,3 +83,18 @@ def layer_class(section: Section) -> Type[Layer]:
         known = ", ".join(f"[{k}]" for k in sorted(LAYER_TYPES))
         raise CfgError(f"unsupported section [{section.type}] (darknet-py supports: {known})",
                        file=section.file, line=section.line, value=section.type) from None
+
+
+#: head kind (``HeadSpec.kind``) -> its layer class, derived from the table above
+HEAD_TYPES: Dict[str, Type[DetectionHead]] = {
+    cls.kind: cls for cls in LAYER_TYPES.values() if issubclass(cls, DetectionHead)}
+
+
+def head_class(kind: str) -> Type[DetectionHead]:
+    """The head class of a :class:`~darknet_py.structures.heads.HeadSpec` kind (``"yolo"``,
+    ``"gaussian_yolo"``, ``"region"``); an unknown kind is a :class:`UsageError`."""
+    try:
+        return HEAD_TYPES[kind]
+    except KeyError:
+        raise UsageError(f"unknown detection head kind '{kind}' (known: "
+                         f"{', '.join(sorted(HEAD_TYPES))})") from None

@@ -12,7 +12,7 @@ POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "random", "sg
 
 @dataclass
 class NetConfig:
-    batch: int = 1                 # as written in the cfg (images per iteration)
+    batch: int = 1                 # as written in the cfg (images per iteration / time_steps)
     subdivisions: int = 1
     time_steps: int = 1
     width: int = 0
@@ -82,8 +82,16 @@ class NetConfig:
 
     @property
     def mini_batch(self) -> int:
-        """Images per forward pass (Darknet's ``net->batch`` after dividing by subdivisions)."""
+        """``batch / subdivisions`` (at least 1): images per forward pass, or with
+        ``time_steps`` > 1 the sequences (images per time step) of one forward pass."""
         return max(1, self.batch // max(1, self.subdivisions))
+
+    @property
+    def net_batch(self) -> int:
+        """Darknet's training ``net.batch``: ``mini_batch * time_steps`` images per forward pass
+        (``parse_net_options`` multiplies by ``time_steps``; ``parse_network_cfg_custom`` raises
+        a zero to ``time_steps``, hence ``mini_batch`` >= 1)."""
+        return self.mini_batch * max(1, self.time_steps)
 
     @classmethod
     def from_section(cls, s: Section) -> "NetConfig":

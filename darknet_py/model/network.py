@@ -20,6 +20,7 @@ from torch import nn
 from .cfg import Section, read_cfg
 from ..errors import CfgError, WeightsError
 from ..layers.base import BuildContext, Layer, max_alloc_floats
+from ..layers.head import DetectionHead
 from .netconfig import NetConfig, find_net_section
 from ..layers.registry import layer_class
 from ..structures.heads import HeadSpec
@@ -52,7 +53,10 @@ def _as_layer_input(layer: Layer, out: torch.Tensor) -> torch.Tensor:
     ``(B, c, h, w)`` ([region] keeps its records in ``(B, h, w, num, size)`` order)."""
     if out.dim() == 4:
         return out
-    return out.reshape(out.shape[0], *layer.out_shape)
+    # [region]'s records (B, h, w, num, size) at whatever size this forward runs (random=1
+    # training and other input sizes resize the grid, as Darknet's resize_network does)
+    b, h, w = out.shape[0], out.shape[1], out.shape[2]
+    return out.reshape(b, -1, h, w)
 
 
 class Network(nn.Module):
@@ -122,7 +126,7 @@ class Network(nn.Module):
             ctx.layers.append(layer)
             ctx.shapes.append(layer.out_shape)
         self.layers = nn.ModuleList(layers)
-        self.heads: List[Layer] = [l for l in layers if l.is_head]
+        self.heads: List[DetectionHead] = [l for l in layers if isinstance(l, DetectionHead)]
         self.seen = 0
         self.weights_header: Optional[WeightsHeader] = None
         self._plan_memory()

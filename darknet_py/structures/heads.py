@@ -1,7 +1,9 @@
 """What a decoder needs to know about one detection head: :class:`HeadSpec`.
 
-Each head layer (``[yolo]``, ``[Gaussian_yolo]``, ``[region]``) builds its own spec
-(``layer.head_spec()``); :class:`~darknet_py.model.network.Network` lists them as
+Each head layer (a :class:`~darknet_py.layers.head.DetectionHead`: ``[yolo]``,
+``[Gaussian_yolo]``, ``[region]``) builds its own spec (``layer.head_spec()``), stating its kind,
+Darknet's type number and its entries per anchor; :class:`~darknet_py.model.network.Network`
+lists them as
 ``net.head_specs``. Decoding (:mod:`darknet_py.infer.decode`), NMS parameters, the
 ``Detection layer`` printout, ONNX metadata and the ONNX/OpenVINO backends all read this one
 description, so a backend that is not a :class:`Network` (an exported file) decodes exactly as the
@@ -14,10 +16,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from ..errors import UsageError
 
-__all__ = ["HeadSpec", "HEAD_KINDS", "nms_params"]
+__all__ = ["HeadSpec", "nms_params"]
 
-#: head kind -> Darknet's LAYER_TYPE code (what ``detector test`` prints as ``type = %d``)
-HEAD_KINDS: Dict[str, int] = {"region": 27, "yolo": 28, "gaussian_yolo": 29}
 #: NMS kinds Darknet distinguishes (anything else is ``default`` = do_nms_sort)
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 
@@ -28,11 +28,14 @@ class HeadSpec:
 
     ``anchors`` holds all ``2*total`` values of ``l.biases``; ``mask`` selects this head's ``n``
     anchors (``[region]``: the first ``n``). ``w``/``h`` are the head's grid size, ``entries``
-    the values per anchor (``4+1+classes``, ``[Gaussian_yolo]``: ``8+1+classes``).
+    the values per anchor (``4+1+classes``, ``[Gaussian_yolo]``: ``8+1+classes``) and
+    ``type_code`` Darknet's LAYER_TYPE number, both given by the head class.
     """
 
     index: int
     kind: str
+    type_code: int
+    entries: int
     classes: int
     n: int
     total: int
@@ -49,18 +52,9 @@ class HeadSpec:
     tree: bool = False
 
     def __post_init__(self):
-        if self.kind not in HEAD_KINDS:
-            raise UsageError(f"unknown detection head kind '{self.kind}' (known: "
-                             f"{', '.join(HEAD_KINDS)})")
-
-    @property
-    def type_code(self) -> int:
-        """Darknet's LAYER_TYPE number (REGION 27, YOLO 28, GAUSSIAN_YOLO 29)."""
-        return HEAD_KINDS[self.kind]
-
-    @property
-    def entries(self) -> int:
-        return self.classes + (9 if self.kind == "gaussian_yolo" else 5)
+        if self.entries <= self.classes or self.n < 0:
+            raise UsageError(f"{self.kind} head {self.index}: {self.entries} entries per anchor "
+                             f"cannot hold {self.classes} classes")
 
     @property
     def rows(self) -> int:
@@ -74,7 +68,7 @@ class HeadSpec:
     def masked_anchors(self) -> Tuple[List[float], List[float]]:
         """Widths and heights of this head's anchors (``l.biases[2*mask[k]]``, in network pixels
         for yolo heads, grid cells for region heads). Missing values are Darknet's 0.5."""
-        idx = list(range(self.n)) if self.kind == "region" else list(self.mask)
+        idx = list(self.mask)
         need = 2 * (max(idx) + 1) if idx else 0
         a = list(self.anchors) + [0.5] * max(0, need - len(self.anchors))
         return [a[2 * i] for i in idx], [a[2 * i + 1] for i in idx]
@@ -85,7 +79,6 @@ class HeadSpec:
         d = asdict(self)
         d["type"] = d.pop("kind")
         d["mask"], d["anchors"] = list(self.mask), list(self.anchors)
-        d["entries"] = self.entries
         d["out_shape"] = list(self.out_shape)
         return d
 
@@ -93,6 +86,7 @@ class HeadSpec:
     def from_dict(cls, d: Dict[str, Any]) -> "HeadSpec":
         n = int(d["n"])
         return cls(index=int(d["index"]), kind=str(d.get("type", d.get("kind"))),
+                   type_code=int(d["type_code"]), entries=int(d["entries"]),
                    classes=int(d["classes"]), n=n, total=int(d.get("total", n)),
                    mask=tuple(int(m) for m in d.get("mask", range(n))),
                    anchors=tuple(float(a) for a in d.get("anchors", ())),

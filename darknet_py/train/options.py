@@ -49,9 +49,6 @@ def _opts(section: str, status: str, what: str, *keys: str,
     return {(section, k): TrainingOption(status, what, default) for k in keys}
 
 
-_NO_REGION_LOSS = ("darknet-py has no [region] training loss (the trainer trains [yolo] heads)")
-_NO_GAUSSIAN_LOSS = ("darknet-py has no [Gaussian_yolo] training loss (the trainer trains [yolo] "
-                     "heads)")
 _NO_CONTRASTIVE = ("the [contrastive] loss is not implemented: the layers that feed only it are "
                    "not trained")
 _HEAD_AUGMENT = ("data loading: the last detection layer's value, as train_detector passes it "
@@ -72,7 +69,16 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
             "(train/schedule.py)", "policy", "burn_in", "power", "step", "scale", "steps",
             "scales", "gamma", "learning_rate_min", "sgdr_cycle", "sgdr_mult"),
     **_opts(NET, IMPLEMENTED, "the GPU build's update batch (times subdivisions / "
-            "sequential_subdivisions)", "sequential_subdivisions"),
+            "sequential_subdivisions); with track=1 the passes that share one augmentation",
+            "sequential_subdivisions"),
+    **_opts(NET, IMPLEMENTED, "track=1: sequential_subdivisions scaled at each of steps= "
+            "(get_current_seq_subdivisions)", "seq_scales"),
+    **_opts(NET, IMPLEMENTED, "a forward pass takes batch/subdivisions x time_steps images; "
+            "they count in the printed images, seen and the loss divisor", "time_steps"),
+    **_opts(NET, IMPLEMENTED, "sequences of consecutive train-list lines, time-step-major, "
+            "one augmentation per chunk (data/dataset.py)", "track"),
+    **_opts(NET, IMPLEMENTED, "track=1: a sequence steps 1..augment_speed lines at a time",
+            "augment_speed"),
     **_opts(NET, IMPLEMENTED, "weights average from max_batches/2, applied at "
             "max_batches-1000, <cfg>_ema.weights (train/ema.py)", "ema_alpha"),
     **_opts(NET, IMPLEMENTED, "loss-axis limit of chart.png", "max_chart_loss"),
@@ -87,14 +93,6 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
     **_opts(NET, IGNORED, "self-adversarial training (a first pass that perturbs the input "
             "image with an adversarial mode of the yolo loss) is not implemented",
             "adversarial_lr", default="0"),
-    **_opts(NET, IGNORED, "sequence training for tracking (consecutive frames, time_steps "
-            "mini-batches) is not implemented: darknet-py loads independent random images",
-            "track", default="0"),
-    **_opts(NET, IGNORED, "sequence training (track=1) is not implemented", "augment_speed",
-            default="2"),
-    **_opts(NET, IGNORED, "sequence training (track=1) is not implemented", "time_steps",
-            default="1"),
-    **_opts(NET, IGNORED, "sequence training (track=1) is not implemented", "seq_scales"),
     **_opts(NET, IGNORED, "contrastive training (pairs of differently augmented views for the "
             "[contrastive] loss) is not implemented", "contrastive", "contrastive_jit_flip",
             "contrastive_color", default="0"),
@@ -151,7 +149,7 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
     **_opts("yolo", IMPLEMENTED, "multi-scale training every 10 iterations (the last detection "
             "layer's value)", "random"),
     **_opts("yolo", IMPLEMENTED, "truth boxes per image (loader and loss)", "max"),
-    **_opts("yolo", IMPLEMENTED, "forward_yolo_layer's deltas (train/loss.py)", "ignore_thresh",
+    **_opts("yolo", IMPLEMENTED, "forward_yolo_layer's deltas (layers/yolo.py)", "ignore_thresh",
             "truth_thresh", "iou_thresh", "iou_thresh_kind", "iou_loss", "iou_normalizer",
             "cls_normalizer", "obj_normalizer", "delta_normalizer", "max_delta",
             "label_smooth_eps", "focal_loss", "objectness_smooth", "counters_per_class"),
@@ -163,19 +161,22 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
     **_opts("region", IMPLEMENTED, _HEAD_AUGMENT, "jitter", "resize"),
     **_opts("region", IMPLEMENTED, "multi-scale training every 10 iterations", "random"),
     **_opts("region", IMPLEMENTED, "truth boxes per image read by the loader", "max"),
-    **_opts("region", IGNORED, _NO_REGION_LOSS, "thresh", "coord_scale", "object_scale",
-            "noobject_scale", "class_scale", "rescore", "bias_match", "classfix",
-            "focal_loss"),
+    **_opts("region", IMPLEMENTED, "forward_region_layer's deltas (layers/region.py)", "thresh",
+            "coord_scale", "object_scale", "noobject_scale", "class_scale", "rescore",
+            "bias_match", "classfix", "focal_loss"),
     **_opts("region", UNUSED, "Darknet reads it but its region layer never uses it", "absolute",
             "log", "sqrt", "mask_scale"),
     # ----------------------------------------------------------------- [Gaussian_yolo]
     **_opts("Gaussian_yolo", IMPLEMENTED, _HEAD_AUGMENT, "jitter", "resize"),
     **_opts("Gaussian_yolo", IMPLEMENTED, "multi-scale training every 10 iterations", "random"),
     **_opts("Gaussian_yolo", IMPLEMENTED, "truth boxes per image read by the loader", "max"),
-    **_opts("Gaussian_yolo", IGNORED, _NO_GAUSSIAN_LOSS, "ignore_thresh", "truth_thresh",
-            "iou_thresh", "iou_thresh_kind", "iou_loss", "iou_normalizer", "uc_normalizer",
-            "cls_normalizer", "obj_normalizer", "delta_normalizer", "max_delta",
-            "label_smooth_eps", "objectness_smooth", "counters_per_class", "map"),
+    **_opts("Gaussian_yolo", IMPLEMENTED, "forward_gaussian_yolo_layer's deltas "
+            "(layers/gaussian_yolo.py)", "ignore_thresh", "truth_thresh", "iou_thresh",
+            "iou_thresh_kind", "iou_loss", "iou_normalizer", "uc_normalizer", "cls_normalizer",
+            "obj_normalizer", "delta_normalizer", "max_delta", "label_smooth_eps",
+            "objectness_smooth", "counters_per_class"),
+    **_opts("Gaussian_yolo", IGNORED, "the class map is read but not applied to the training "
+            "truths", "map"),
     # ----------------------------------------------------------------- [contrastive]
     **_opts("contrastive", IGNORED, _NO_CONTRASTIVE, "classes", "yolo_layer", "temperature",
             "cls_normalizer", "max_delta", "contrastive_neg_max"),

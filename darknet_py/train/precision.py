@@ -16,7 +16,7 @@ Under either autocast only the convolutions run in low precision, except the con
 front of each [yolo] layer (:meth:`Precision.prepare`), whose output is the loss's input: Darknet's
 batch norm
 (:func:`darknet_py.layers.batchnorm.batchnorm_train`: statistics, rolling averages and output)
-and the yolo loss (:class:`darknet_py.train.loss.YoloLossFunction`) compute in fp32, the weights
+and the heads' deltas (:class:`darknet_py.layers.head.HeadLossFunction`) compute in fp32, the weights
 and the optimizer state stay fp32, and checkpoints are written from them.
 """
 from __future__ import annotations

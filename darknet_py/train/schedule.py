@@ -20,7 +20,8 @@ import numpy as np
 
 from ..model.netconfig import NetConfig
 
-__all__ = ["images_per_iteration", "current_batch", "learning_rate", "update_batch"]
+__all__ = ["images_per_iteration", "current_batch", "learning_rate", "update_batch",
+           "seq_subdivisions", "loader_seq_subdivisions", "check_sequences"]
 
 
 def _f32(v: float) -> float:
@@ -31,11 +32,10 @@ def _f32(v: float) -> float:
 def images_per_iteration(cfg: NetConfig) -> int:
     """``net.batch * net.subdivisions``: images consumed by one iteration (``seen`` increment).
 
-    Darknet's ``net.batch`` is ``batch / subdivisions`` (integer division) times ``time_steps``.
+    Darknet's ``net.batch`` is ``batch / subdivisions`` (integer division, at least 1) times
+    ``time_steps`` (:attr:`NetConfig.net_batch`).
     """
-    subdivisions = max(1, int(cfg.subdivisions))
-    mini_batch = (int(cfg.batch) // subdivisions) * max(1, int(cfg.time_steps))
-    return max(1, mini_batch * subdivisions)
+    return cfg.net_batch * max(1, int(cfg.subdivisions))
 
 
 def update_batch(cfg: NetConfig, gpu: bool = True) -> int:
@@ -50,6 +50,64 @@ def update_batch(cfg: NetConfig, gpu: bool = True) -> int:
         sequence = max(1, int(cfg.subdivisions) // seq_sub) if seq_sub else 1
         n *= sequence
     return n
+
+
+def seq_subdivisions(cfg: NetConfig, batch_num: int) -> int:
+    """``get_current_seq_subdivisions``: ``sequential_subdivisions`` times each ``seq_scales``
+    entry whose step is ``<= batch_num`` (truncated to an int after each product, as Darknet's
+    ``int *= float``), kept within ``[1, subdivisions]``."""
+    value = int(cfg.sequential_subdivisions)
+    for step, scale in zip(cfg.steps, cfg.seq_scales):
+        if int(step) > batch_num:
+            break
+        value = int(value * np.float32(scale))
+    return min(max(value, 1), max(1, int(cfg.subdivisions)))
+
+
+def loader_seq_subdivisions(cfg: NetConfig, iteration: int) -> int:
+    """How many loader chunks (Darknet's ``args.threads`` with ``track=1``) make the images of
+    the iteration that follows ``iteration`` finished ones.
+
+    ``train_detector`` loads the first iteration's images with the cfg's
+    ``sequential_subdivisions`` (``subdivisions`` when it is 0) and every later one while the
+    previous iteration trains, after setting the value from ``get_current_batch`` at that time:
+    the images of iteration ``i + 1`` (``i >= 1``) use :func:`seq_subdivisions` of ``i - 1``.
+    """
+    if iteration <= 0:
+        first = int(cfg.sequential_subdivisions)
+        return first if first > 0 else max(1, int(cfg.subdivisions))
+    return seq_subdivisions(cfg, iteration - 1)
+
+
+def check_sequences(cfg: NetConfig, max_batches: Optional[int] = None) -> None:
+    """``track=1``: raise a one-line :class:`~darknet_py.errors.CfgError` when the loader could
+    not make whole sequences for some iteration up to ``max_batches`` (default: the cfg's).
+
+    Each of Darknet's ``sequential_subdivisions`` loader chunks holds ``batch/subdivisions``
+    sequences; unless the number of chunks divides ``subdivisions`` a chunk ends in the middle
+    of a forward pass and that pass gets a broken step-major layout (Darknet does not check and
+    trains the recurrent layers on frames of unrelated sequences).
+    """
+    from ..errors import CfgError
+    if not cfg.track:
+        return
+    if cfg.sequential_subdivisions < 0:
+        raise CfgError(f"sequential_subdivisions={cfg.sequential_subdivisions} must be >= 0",
+                       file=cfg.file, line=cfg.line)
+    last = int(cfg.max_batches if max_batches is None else max_batches)
+    subdivisions = max(1, int(cfg.subdivisions))
+    # the value changes only after a step of seq_scales: check the first iteration and those
+    for finished in [0] + sorted({int(s) + 1 for s in cfg.steps[:len(cfg.seq_scales)]}):
+        if finished > 0 and finished >= last:
+            continue
+        threads = loader_seq_subdivisions(cfg, finished)
+        if subdivisions % threads:
+            when = "" if finished == 0 else \
+                f" (from iteration {finished + 1} on, after seq_scales)"
+            raise CfgError(f"track=1: sequential_subdivisions={threads}{when} does not divide "
+                           f"subdivisions={subdivisions}, so the loader's sequences would "
+                           "straddle forward passes; use a divisor of subdivisions",
+                           file=cfg.file, line=cfg.line)
 
 
 def current_batch(seen: int, cfg: NetConfig) -> int:

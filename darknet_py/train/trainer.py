@@ -1,9 +1,11 @@
 """``detector train``: Darknet's ``train_detector`` loop on CPU, one GPU, or several via DDP.
 
-One iteration = ``subdivisions`` mini-batches of ``batch/subdivisions`` images whose gradients
-accumulate (Darknet's ``train_network``), then one Darknet SGD update with the learning rate of
-the policy at the new iteration. The printed loss is Darknet's: the mean over yolo layers of
-``l.cost``, averaged over the mini-batches and divided by the mini-batch size.
+One iteration = ``subdivisions`` mini-batches of ``batch/subdivisions`` images (times
+``time_steps``: Darknet's ``net.batch``; with ``track=1`` sequences of consecutive list lines,
+see :class:`~darknet_py.data.dataset.SequenceBatchSampler`) whose gradients accumulate (Darknet's
+``train_network``), then one Darknet SGD update with the learning rate of the policy at the new
+iteration. The printed loss is Darknet's: the mean over yolo layers of
+``l.cost``, averaged over the mini-batches and divided by the images of one (``net.batch``).
 
 Several processes (torchrun, or ``-gpus 0,1``) train with torch DDP on the *global* batch of the
 cfg: each rank loads its shard of the same mini-batches a single process would load and the
@@ -118,16 +120,19 @@ class Trainer:
         cfgc = self.net.config
         if o.max_batches is not None:
             cfgc.max_batches = o.max_batches
+        from .schedule import check_sequences
+        check_sequences(cfgc)       # track=1: sequences that would straddle forward passes
         if cfgc.batch * cfgc.subdivisions == 1 and cfgc.batch == 1:
             raise UsageError("batch=1 cannot train: set batch=64 subdivisions=16 (or similar) in "
                              f"{o.cfg}")
         if not self.net.heads:
-            raise UsageError(f"{o.cfg} has no [yolo] layer to train")
+            raise UsageError(f"{o.cfg} has no detection layer ([yolo], [Gaussian_yolo] or "
+                             "[region]) to train")
         classes = self.net.heads[-1].classes
         data_classes = self.data_cfg.classes_or_default(classes)
         if data_classes != classes:
             raise DataError(f"classes={data_classes} in {o.data} but classes={classes} in the "
-                            f"[yolo] layers of {o.cfg}", file=o.data)
+                            f"last detection layer of {o.cfg}", file=o.data)
         self.classes = classes
         from .options import training_warning
         warning = training_warning(self.net) if self.is_main else None
@@ -163,7 +168,9 @@ class Trainer:
                 layer.bn_momentum = BN_MOMENTUM_GPU if self.device.type == "cuda" \
                     else BN_MOMENTUM_CPU
         self.precision.prepare(self.net)
-        self.images_per_iter = cfgc.batch  # Darknet's net.batch * net.subdivisions
+        from .schedule import images_per_iteration
+        # Darknet's imgs = net.batch * net.subdivisions, net.batch counting time_steps
+        self.images_per_iter = images_per_iteration(cfgc)
         self.iteration = int(self.net.seen) // max(1, self.images_per_iter)
         self.save_policy = CheckpointPolicy(
             self.backup, self.base,
@@ -178,7 +185,7 @@ class Trainer:
         self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
                  f"Decay: {cfgc.decay:g}")
         for h in self.net.heads:
-            self.log(f" Detection layer: {h.index} - type = {28 if h.table_name == 'yolo' else 0} ")
+            self.log(f" Detection layer: {h.index} - type = {h.type_code} ")
         from .freeze import BackwardStops
         #: stopbackward / onlyforward: where Darknet's backward stops (None without them)
         self.stops = BackwardStops.for_network(self.net)
@@ -217,33 +224,42 @@ class Trainer:
         from ..data.augment import AugmentConfig
         from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
         cfgc = self.net.config
-        aug = AugmentConfig.from_cfg(self.opts.cfg)
+        aug = AugmentConfig.from_network(self.net)
         seed = dist.shared_seed(self.opts.seed)   # one seed: every rank shards the same batches
         dataset = DetectionDataset(self.train_paths, aug, seed=seed,
                                    cache_images=self.opts.cache_images)
         schedule = None
         if aug.random:
             schedule = MultiScaleSchedule(cfgc.width, cfgc.height, aug.random, aug.resize_step,
-                                          cfgc.max_batches, cfgc.mini_batch)
-        loader = make_loader(dataset, cfgc.batch, cfgc.subdivisions,
-                             num_workers=self.opts.workers, seed=seed, multiscale=schedule,
-                             max_batches=cfgc.max_batches, start_iteration=self.iteration,
-                             rank=self.rank, world=self.world)
+                                          cfgc.max_batches, cfgc.net_batch)
+        common = dict(num_workers=self.opts.workers, seed=seed, multiscale=schedule,
+                      max_batches=cfgc.max_batches, start_iteration=self.iteration,
+                      rank=self.rank, world=self.world)
+        if cfgc.track:
+            import functools
+            from ..data.dataset import make_sequence_loader
+            from .schedule import loader_seq_subdivisions
+            self.log(f"\n Tracking! batch = {cfgc.net_batch}, subdiv = {cfgc.subdivisions}, "
+                     f"time_steps = {cfgc.time_steps}, mini_batch = {cfgc.mini_batch} ")
+            loader = make_sequence_loader(
+                dataset, cfgc.mini_batch, cfgc.time_steps, cfgc.subdivisions,
+                augment_speed=cfgc.augment_speed,
+                seq_subdivisions=functools.partial(loader_seq_subdivisions, cfgc), **common)
+        else:
+            # with time_steps > 1 (and no track) Darknet's forward pass still takes
+            # net.batch = batch/subdivisions * time_steps random images
+            loader = make_loader(dataset, self.images_per_iter, cfgc.subdivisions, **common)
         return _BatchSource(loader)
 
     # ------------------------------------------------------------------ one iteration
-    def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor):
-        from .loss import yolo_loss
+    def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor, seen: int):
+        """The heads' losses on one mini-batch; ``seen`` is Darknet's ``*net.seen`` during this
+        forward (``train_network_datum`` adds the mini-batch before it)."""
+        from .loss import heads_loss
         w, h = x.shape[3], x.shape[2]
         with self.precision.autocast():
             raw = self.model(x, raw_heads=True) if self.world == 1 else self.model(x)
-        costs, stats = [], []
-        for head, r in zip(self.net.heads, raw):
-            cost, st, _ = yolo_loss(r.float(), truth, head, w, h)
-            costs.append(cost)
-            stats.append((head.index, st))
-        total = torch.stack(costs).sum()
-        return total, costs, stats
+        return heads_loss(self.net.heads, raw, truth, w, h, seen)
 
     def train_iteration(self) -> float:
         cfgc = self.net.config
@@ -256,14 +272,16 @@ class Trainer:
         if self.stops is not None:
             self.stops.begin_iteration(self.iteration)
         seen = 0
-        mini_batch = max(1, cfgc.mini_batch)    # global: the ranks' shards add up to it
+        # Darknet's net.batch (time_steps included), global: the ranks' shards add up to it
+        mini_batch = cfgc.net_batch
         for _ in range(subdiv):
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
             if self._channels_last():
                 x = x.contiguous(memory_format=torch.channels_last)
             truth = truth.to(self.device)
-            total, costs, stats = self._forward_loss(x, truth)
+            total, costs, stats = self._forward_loss(
+                x, truth, int(self.net.seen) + (seen + x.shape[0]) * self.world)
             finite &= torch.isfinite(total.detach())
             # x world: DDP averages the ranks' gradients, the global batch needs their sum
             self.scaler.scale(total * self.world).backward()

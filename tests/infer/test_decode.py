@@ -23,6 +23,7 @@ from darknet_py.layers.yolo import YoloLayer
 from darknet_py.model.netconfig import NetConfig, find_net_section
 from darknet_py.infer.nms import apply_nms, nms_params
 from darknet_py.infer.decode import get_network_boxes, head_candidates
+from darknet_py.layers.registry import head_class
 from darknet_py.structures.heads import HeadSpec
 
 DUMPS = {  # dump folder -> oracle/detect run with the same model and mode
@@ -182,8 +183,8 @@ def test_get_color_and_drawing(names):
 
 # ------------------------------------------------------------------ synthetic heads, hand values
 def _head(kind, classes, anchors, w, h, mask=(0,), n=1, **kw):
-    return HeadSpec(index=kw.pop("index", 5), kind=kind, classes=classes, n=n, total=n,
-                    mask=tuple(mask), anchors=tuple(anchors), w=w, h=h, **kw)
+    return head_class(kind).make_spec(index=kw.pop("index", 5), classes=classes, n=n, total=n,
+                                      mask=tuple(mask), anchors=tuple(anchors), w=w, h=h, **kw)
 
 
 def _yolo(w=2, h=2, **kw):
@@ -264,9 +265,9 @@ def test_objectness_first_decoding_equals_decoding_everything(kind, new_coords):
     full decode_head rows, image by image, for a batch."""
     from darknet_py.infer.decode import _threshold, decode_head, head_candidates
     from darknet_py.structures.heads import HeadSpec
-    spec = HeadSpec(index=5, kind=kind, classes=3, n=2, total=4, mask=(1, 3),
-                    anchors=(10.0, 14.0, 23.0, 27.0, 37.0, 58.0, 81.0, 82.0), w=5, h=4,
-                    new_coords=new_coords)
+    spec = head_class(kind).make_spec(
+        index=5, classes=3, n=2, total=4, mask=(1, 3),
+        anchors=(10.0, 14.0, 23.0, 27.0, 37.0, 58.0, 81.0, 82.0), w=5, h=4, new_coords=new_coords)
     g = torch.Generator().manual_seed(3)
     out = torch.rand((3, spec.n * spec.entries, spec.h, spec.w), generator=g)
     sizes = [(640, 480), (300, 500), (416, 416)]

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import csv
 import re
+import tempfile
 import warnings
 from fractions import Fraction
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -159,10 +161,22 @@ def no_weight_init(monkeypatch):
     monkeypatch.setattr(ConvolutionalLayer, "reset_parameters", lambda self: None)
 
 
-def build(cfg: str, **kw) -> Network:
+#: cfgs darknet-py refuses at parse time (a [yolo] mask index beyond num: Darknet reads past its
+#: anchors array there): the table is compared for a copy with num= set to the anchors given
+NUM_FIX = {"cspx-p7-mish": 20}
+
+
+def build(cfg: str, tmp_path=None, **kw) -> Network:
     path = require(CFG_DIR / f"{cfg}.cfg")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if cfg in NUM_FIX:
+            from darknet_py.errors import CfgError
+            with pytest.raises(CfgError, match=r"mask index \d+ is outside the num=16 anchors"):
+                Network.from_cfg(path, batch=1, **kw)
+            fixed = (tmp_path or Path(tempfile.mkdtemp())) / path.name
+            fixed.write_text(re.sub(r"(?m)^num=16$", f"num={NUM_FIX[cfg]}", path.read_text()))
+            path = fixed
         return Network.from_cfg(path, batch=1, **kw)
 
 
@@ -172,9 +186,9 @@ def test_all_detection_cfgs_listed():
 
 
 @pytest.mark.parametrize("cfg", CFGS)
-def test_network_table(cfg, in_darknet_cwd, no_weight_init):
+def test_network_table(cfg, in_darknet_cwd, no_weight_init, tmp_path):
     oracle = Table(require(TABLES / f"{cfg}.stderr.txt").read_text())
-    net = build(cfg)
+    net = build(cfg, tmp_path)
     ours = Table(net.table())
     assert len(net.layers) == len(oracle.blocks) == len(ours.blocks)
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from conftest import refpath, require
 from darknet_py.errors import UsageError
+from darknet_py.layers.registry import head_class
 from darknet_py.model.network import Network
 from darknet_py.structures.heads import HeadSpec, nms_params
+
+
+def yolo_spec(**kw):
+    return head_class("yolo").make_spec(**kw)
 
 CFGS = {"yolo": "yolov4-tiny.cfg", "gaussian_yolo": "Gaussian_yolov3_BDD.cfg",
         "region": "yolov2-tiny.cfg"}
@@ -29,21 +35,25 @@ def test_each_head_layer_builds_its_spec(kind):
 
 
 def test_masked_anchors_follow_the_mask():
-    spec = HeadSpec(index=3, kind="yolo", classes=1, n=2, total=3, mask=(2, 0),
-                    anchors=(1.0, 2.0, 3.0, 4.0), w=1, h=1)
+    spec = yolo_spec(index=3, classes=1, n=2, total=3, mask=(2, 0),
+                     anchors=(1.0, 2.0, 3.0, 4.0), w=1, h=1)
     # anchors 2 is missing from the cfg: Darknet's biases default to .5
     assert spec.masked_anchors() == ([0.5, 1.0], [0.5, 2.0])
 
 
 def test_nms_params_are_the_last_heads():
-    a = HeadSpec(index=1, kind="yolo", classes=1, n=1, total=1, mask=(0,), anchors=(), w=1, h=1)
-    b = HeadSpec(index=2, kind="yolo", classes=1, n=1, total=1, mask=(0,), anchors=(), w=1, h=1,
-                 nms_kind="diounms", beta_nms=0.7)
+    a = yolo_spec(index=1, classes=1, n=1, total=1, mask=(0,), anchors=(), w=1, h=1)
+    b = yolo_spec(index=2, classes=1, n=1, total=1, mask=(0,), anchors=(), w=1, h=1,
+                  nms_kind="diounms", beta_nms=0.7)
     assert nms_params([a, b]) == ("diounms", 0.7) and nms_params([b, a]) == ("default", 0.6)
     assert nms_params([]) == ("default", 0.6)
 
 
 def test_unknown_kind_is_refused():
+    from darknet_py.infer.decode import decode_head
     with pytest.raises(UsageError, match="unknown detection head kind"):
-        HeadSpec(index=0, kind="detection", classes=1, n=1, total=1, mask=(0,), anchors=(),
-                 w=1, h=1)
+        head_class("detection")
+    spec = HeadSpec(index=0, kind="detection", type_code=0, entries=6, classes=1, n=1, total=1,
+                    mask=(0,), anchors=(), w=1, h=1)
+    with pytest.raises(UsageError, match="unknown detection head kind"):
+        decode_head(spec, torch.zeros(1, 6, 1, 1), 32, 32)

@@ -16,7 +16,6 @@ import torch
 
 from darknet_py.layers.convolutional import ConvolutionalLayer
 from darknet_py.layers.route import RouteLayer
-from darknet_py.train.loss import yolo_loss
 from darknet_py.train.trainer import TrainOptions, Trainer
 
 from test_loss import darknet_cpu_forward
@@ -26,7 +25,7 @@ from train_fixtures import make_shapes_workdir
 def _loss_grads(net, x, truth, forward):
     net.zero_grad(set_to_none=True)
     raws = forward(net, x)
-    total = sum(yolo_loss(r.float(), truth, h, x.shape[3], x.shape[2])[0]
+    total = sum(h.loss(r.float(), truth, x.shape[3], x.shape[2])[0]
                 for h, r in zip(net.heads, raws))
     total.backward()
     return {i: l.weight.grad.detach().clone() for i, l in enumerate(net.layers)

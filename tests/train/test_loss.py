@@ -29,7 +29,9 @@ import pytest
 import torch
 
 from conftest import REFDATA, require
-from darknet_py.train.loss import YoloLossStats, network_cost, yolo_delta, yolo_loss
+from darknet_py.layers.head import DetectionHead
+from darknet_py.layers.yolo import YoloLossStats, yolo_delta
+from darknet_py.train.loss import network_cost
 
 TRAIN_STEP = REFDATA / "oracle" / "train_step"
 CASES = ["v4tiny_coco", "v3tiny_coco", "v4tiny_facemask3"]
@@ -100,7 +102,7 @@ def step(request, tmp_path_factory):
     costs = []
     for head, raw in zip(net.heads, raws):
         raw.retain_grad()
-        cost, stats, output = yolo_loss(raw, truth, head, net.width, net.height)
+        cost, stats, output = head.loss(raw, truth, net.width, net.height)
         costs.append(cost)
         heads.append(SimpleNamespace(layer=head, raw=raw, cost=cost, stats=stats,
                                      output=output.detach()))
@@ -211,7 +213,7 @@ def test_yolo_loss_backward_is_minus_delta_times_delta_normalizer():
     raw = torch.randn(2, layer.n * (layer.classes + 5), 4, 4, dtype=torch.float64,
                       generator=torch.Generator().manual_seed(3)).requires_grad_()
     truth = _toy_truth(2, 3, layer.classes, seed=4)
-    cost, stats, out = yolo_loss(raw, truth, layer, 64, 64)
+    cost, stats, out = DetectionHead.loss(layer, raw, truth, 64, 64)
     (3.0 * cost).backward()
     delta, _ = yolo_delta(layer.activate(raw.detach()), truth, layer, 64, 64)
     torch.testing.assert_close(raw.grad, -1.5 * delta)
@@ -244,6 +246,7 @@ def _toy_layer(**kw):
     layer = SimpleNamespace(**opts)
     layer.n = len(layer.mask)
     layer.activate = lambda x, _l=layer: _activate(_l, x)
+    layer.delta = lambda out, truth, w, h, seen=0, _l=layer: yolo_delta(out, truth, _l, w, h)
     return layer
 
 

@@ -15,16 +15,7 @@ HEAD = re.compile(r"^\s*\[(yolo|region|Gaussian_yolo)\]", re.M)
 
 #: what darknet-py ignores in each of AlexeyAB's detection cfgs (update it when an option gets
 #: implemented: the test then fails until this says so)
-_REGION = {"region:bias_match", "region:rescore", "region:object_scale", "region:noobject_scale",
-           "region:class_scale", "region:coord_scale", "region:thresh"}
 EXPECTED_IGNORED = {
-    **{c: _REGION for c in ("tiny-yolo-voc", "tiny-yolo", "tiny-yolo_xnor", "yolo-voc.2.0",
-                            "yolo-voc", "yolo.2.0", "yolo", "yolo9000", "yolov2-tiny-voc",
-                            "yolov2-tiny", "yolov2-voc", "yolov2")},
-    "Gaussian_yolov3_BDD": {f"Gaussian_yolo:{k}" for k in (
-        "ignore_thresh", "truth_thresh", "iou_thresh", "uc_normalizer", "cls_normalizer",
-        "iou_normalizer", "iou_loss")},
-    "yolov3-tiny_occlusion_track": {"net:track", "net:time_steps", "net:augment_speed"},
     "yolov4-tiny_contrastive": {"net:contrastive", "net:contrastive_jit_flip"},
 }
 
@@ -150,14 +141,15 @@ def test_cfg_options_command(tmp_path):
     assert "  implemented  [yolo] ignore_thresh=.7 (lines 973, 1061, 1149): " in out
     assert "  unused       angle=0 (line 13): " in out
     (folder / "yolov4-custom.cfg").write_text((folder / "yolov4-custom.cfg").read_text().replace(
-        "mosaic=1", "mosaic=1\ntrack=1"))
+        "mosaic=1", "mosaic=1\nadversarial_lr=0.05"))
     res = CliRunner().invoke(cli_main, ["cfg", "options", "--ignored", str(folder)])
     assert res.stdout.splitlines() == [
         os.path.join(str(folder), "yolov4-custom.cfg"),
-        "  ignored      track=1 (line 27): " + O.TRAINING_OPTIONS[("net", "track")].what]
+        "  ignored      adversarial_lr=0.05 (line 27): "
+        + O.TRAINING_OPTIONS[("net", "adversarial_lr")].what]
     res = CliRunner().invoke(cli_main, ["cfg", "options", "--summary", str(folder)])
     assert re.search(r"(?m)^implemented +\[convolutional\] stopbackward +1 cfgs  ", res.stdout)
-    assert re.search(r"(?m)^ignored +track +1 cfgs  ", res.stdout)
+    assert re.search(r"(?m)^ignored +adversarial_lr +1 cfgs  ", res.stdout)
     assert re.search(r"(?m)^implemented +batch +2 cfgs  ", res.stdout)
     res = CliRunner().invoke(cli_main, ["cfg", "options", str(tmp_path / "nope.cfg")])
     assert res.exit_code == 1 and res.output.strip().endswith("nope.cfg: cfg file or folder not "

@@ -4,7 +4,6 @@ import torch
 
 from darknet_py import devices
 from darknet_py.model.network import Network
-from darknet_py.train.loss import yolo_loss
 from darknet_py.train.precision import choose_precision
 
 from conftest import REPO
@@ -55,7 +54,7 @@ def test_bf16_step_keeps_bn_and_loss_fp32_and_follows_fp32():
             with prec.autocast():
                 y = net.layers[0]._conv(inp, net.layers[0].weight)
             assert y.dtype == torch.bfloat16
-        costs = [yolo_loss(r.float(), truth, h, 64, 64)[0] for h, r in zip(net.heads, raw)]
+        costs = [h.loss(r.float(), truth, 64, 64)[0] for h, r in zip(net.heads, raw)]
         total = torch.stack(costs).sum()
         total.backward()
         assert total.dtype == torch.float32

@@ -10,7 +10,9 @@ import pytest
 
 from conftest import REFDATA, require
 from darknet_py.model.netconfig import NetConfig
-from darknet_py.train.schedule import (current_batch, images_per_iteration, learning_rate,
+from darknet_py.errors import CfgError
+from darknet_py.train.schedule import (check_sequences, current_batch, images_per_iteration,
+                                       learning_rate, loader_seq_subdivisions, seq_subdivisions,
                                        update_batch)
 
 
@@ -98,6 +100,48 @@ def test_current_batch_and_update_batch():
     # GPU: * subdivisions / sequential_subdivisions
     assert update_batch(cfg(batch=64, subdivisions=16, sequential_subdivisions=4)) == 256
     assert update_batch(cfg(batch=64, subdivisions=16, sequential_subdivisions=16)) == 64
+    # batch < subdivisions: Darknet's net.batch 0 is raised to time_steps (at least 1)
+    assert images_per_iteration(cfg(batch=2, subdivisions=4)) == 4
+    assert images_per_iteration(cfg(batch=2, subdivisions=4, time_steps=3)) == 12
+
+
+def test_track_batch_arithmetic_of_the_occlusion_cfg():
+    """yolov3-tiny_occlusion_track.cfg: batch=8 subdivisions=4 time_steps=20."""
+    c = cfg(batch=8, subdivisions=4, time_steps=20, track=1, sequential_subdivisions=4)
+    assert c.mini_batch == 2            # detector.c: args.mini_batch = net.batch / time_steps
+    assert c.net_batch == 40            # parse_net_options: batch / subdivs * time_steps
+    assert images_per_iteration(c) == 160      # imgs, the "images" count and seen per iteration
+    check_sequences(c)
+
+
+def test_sequential_subdivisions_schedule():
+    # get_current_seq_subdivisions: times seq_scales[i] for steps[i] <= batch_num, int after
+    # each product, within [1, subdivisions]
+    c = cfg(subdivisions=16, sequential_subdivisions=8, policy="steps", steps=[100, 200, 300],
+            scales=[1, 1, 1], seq_scales=[0.5, 0.75, 0.1], track=1, max_batches=1000)
+    assert [seq_subdivisions(c, b) for b in (0, 99, 100, 199, 200, 300)] == [8, 8, 4, 4, 3, 1]
+    assert seq_subdivisions(cfg(sequential_subdivisions=8, steps=[1], seq_scales=[4.0]), 5) == 16
+    # the loader: the first iteration's images with the cfg's value (0: subdivisions), those of
+    # iteration i + 1 with the value at batch i - 1 (set after the previous load was taken)
+    assert loader_seq_subdivisions(c, 0) == 8
+    assert loader_seq_subdivisions(cfg(sequential_subdivisions=0), 0) == 16
+    assert [loader_seq_subdivisions(c, i) for i in (100, 101, 201, 301)] == [8, 4, 3, 1]
+
+
+def test_check_sequences_names_the_cfg_line():
+    bad = cfg(subdivisions=4, sequential_subdivisions=3, track=1, file="t.cfg", line=1)
+    with pytest.raises(CfgError, match=r"^t\.cfg:1: track=1: sequential_subdivisions=3 does not "
+                                       r"divide subdivisions=4"):
+        check_sequences(bad)
+    bad.track = 0
+    check_sequences(bad)                # without track the loader does not make sequences
+    later = cfg(subdivisions=16, sequential_subdivisions=8, policy="steps", steps=[100, 200],
+                scales=[1, 1], seq_scales=[0.5, 0.75], track=1, max_batches=1000)
+    with pytest.raises(CfgError, match=r"=3 \(from iteration 202 on"):
+        check_sequences(later)
+    check_sequences(later, max_batches=201)      # -max_batches stops before it
+    with pytest.raises(CfgError, match="must be >= 0"):
+        check_sequences(cfg(sequential_subdivisions=-1, track=1))
 
 
 def test_yolov4_tiny_cfg_schedule():

@@ -22,6 +22,7 @@ import torch
 
 from ...errors import DataError, UsageError
 from ...export.exporter import DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME
+from ...layers.registry import head_class
 from ...structures.heads import HeadSpec
 from .base import CALIBRATE_MAX_SECONDS, Backend, check_heads
 
@@ -75,7 +76,7 @@ class OnnxFileBackend(Backend):
     def _read_metadata(self, path: str, meta: Dict[str, Any]) -> None:
         self.source = path
         self.metadata = meta
-        self.heads = [HeadSpec.from_dict(h) for h in meta["heads"]]
+        self.heads = [_head_spec(h) for h in meta["heads"]]
         check_heads(self.heads, path)
         self.output_heads = [h.get("output", f"{h['type']}_{h['index']}") for h in meta["heads"]]
         self.width, self.height = int(meta["input_width"]), int(meta["input_height"])
@@ -254,3 +255,10 @@ def cache_folder() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "darknet_py")
 
+
+def _head_spec(d: Dict[str, Any]) -> HeadSpec:
+    """A head of the file's metadata; files exported before the metadata stated each head's
+    ``type_code`` get their head class's."""
+    if "type_code" not in d:
+        d = dict(d, type_code=head_class(str(d.get("type", d.get("kind")))).type_code)
+    return HeadSpec.from_dict(d)

@@ -33,7 +33,7 @@ from ..errors import CfgError
 from ..structures.heads import HeadSpec
 from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
 from .head import BoxT, DetectionHead, box_giou, box_iou, darknet_ratio, dx_box_iou, fix_nan_inf
-from .parse_helpers import DefaultsLog, loud_float, loud_int, loud_str, option_line
+from .parse_helpers import DefaultsLog, loud_float, loud_int, loud_str, option_line, read_map
 from .yolo import (IOU_LOSSES, IOU_LOSSES_CODES, YoloFamily, YoloLossStats, prediction_grid,
                    yolo_family_delta)
 
@@ -132,6 +132,9 @@ class GaussianYoloLayer(DetectionHead):
         self.iou_thresh = s.float("iou_thresh", 1.0)
         self.random = s.float("random", 0.0)
         self.map_file = loud_str(s, "map", None, post)
+        #: map= (read_map): label id -> class, applied to the training truths as Darknet does
+        self.class_map: Optional[List[int]] = (read_map(s, "map", self.map_file)
+                                               if self.map_file else None)
         anchors = s.float_list("anchors", [])
         # make_gaussian_yolo_layer fills every bias with .5; Darknet then reads all the values
         self.anchors: List[float] = (anchors + [0.5] * max(0, 2 * self.total - len(anchors)))[

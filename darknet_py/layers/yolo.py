@@ -56,7 +56,7 @@ from ..structures.heads import HeadSpec
 from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
 from .head import (FLT_MAX, BoxT, DetectionHead, box_giou, box_iou, box_iou_kind,
                    classes_multipliers, dx_box_iou, f32, fix_nan_inf, prepare_truth)
-from .parse_helpers import option_line
+from .parse_helpers import option_line, read_map
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
@@ -154,6 +154,9 @@ class YoloLayer(DetectionHead):
         if emb != 999999:
             self.embedding_layer = ctx.resolve(s, "embedding_layer", emb)
         self.map_file = s.str("map", None)
+        #: map= (read_map): label id -> class, applied to the training truths as Darknet does
+        self.class_map: Optional[List[int]] = (read_map(s, "map", self.map_file)
+                                               if self.map_file else None)
         anchors = s.float_list("anchors", [])
         if len(anchors) < 2 * self.total:
             anchors = anchors + [0.5] * (2 * self.total - len(anchors))  # Darknet's default bias
@@ -432,10 +435,13 @@ def _truths_from_rows(t: torch.Tensor, in_prefix: torch.Tensor, opt: _YoloOption
     C = opt.C
     t_cls_raw = t[..., 4].to(torch.long)  # C's (int) truncation
     cls_ok = (t_cls_raw >= 0) & (t_cls_raw < C)
+    if opt.class_map is not None:      # a label without a map entry: Darknet reads past the map
+        cls_ok = cls_ok & (t_cls_raw < len(opt.class_map))
     usable = in_prefix & cls_ok  # (B, T)
     t_cls = t_cls_raw.clamp(0, C - 1)
     if opt.class_map is not None:
-        t_cls = torch.as_tensor(opt.class_map, device=device, dtype=torch.long)[t_cls]
+        cmap = torch.as_tensor(opt.class_map, device=device, dtype=torch.long)
+        t_cls = cmap[t_cls.clamp(max=len(opt.class_map) - 1)].clamp(0, C - 1)
     has_truth = usable.any(1)  # (B,)
     return _Truths(T=T, any_truth=bool(has_truth.any()), t_x=t[..., 0], t_y=t[..., 1],
                    t_w=t[..., 2], t_h=t[..., 3], t_cls=t_cls, usable=usable,

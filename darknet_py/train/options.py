@@ -154,8 +154,7 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
             "cls_normalizer", "obj_normalizer", "delta_normalizer", "max_delta",
             "label_smooth_eps", "focal_loss", "objectness_smooth", "counters_per_class"),
     **_opts("yolo", IMPLEMENTED, "the per-layer training printout", "show_details"),
-    **_opts("yolo", IGNORED, "the class map is read but not applied to the training truths",
-            "map"),
+    **_opts("yolo", IMPLEMENTED, "label ids mapped to classes in the loss (read_map)", "map"),
     **_opts("yolo", UNUSED, "Darknet's parse_yolo does not read it", "beta1", "uc_normalizer"),
     # ----------------------------------------------------------------- [region]
     **_opts("region", IMPLEMENTED, _HEAD_AUGMENT, "jitter", "resize"),
@@ -175,8 +174,8 @@ TRAINING_OPTIONS: Dict[Tuple[str, str], TrainingOption] = {
             "iou_thresh_kind", "iou_loss", "iou_normalizer", "uc_normalizer", "cls_normalizer",
             "obj_normalizer", "delta_normalizer", "max_delta", "label_smooth_eps",
             "objectness_smooth", "counters_per_class"),
-    **_opts("Gaussian_yolo", IGNORED, "the class map is read but not applied to the training "
-            "truths", "map"),
+    **_opts("Gaussian_yolo", IMPLEMENTED, "label ids mapped to classes in the loss (read_map)",
+            "map"),
     # ----------------------------------------------------------------- [contrastive]
     **_opts("contrastive", IGNORED, _NO_CONTRASTIVE, "classes", "yolo_layer", "temperature",
             "cls_normalizer", "max_delta", "contrastive_neg_max"),

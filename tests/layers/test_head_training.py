@@ -177,3 +177,25 @@ def test_region_network_runs_and_trains_at_other_input_sizes():
         assert torch.isfinite(cost) and stats.count == 2
         assert net.layers[0].weight.grad.abs().max() > 0
         net.zero_grad()
+
+
+@pytest.mark.parametrize("head", ["yolo", "Gaussian_yolo"])
+def test_map_file_maps_label_ids_to_classes_in_the_loss(tmp_path, head):
+    """``map=`` (read_map): a label id is trained as the class the map gives it."""
+    entries = 5 + 3 if head == "yolo" else 9 + 3
+    (tmp_path / "ids.map").write_text("2\n0\n")
+    text = ("[net]\nwidth=64\nheight=64\nchannels=3\n\n[convolutional]\n"
+            f"filters={entries}\nsize=1\nactivation=linear\n\n[{head}]\nnum=1\nmask=0\n"
+            "anchors=20,20\nclasses=3\n")
+    (tmp_path / "plain.cfg").write_text(text)
+    (tmp_path / "mapped.cfg").write_text(text + f"map={tmp_path / 'ids.map'}\n")
+    plain = Network.from_cfg(tmp_path / "plain.cfg").heads[0]
+    mapped = Network.from_cfg(tmp_path / "mapped.cfg").heads[0]
+    assert mapped.class_map == [2, 0]
+    out = plain.activate(torch.randn(1, entries, 2, 2, generator=torch.Generator().manual_seed(0)))
+    row = [0.4, 0.6, 0.3, 0.3]
+    as_class_2, _ = plain.delta(out, torch.tensor([[row + [2, 0]]]), 64, 64)
+    as_label_0, _ = mapped.delta(out, torch.tensor([[row + [0, 0]]]), 64, 64)
+    torch.testing.assert_close(as_label_0, as_class_2)
+    not_mapped, _ = plain.delta(out, torch.tensor([[row + [0, 0]]]), 64, 64)
+    assert not torch.equal(not_mapped, as_class_2)

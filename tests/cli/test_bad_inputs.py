@@ -134,7 +134,7 @@ CFG_CASES = {
     "huge_maxpool.cfg": (19, "size=1000000000 is far larger than the 16x16 input"),
     "huge_num.cfg": (30, "num=1000000000 is out of range"),
     "groups_not_dividing.cfg": (11, "groups=3 must divide both the input channels (3)"),
-    "mask_beyond_anchors.cfg": (26, "mask index 7 is outside the 3 anchors"),
+    "mask_beyond_anchors.cfg": (27, "mask index 7 is outside the num=3 anchors"),
     "filters_not_matching_classes.cfg": (26, "set filters=18 in the [convolutional] before"),
     "dilation_mismatch.cfg": (11, "dilation=4 with size=3 and padding=0"),
     "unknown_activation.cfg": (17, "unknown activation 'leakyy'"),

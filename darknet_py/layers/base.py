@@ -48,6 +48,9 @@ def max_alloc_floats() -> int:
     return int(gib * (1 << 30)) // 4
 
 
+#: C's FLT_MAX (float.h): Darknet's "no limit" default of max_delta and its max-pool padding
+FLT_MAX = 3.4028234663852886e38
+
 #: Bounds for counts that size Python lists or training buffers (Darknet's cfgs use num <= 20
 #: anchors and max <= 200 boxes; these are far above any real use)
 MAX_ANCHORS = 65536

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import CfgError
-from .base import BuildContext, Layer
+from .base import FLT_MAX, BuildContext, Layer
 from .parse_helpers import DefaultsLog, loud_int, option_line
 from .yolo import YoloLayer
 
@@ -56,7 +56,7 @@ class ContrastiveLayer(Layer):
         self.temperature = s.float("temperature", 1.0)
         self.steps = ctx.net.time_steps
         self.cls_normalizer = s.float("cls_normalizer", 1.0)
-        self.max_delta = s.float("max_delta", float(3.4028234663852886e38))
+        self.max_delta = s.float("max_delta", FLT_MAX)
         self.contrastive_neg_max = s.int("contrastive_neg_max", 3)
         self.out_shape = self.in_shape
         #: images per forward pass used in Darknet's printout (net batch after subdivisions)

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import CfgError
 from ..structures.heads import HeadSpec
-from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
+from .base import FLT_MAX, MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
 from .head import BoxT, DetectionHead, box_giou, box_iou, darknet_ratio, dx_box_iou, fix_nan_inf
 from .parse_helpers import DefaultsLog, loud_float, loud_int, loud_str, option_line, read_map
 from .yolo import (IOU_LOSSES, IOU_LOSSES_CODES, YoloFamily, YoloLossStats, prediction_grid,
@@ -97,7 +97,7 @@ class GaussianYoloLayer(DetectionHead):
                 f"x {self.n} masks, but the layer before it gives {c}: set filters={expected} in "
                 "the [convolutional] before this [Gaussian_yolo]", file=s.file, line=s.line,
                 value=c)
-        self.max_delta = s.float("max_delta", float(3.4028234663852886e38))
+        self.max_delta = s.float("max_delta", FLT_MAX)
         cpc = loud_str(s, "counters_per_class", None, pre)
         self.counters_per_class: Optional[List[int]] = None
         if cpc is not None:

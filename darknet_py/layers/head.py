@@ -38,13 +38,11 @@ import torch
 from ..errors import DataError
 from ..structures import boxes as _boxes
 from ..structures.heads import HeadSpec
-from .base import Layer
-
-FLT_MAX = float(np.finfo(np.float32).max)
+from .base import FLT_MAX, Layer
 
 BoxT = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-__all__ = ["DetectionHead", "HeadLossFunction", "BoxT", "FLT_MAX", "box_iou", "box_giou",
+__all__ = ["DetectionHead", "HeadLossFunction", "BoxT", "box_iou", "box_giou",
            "box_diou", "box_ciou", "box_iou_kind", "dx_box_iou", "classes_multipliers",
            "prepare_truth", "f32", "fix_nan_inf", "darknet_ratio"]
 

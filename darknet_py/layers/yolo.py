@@ -53,13 +53,12 @@ import torch
 
 from ..errors import CfgError
 from ..structures.heads import HeadSpec
-from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
-from .head import (FLT_MAX, BoxT, DetectionHead, box_giou, box_iou, box_iou_kind,
+from .base import FLT_MAX, MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
+from .head import (BoxT, DetectionHead, box_giou, box_iou, box_iou_kind,
                    classes_multipliers, dx_box_iou, f32, fix_nan_inf, prepare_truth)
 from .parse_helpers import option_line, read_map
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
-NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 
 
 def get_yolo_box(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, h: torch.Tensor,
@@ -116,7 +115,7 @@ class YoloLayer(DetectionHead):
                 f"{self.n} masks, but the layer before it gives {c}: set filters={expected} in the "
                 f"[convolutional] before this [yolo]", file=s.file, line=s.line, value=c)
         self.show_details = s.int("show_details", 1)
-        self.max_delta = s.float("max_delta", float(3.4028234663852886e38))
+        self.max_delta = s.float("max_delta", FLT_MAX)
         cpc = s.int_list("counters_per_class", None)
         self.counters_per_class: Optional[List[int]] = cpc
         if cpc is not None and len(cpc) != self.classes:

@@ -20,6 +20,11 @@ onnxruntime an ONNX export run by ONNX Runtime (from a ``darknet-py export`` fil
 openvino   the same ONNX file run by OpenVINO; optional extra ``[openvino]``
 ========== ==================================================================================
 
+Every backend may be called from several threads at once and gives each call its own result
+(``exact`` and ``onnxruntime`` are reentrant, ``fast`` and ``cuda`` serialise calls with a lock,
+``openvino`` gives each concurrent call its own infer request); ``tests/cli/test_reliability.py``
+compares multi-threaded runs of every installed backend with single-threaded ones.
+
 ``auto`` (the default) is ``cuda`` when the device is a GPU and ``onnxruntime`` for an ``.onnx``
 file. On the CPU, for a cfg: ``onnxruntime`` (fp32) when ``onnxruntime`` and ``onnx`` are
 installed — measured faster than ``fast`` on every benchmarked model at 1 and 2 threads

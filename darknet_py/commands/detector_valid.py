@@ -113,7 +113,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     coco_lines: List[str] = []
     voc = [[] for _ in range(classes)]
     paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)
-    for done, (path, _, px) in enumerate(pipeline.iterate(paths), 1):
+    for done, (path, _, px) in enumerate(pipeline.iterate(paths, keep_images=False), 1):
         if done % batch == 0 or done == len(paths):
             eprint(done)
         w, h = px.image_size

@@ -72,3 +72,241 @@ def test_every_backend_gives_each_thread_its_own_result(backend):
     assert errors == []
     assert len(got) == 3 * len(images)
     assert [p for p, dets in got if dets != want[p]] == []
+
+
+# ----------------------------------------------------------------------------- decompression bombs
+def _png_bomb(path: Path, side: int = 30000) -> Path:
+    """A real PNG of side x side grey pixels in under 1 MB: one compressed block of rows, ended
+    by a full flush (so it can be repeated byte for byte), repeated; the checksum is exact."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    rows = 100
+    block = (b"\x00" + b"\x80" * side) * rows
+    piece = zlib.compressobj(9).compress(block)
+    co = zlib.compressobj(9)
+    piece = co.compress(block) + co.flush(zlib.Z_FULL_FLUSH)
+    adler = 1
+    for _ in range(side // rows):
+        adler = zlib.adler32(block, adler)
+    idat = b"\x78\xda" + piece * (side // rows) + b"\x03\x00" + struct.pack(">I", adler)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def _header_bombs(folder: Path) -> dict:
+    """Files whose headers announce 65000x65000 pixels (4.2 billion), one per format whose
+    header is read, built from small real files with their size fields patched."""
+    import struct
+
+    import cv2
+    import numpy as np
+    small = np.full((8, 8, 3), 100, np.uint8)
+    out = {}
+    for ext in (".jpg", ".png", ".bmp", ".tiff", ".webp", ".ppm"):
+        ok, buf = cv2.imencode(ext, small)
+        assert ok
+        b = bytearray(buf.tobytes())
+        if ext == ".jpg":
+            i = b.find(b"\xff\xc0")
+            struct.pack_into(">HH", b, i + 5, 65000, 65000)
+        elif ext == ".png":
+            struct.pack_into(">II", b, 16, 65000, 65000)
+        elif ext == ".bmp":
+            struct.pack_into("<ii", b, 18, 65000, 65000)
+        elif ext == ".tiff":
+            off = struct.unpack("<I", b[4:8])[0]
+            for k in range(struct.unpack("<H", b[off:off + 2])[0]):
+                e = off + 2 + 12 * k
+                tag, kind = struct.unpack("<HH", b[e:e + 4])
+                if tag in (256, 257):
+                    struct.pack_into("<H" if kind == 3 else "<I", b, e + 8, 65000)
+        elif ext == ".webp":      # 14-bit sides: 16384x16384 = 268 million pixels
+            if b[12:16] == b"VP8 ":
+                struct.pack_into("<HH", b, 26, 16384 - 1, 16384 - 1)
+            else:                 # lossless: (w-1) | (h-1) << 14 after the signature byte
+                bits = int.from_bytes(b[21:25], "little") & ~((1 << 28) - 1)
+                b[21:25] = (bits | 16383 | 16383 << 14).to_bytes(4, "little")
+        else:
+            b = bytearray(b"P6\n65000 65000\n255\n" + bytes(b.split(b"255\n", 1)[1]))
+        out[ext] = folder / f"bomb{ext}"
+        out[ext].write_bytes(bytes(b))
+    gif = folder / "bomb.gif"      # GIF: header only, 65535x65535 logical screen
+    gif.write_bytes(b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b"\x3b")
+    out[".gif"] = gif
+    return out
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fails the test if OpenCV is asked to decode an image."""
+    import cv2
+
+    def refuse(*a, **k):
+        raise AssertionError("the image reached OpenCV's decoder")
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+    monkeypatch.setattr(cv2, "imread", refuse)
+
+
+def test_header_bombs_are_refused_before_decoding(tmp_path, no_decoding):
+    """Every format whose header is read: the file is refused from its header (the decoder is
+    never called) with one message naming the size and the cap; training's loader, inference's
+    loader and voc2yolo's size reader agree."""
+    from darknet_py.data.augment import load_image as train_load
+    from darknet_py.errors import DataError
+    from darknet_py.infer.image import load_image
+    from darknet_py.prep.voc import read_image_size
+    for ext, path in _header_bombs(tmp_path).items():
+        for load in (load_image, train_load):
+            with pytest.raises(DataError) as e:
+                load(str(path))
+            msg = str(e.value)
+            assert msg.startswith(f"{path}: cannot load image: it is "), msg
+            assert "more than the cap of 134,217,728 pixels (raise it with --max-image-pixels " \
+                   "or DARKNET_PY_MAX_IMAGE_PIXELS)" in msg, msg
+        assert read_image_size(path)[0] in (65000, 65535, 16383, 16384), ext   # size only, no decode
+
+
+def test_png_bomb_in_detector_test_is_one_line_under_a_memory_limit(tmp_path):
+    """The 30000x30000 PNG (under 1 MB) through the real command, in a process limited to 3.5 GiB
+    of address space (a normal run peaks near 2.1): one line naming the file, its size and the
+    cap, exit 1. Before: 21.5 GB resident for a minute, or a cv2.error traceback under a limit."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    shutil.copytree(CORPUS / "good", tmp_path / "good")
+    bomb = _png_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 1_000_000
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3584 << 20, 3584 << 20))
+    env = dict(__import__("os").environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "darknet_py.cli", *DETECT, "good/tiny.cfg",
+                        "good/tiny.weights", "bomb.png", "-dont_show", "-backend", "exact"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit)
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 1, p.stderr[-2000:]
+    errors = [l for l in p.stderr.splitlines() if l.startswith("darknet-py:")]
+    assert errors == ["darknet-py: data error: bomb.png: cannot load image: it is 30000x30000 "
+                      "(900,000,000 pixels), more than the cap of 134,217,728 pixels (raise it "
+                      "with --max-image-pixels or DARKNET_PY_MAX_IMAGE_PIXELS)"], p.stderr[-2000:]
+    assert not (tmp_path / "predictions.jpg").exists()
+
+
+def test_raised_cap_lets_opencv_refuse_in_one_line(work, monkeypatch):
+    """With the cap raised past 65000x65000 (flag or environment), OpenCV's own limit refuses
+    the JPEG: its cv2.error is one line, not a traceback. A small cap refuses a small image; a
+    cap that is not a number is a usage error."""
+    bombs = _header_bombs(work)
+    monkeypatch.setenv("DARKNET_PY_MAX_IMAGE_PIXELS", "134217728")     # restored after the test
+    r = run_inproc("--max-image-pixels", 5_000_000_000, *DETECT, "good/tiny.cfg",
+                   "good/tiny.weights", bombs[".jpg"], "-dont_show", "-backend", "exact")
+    assert_clean_error(r, "data error", f"{bombs['.jpg']}: cannot load image: OpenCV cannot "
+                       "decode it (its check 'pixels <= CV_IO_MAX_IMAGE_PIXELS' failed", "")
+    monkeypatch.setenv("DARKNET_PY_MAX_IMAGE_PIXELS", "1000")
+    r = run_inproc(*DETECT, "good/tiny.cfg", "good/tiny.weights", "good/small.jpg", "-dont_show",
+                   "-backend", "exact")
+    assert_clean_error(r, "data error", "good/small.jpg: cannot load image: it is ",
+                       "more than the cap of 1,000 pixels")
+    monkeypatch.setenv("DARKNET_PY_MAX_IMAGE_PIXELS", "lots")
+    r = run_inproc(*DETECT, "good/tiny.cfg", "good/tiny.weights", "good/small.jpg", "-dont_show",
+                   "-backend", "exact")
+    assert_clean_error(r, "usage error", "DARKNET_PY_MAX_IMAGE_PIXELS must be a positive", "",
+                       code=2)
+    assert not (work / "predictions.jpg").exists()
+
+
+def test_a_float_tiff_is_named_for_what_it_is(work):
+    """A float32 TIFF was 'not a readable image file'; OpenCV (like Darknet) cannot read it as
+    an 8-bit image, and the message now says why."""
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(work / "f32.tiff"), np.random.default_rng(0).random((20, 30, 3),
+                                                                       dtype=np.float32))
+    r = run_inproc(*DETECT, "good/tiny.cfg", "good/tiny.weights", "f32.tiff", "-dont_show",
+                   "-backend", "exact")
+    assert_clean_error(r, "data error", "f32.tiff: cannot load image: a 32-bit floating-point "
+                       "TIFF", "convert it to 8 bits")
+    assert "WARN" not in r.stderr
+
+
+def test_inference_never_converts_a_whole_image_to_float(tmp_path, monkeypatch):
+    """Detector calls, map and valid (which do not keep the images) resize from the decoded
+    bytes: the largest array converted to float is the columns the resize reads, not the
+    image (4 bytes per value instead of 1). The network input is bit-identical to resizing
+    Darknet's float image (stretch and letterbox, colour, grey and BGRA, up and down)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from darknet_py.infer import image as image_module
+    from darknet_py.infer.detector import Detector
+    from darknet_py.infer.image import (DecodedImage, letterbox_image, prepare_input,
+                                       resize_image)
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (1500, 2000, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    converted = []
+    real = image_module._planar_float
+    monkeypatch.setattr(image_module, "_planar_float",
+                        lambda mat: converted.append(mat.size) or real(mat))
+    det = Detector(CORPUS / "good" / "tiny.cfg", CORPUS / "good" / "tiny.weights",
+                   backend="exact", device="cpu")
+    det(str(tmp_path / "photo.png"))
+    assert converted and max(converted) <= 1500 * 32 * 3, max(converted)    # a 32x32 network
+    monkeypatch.undo()
+    for mat in (photo[:37, :53], photo[:5, :1], photo[:1, :9], photo[:40, :30, 0],
+                np.dstack([photo[:33, :21], photo[:33, :21, :1]])):
+        mat = np.ascontiguousarray(mat)
+        as_float = DecodedImage(mat).to_tensor()
+        for w, h in ((16, 24), (90, 70), (53, 37), (1, 1)):
+            assert torch.equal(resize_image(DecodedImage(mat), w, h),
+                               resize_image(as_float, w, h)), (mat.shape, w, h)
+            if (w, h) != (1, 1):
+                    assert torch.equal(letterbox_image(DecodedImage(mat), w, h),
+                                   letterbox_image(as_float, w, h)), (mat.shape, w, h)
+    assert torch.equal(prepare_input(str(tmp_path / "photo.png"), 416, 416),
+                       resize_image(DecodedImage(photo).to_tensor(), 416, 416))
+
+
+def test_video_frames_over_the_cap_are_refused_at_open(tmp_path, monkeypatch):
+    """A video is held to the cap from its announced frame size, before a frame is decoded."""
+    import cv2
+    import numpy as np
+
+    from darknet_py.errors import DataError
+    from darknet_py.infer.stream import open_capture
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48), True)
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    open_capture(path).release()
+    monkeypatch.setenv("DARKNET_PY_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(DataError, match=r"clip.avi: cannot read the video: its frames are 64x48 "
+                                        r"\(3,072 pixels\), more than the cap of 1,000 pixels"):
+        open_capture(path)
+
+
+def test_data_check_reports_a_bomb_without_decoding_it(tmp_path, no_decoding):
+    """``data check`` (even with -decode) lists the bomb as an unreadable image naming the cap,
+    and exits 1, without decoding it."""
+    bombs = _header_bombs(tmp_path)
+    (tmp_path / "bomb.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (tmp_path / "list.txt").write_text(f"{bombs['.png']}\n")
+    (tmp_path / "obj.names").write_text("thing\n")
+    (tmp_path / "obj.data").write_text(f"classes=1\ntrain={tmp_path}/list.txt\n"
+                                       f"names={tmp_path}/obj.names\n")
+    r = run_inproc("data", "check", tmp_path / "obj.data", "-decode")
+    assert r.code == 1, r.stdout + r.stderr
+    assert "unreadable-image: cannot load image: it is 65000x65000 (4,225,000,000 pixels), " \
+           "more than the cap of 134,217,728 pixels" in r.stdout, r.stdout

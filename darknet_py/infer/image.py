@@ -517,12 +517,21 @@ def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int 
     """``save_image(im, name)``: writes ``name.jpg`` (quality 80) unless ``name`` has an extension.
 
     Darknet encodes with stb_image_write; OpenCV's JPEG encoder is used here, so the bytes differ
-    slightly while the pixels drawn are the same."""
+    slightly while the pixels drawn are the same. Written atomically (temp file, then rename)."""
     cv2 = _cv2()
     out = os.fspath(name)
     if not Path(out).suffix:
         out += ".jpg"
-    ok = cv2.imwrite(out, image_to_bgr_uint8(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    try:
+        ok, buf = cv2.imencode(Path(out).suffix, image_to_bgr_uint8(image),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    except cv2.error:
+        ok = False
     if not ok:
-        raise DataError("failed to write image", file=out)
+        raise DataError("failed to write image: OpenCV cannot encode this format", file=out)
+    from ..files import atomic_write_bytes
+    try:
+        atomic_write_bytes(out, buf.tobytes())   # never a half-written file after a crash
+    except OSError as e:
+        raise DataError(f"failed to write image: {e.strerror}", file=out) from None
     return out

@@ -310,3 +310,136 @@ def test_data_check_reports_a_bomb_without_decoding_it(tmp_path, no_decoding):
     assert r.code == 1, r.stdout + r.stderr
     assert "unreadable-image: cannot load image: it is 65000x65000 (4,225,000,000 pixels), " \
            "more than the cap of 134,217,728 pixels" in r.stdout, r.stdout
+
+
+# ----------------------------------------------------------------------------- outputs onto inputs
+MODEL = ("good/tiny.cfg", "good/tiny.weights")
+
+
+def _refused(r, flag, what):
+    """A usage error naming the flag and the input it would have overwritten."""
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.code == 2, (r.code, r.stderr[-2000:])
+    assert len(r.error_lines) == 1, r.stderr[-2000:]
+    line = r.error_lines[0]
+    assert line.startswith(f"darknet-py: usage error: {flag} ") and f" is the {what}" in line \
+        and "darknet-py never writes over its inputs" in line, line
+
+
+@pytest.mark.parametrize("target", ["weights", "cfg", "hardlink", "symlink"])
+def test_export_never_writes_over_its_inputs(work, target):
+    """``export cfg w -o w`` replaced the trained weights with protobuf; ``-o cfg`` the cfg. Also
+    through another name for the same file (hard link, symlink)."""
+    import os
+    if target == "hardlink":
+        os.link("good/tiny.weights", "other.onnx")
+    elif target == "symlink":
+        os.symlink(os.path.abspath("good/tiny.cfg"), "link.onnx")
+    out = {"weights": "good/tiny.weights", "cfg": "good/tiny.cfg", "hardlink": "other.onnx",
+           "symlink": "link.onnx"}[target]
+    before = snapshot(work)
+    r = run_inproc("export", *MODEL, "-o", out)
+    _refused(r, "-o", "weights file" if target in ("weights", "hardlink") else "cfg file")
+    assert changed(before, snapshot(work)) == set()
+
+
+def test_partial_never_writes_over_its_weights(work):
+    before = snapshot(work)
+    _refused(run_inproc("partial", *MODEL, "good/tiny.weights", 1), "the output",
+             "weights file")
+    assert changed(before, snapshot(work)) == set()
+
+
+@pytest.mark.parametrize("out,what", [("good/small.jpg", "image"),
+                                      ("good/tiny.weights", "weights file"),
+                                      ("good/tiny.cfg", "cfg file"),
+                                      ("good/tiny.names", "names file")])
+def test_detector_test_out_never_names_an_input(work, out, what):
+    before = snapshot(work)
+    r = run_inproc(*DETECT, *MODEL, "good/small.jpg", "-dont_show", "-backend", "exact",
+                   "-out", out)
+    _refused(r, "-out", what)
+    assert changed(before, snapshot(work)) == set()
+
+
+def test_a_failed_run_leaves_the_result_file_as_it_was(work):
+    """``-out result.json`` was opened (emptied) before anything succeeded: a run on a bad image
+    destroyed the previous results. It is now written to a temp file and renamed at the end."""
+    import json
+    r = run_inproc(*DETECT, *MODEL, "good/small.jpg", "-dont_show", "-backend", "exact",
+                   "-out", "result.json")
+    assert r.code == 0, r.stderr
+    good = (work / "result.json").read_bytes()
+    assert json.loads(good)[0]["filename"] == "good/small.jpg"
+    before = snapshot(work)
+    r = run_inproc(*DETECT, *MODEL, "images/truncated.jpg", "-dont_show", "-backend", "exact",
+                   "-out", "result.json")
+    assert_clean_error(r, "data error", "images/truncated.jpg", "truncated")
+    assert changed(before, snapshot(work)) == set()
+    assert (work / "result.json").read_bytes() == good
+    assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []     # no temp file
+
+
+def test_predictions_jpg_is_never_the_image(work):
+    import shutil
+    shutil.copy(work / "good" / "small.jpg", work / "predictions.jpg")
+    before = snapshot(work)
+    r = run_inproc(*DETECT, *MODEL, "predictions.jpg", "-dont_show", "-backend", "exact")
+    _refused(r, "predictions.jpg", "image")
+    assert changed(before, snapshot(work)) == set()
+
+
+def test_stdin_paths_that_are_outputs_are_skipped(work):
+    """Image paths read from stdin that are the -out file or predictions.jpg are reported and
+    skipped; the others are detected."""
+    import json
+    (work / "result.json").write_text("[]")
+    r = run_inproc(*DETECT, *MODEL, "-dont_show", "-backend", "exact", "-out", "result.json",
+                   input="result.json\ngood/small.jpg\n")
+    assert r.code == 0, r.stderr
+    assert "Cannot load image result.json: it is the -out file of this run" in r.stderr
+    assert [e["filename"] for e in json.loads((work / "result.json").read_text())] == \
+        ["good/small.jpg"]
+
+
+def _small_video(path):
+    import cv2
+    import numpy as np
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48), True)
+    for k in range(3):
+        writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    writer.release()
+
+
+def test_demo_never_writes_the_video_over_its_source(work):
+    """``demo ... same.avi -out_filename same.avi`` destroyed the source video."""
+    _small_video(work / "same.avi")
+    before = snapshot(work)
+    r = run_inproc("detector", "demo", "good/tiny.data", *MODEL, "same.avi", "-dont_show",
+                   "-backend", "exact", "-out_filename", "same.avi")
+    _refused(r, "-out_filename", "video")
+    r = run_inproc("detector", "demo", "good/tiny.data", *MODEL, "same.avi", "-dont_show",
+                   "-backend", "exact", "-out", "same.avi")
+    _refused(r, "-out", "video")
+    assert changed(before, snapshot(work)) == set()
+
+
+def test_other_writers_refuse_their_inputs(work):
+    """cfg custom (a hard link to --from slipped past the old name check), data split (the
+    source list inside --out), data check -json, voc2yolo --list."""
+    import os
+    os.link("good/tiny.cfg", "custom.cfg")
+    before = snapshot(work)
+    _refused(run_inproc("cfg", "custom", "--classes", 2, "--from", "good/tiny.cfg", "-o",
+                        "custom.cfg"), "-o", "source cfg")
+    assert changed(before, snapshot(work)) == set()
+    os.makedirs("split")
+    (work / "split" / "train.txt").write_text(f"{work}/good/small.jpg\n")
+    before = snapshot(work)
+    _refused(run_inproc("data", "split", "split/train.txt", "--names", "good/tiny.names",
+                        "--out", "split"), "--out", "source list")
+    _refused(run_inproc("data", "check", "good/tiny.data", "-json", "good/tiny.data"), "-json",
+             "data file")
+    _refused(run_inproc("data", "voc2yolo", "good", "--names", "good/tiny.names", "--list",
+                        "good/tiny.names"), "--list", "names file")
+    assert changed(before, snapshot(work)) == set()

@@ -443,3 +443,79 @@ def test_other_writers_refuse_their_inputs(work):
     _refused(run_inproc("data", "voc2yolo", "good", "--names", "good/tiny.names", "--list",
                         "good/tiny.names"), "--list", "names file")
     assert changed(before, snapshot(work)) == set()
+
+
+# ----------------------------------------------------------------------------- one training per folder
+def _train(data, *extra):
+    return run_inproc("detector", "train", data, "good/tiny.cfg", "-dont_show", "-workers", 0,
+                      "-seed", 1, *extra)
+
+
+@pytest.fixture
+def train_data(work):
+    (work / "labels" / "train.data").write_text(
+        "classes=1\ntrain=labels/train.txt\nnames=good/tiny.names\nbackup=backup\nsavelast=2\n")
+    return "labels/train.data"
+
+
+def test_a_second_training_into_the_same_backup_folder_refuses(work, train_data):
+    """While a training (here a separate process holding the lock the trainer takes) owns
+    backup/tiny.lock, a second one refuses in one line naming the first's PID and touches no
+    file; once it ends, training runs and removes its lock."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    (work / "backup").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from darknet_py.train.lock import hold_backup_lock; "
+         "hold_backup_lock('backup', 'tiny'); print('held', flush=True); sys.stdin.read()"],
+        cwd=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=dict(__import__("os").environ, PYTHONPATH=str(REPO)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(work)
+        r = _train(train_data, "-max_batches", 2)
+        assert_clean_error(r, "data error", "backup/tiny.lock: ",
+                           f"another training (PID {holder.pid}) is writing its checkpoints")
+        assert changed(before, snapshot(work)) == set()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    r = _train(train_data, "-max_batches", 2)
+    assert r.code == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (work / "backup").iterdir()) == [
+        "tiny_final.weights", "tiny_last.weights", "tiny_log.csv"]
+
+
+def test_a_stale_lock_is_taken_over(work, train_data):
+    """A lock file left by a run that was killed (no process holds it) is taken over, and said."""
+    import subprocess
+    import sys
+    (work / "backup").mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (work / "backup" / "tiny.lock").write_text(f"{dead.pid}\n")
+    r = _train(train_data, "-max_batches", 1)
+    assert r.code == 0, r.stderr[-2000:]
+    assert f"taking over the lock" in r.stdout and f"of PID {dead.pid} (no longer running" \
+        in r.stdout, r.stdout
+    assert not (work / "backup" / "tiny.lock").exists()
+
+
+def test_resuming_drops_the_log_rows_after_the_checkpoint(work, train_data):
+    """A run killed after iteration 3 whose last checkpoint is iteration 2 (here: a run to 3
+    with savelast=2, resumed from _last) logged iteration 3 once before the kill; the resumed
+    run trains 3 again. Each iteration is in _log.csv once, in order."""
+    import csv
+    r = _train(train_data, "-max_batches", 3)
+    assert r.code == 0, r.stderr[-2000:]
+    log = work / "backup" / "tiny_log.csv"
+    assert [row[1] for row in csv.reader(log.open())][1:] == ["1", "2", "3"]
+    r = run_inproc("detector", "train", train_data, "good/tiny.cfg", "backup/tiny_last.weights",
+                   "-dont_show", "-workers", 0, "-seed", 1, "-max_batches", 4)
+    assert r.code == 0, r.stderr[-2000:]
+    rows = list(csv.reader(log.open()))
+    assert rows[0][:2] == ["kind", "iteration"] and [row[1] for row in rows[1:]] == \
+        ["1", "2", "3", "4"]
+    assert [p.name for p in (work / "backup").iterdir() if p.name.startswith(".")] == []

@@ -519,3 +519,117 @@ def test_resuming_drops_the_log_rows_after_the_checkpoint(work, train_data):
     assert rows[0][:2] == ["kind", "iteration"] and [row[1] for row in rows[1:]] == \
         ["1", "2", "3", "4"]
     assert [p.name for p in (work / "backup").iterdir() if p.name.startswith(".")] == []
+
+
+# ----------------------------------------------------------------------------- hostile HTTP clients
+@pytest.fixture
+def servers():
+    import numpy as np
+
+    from darknet_py.serve.server import JsonServer, MjpegServer
+    mjpeg = MjpegServer(0, "127.0.0.1").start(announce=False)
+    js = JsonServer(0, "127.0.0.1").start(announce=False)
+    mjpeg.publish_image(np.zeros((8, 8, 3), np.uint8))
+    mjpeg.set_status(loss=1.0)
+    try:
+        yield mjpeg, js
+    finally:
+        mjpeg.close()
+        js.close()
+
+
+def _raw_get(port, path="/status", host="127.0.0.1", reset=False, timeout=5.0):
+    """One request on a raw socket: the response bytes, or b'' after a reset (RST, not FIN)."""
+    import socket
+    import struct
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        head = f"GET {path} HTTP/1.1\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+        c.sendall((head + "\r\n").encode())
+        if reset:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return b""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        c.close()
+
+
+def test_clients_that_reset_print_no_traceback(servers, capfd):
+    """40 clients that reset right after their request (page, status, streams): each one used
+    to print a whole socketserver traceback into the user's terminal."""
+    import time
+    mjpeg, js = servers
+    for k in range(10):
+        for port, path in ((mjpeg.port, "/status"), (mjpeg.port, "/"),
+                           (mjpeg.port, "/stream.mjpg"), (js.port, "/")):
+            _raw_get(port, path, reset=True)
+    time.sleep(0.5)
+    assert b"200 OK" in _raw_get(mjpeg.port)         # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]
+    assert len(err.splitlines()) <= 20, err          # at most the streams' one "new client" line
+
+
+def test_host_header_must_name_the_server(servers):
+    """DNS rebinding: a page on attacker.example whose name now resolves to 127.0.0.1 sends
+    'Host: attacker.example'; only names of this server are served."""
+    mjpeg, js = servers
+    for port in (mjpeg.port, js.port):
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1:1",
+                     "10.1.2.3"):
+            assert _raw_get(port, "/status", host).startswith(b"HTTP/1.0 403"), host
+    for host in ("127.0.0.1", f"127.0.0.1:{mjpeg.port}", f"localhost:{mjpeg.port}", None):
+        assert _raw_get(mjpeg.port, "/status", host).startswith(b"HTTP/1.0 200"), host
+
+
+def test_server_header_does_not_advertise_python(servers):
+    mjpeg, _ = servers
+    head = _raw_get(mjpeg.port).decode("latin-1")
+    assert "\r\nServer: darknet-py\r\n" in head and "Python" not in head, head
+
+
+def test_idle_connections_cannot_pile_up_threads(servers):
+    """Clients that connect and send nothing each held a thread; at most MAX_CONNECTIONS are
+    served at a time and the rest are closed at once, and the server answers again as soon as
+    they go."""
+    import socket
+    import threading
+    import time
+
+    from darknet_py.serve.server import MAX_CONNECTIONS
+    mjpeg, _ = servers
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", mjpeg.port), timeout=5)
+            for _ in range(MAX_CONNECTIONS + 16)]
+    try:
+        deadline = time.monotonic() + 5
+        while threading.active_count() - before < MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert threading.active_count() - before <= MAX_CONNECTIONS
+        closed = 0
+        for c in idle[MAX_CONNECTIONS:]:
+            try:
+                closed += c.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == 16
+    finally:
+        for c in idle:
+            c.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if b"200 OK" in _raw_get(mjpeg.port, timeout=1):
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the server did not answer after the idle clients left")

@@ -59,7 +59,12 @@ class DarknetGroup(click.Group):
                 raise
             if ctx.find_root().params.get("debug"):
                 raise
-            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            # an error re-raised from a DataLoader worker carries the worker's traceback: its
+            # own message is the last line ("Caught RuntimeError in DataLoader worker" says
+            # nothing)
+            from .errors import _strip_worker_traceback
+            text = _strip_worker_traceback(text).strip()
+            first = text.splitlines()[0] if text else type(e).__name__
             click.echo(f"darknet-py: out of memory: {first}", err=True)
             ctx.exit(1)
 

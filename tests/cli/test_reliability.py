@@ -633,3 +633,60 @@ def test_idle_connections_cannot_pile_up_threads(servers):
         time.sleep(0.1)
     else:
         raise AssertionError("the server did not answer after the idle clients left")
+
+
+# ----------------------------------------------------------------------------- one line, not a traceback
+@pytest.mark.parametrize("backup,text", [
+    ("good/tiny.names", "backup= names a file, not a folder"),
+    ("good/tiny.names/backup", "cannot create the backup folder: Not a directory"),
+    ("/proc/darknet_py_backup", "cannot create the backup folder: "),
+])
+def test_backup_that_cannot_be_a_folder_is_one_line(work, backup, text):
+    """backup= naming a file was a FileExistsError traceback; a folder that cannot be created
+    (a file as parent, a read-only file system) an OSError traceback."""
+    (work / "labels" / "train.data").write_text(
+        f"classes=1\ntrain=labels/train.txt\nnames=good/tiny.names\nbackup={backup}\n")
+    before = snapshot(work)
+    r = _train("labels/train.data", "-max_batches", 1)
+    assert_clean_error(r, "data error", f"{backup}: ", text)
+    assert changed(before, snapshot(work)) == set()
+
+
+def test_out_of_memory_in_a_loader_worker_names_the_allocation(work, monkeypatch):
+    """An allocation failure inside a DataLoader worker reached the user as 'Caught
+    RuntimeError in DataLoader worker process 0.'; the line is now the allocator's own."""
+    from torch._utils import ExceptionWrapper
+
+    from darknet_py.train.trainer import Trainer
+    try:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 40000000000 bytes.")
+    except RuntimeError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    monkeypatch.setattr(Trainer, "train_iteration", lambda self: wrapped.reraise())
+    (work / "labels" / "train.data").write_text(
+        "classes=1\ntrain=labels/train.txt\nnames=good/tiny.names\nbackup=backup\n")
+    r = _train("labels/train.data", "-max_batches", 1)
+    assert_clean_error(r, "out of memory", "[enforce fail at alloc_cpu.cpp:127] err == 0. "
+                       "DefaultCPUAllocator: can't allocate memory", "40000000000 bytes")
+    assert "Caught" not in r.stderr
+
+
+def test_label_values_beyond_float_range_give_no_numpy_warning(tmp_path):
+    """'0 1e300 ...' in a label file leaked numpy's 'overflow encountered in cast' warning into
+    data check and training; the line is reported like any NaN/inf value, once."""
+    import shutil
+    import warnings
+
+    from darknet_py.data.labels import read_labels
+    shutil.copy(CORPUS / "labels" / "good.jpg", tmp_path / "a.jpg")
+    (tmp_path / "a.txt").write_text("0 1e300 0.5 0.5 0.5\n0 0.5 0.5 1e39 0.2\n0 0.5 0.5 0.2 0.2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lf = read_labels(str(tmp_path / "a.txt"), classes=1)
+    assert lf.boxes.shape[0] == 1 and [i.line for i in lf.issues] == [1, 2]
+    (tmp_path / "list.txt").write_text(f"{tmp_path}/a.jpg\n")
+    (tmp_path / "obj.data").write_text(f"classes=1\ntrain={tmp_path}/list.txt\n"
+                                       f"names={CORPUS}/good/tiny.names\n")
+    r = run_inproc("data", "check", tmp_path / "obj.data")
+    assert "warning: overflow" not in r.stderr and "RuntimeWarning" not in r.stderr, r.stderr

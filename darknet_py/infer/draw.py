@@ -266,14 +266,25 @@ def draw_detections(image: torch.Tensor, dets: DetectionSet, names: Sequence[str
 
 
 # ------------------------------------------------------------------------------- -out and labels
+def _json_string(text: str) -> str:
+    """A JSON string literal. Darknet prints names and file names raw between quotes, so a name
+    with ``"`` or ``\\`` (or a control character) makes its output invalid JSON; darknet-py
+    escapes them (deliberately), and prints every other name exactly as Darknet does (non-ASCII
+    characters stay as they are)."""
+    import json
+    return json.dumps(str(text), ensure_ascii=False)
+
+
 def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
                       filename: Optional[str] = None,
                       track_ids: Optional[Sequence[int]] = None) -> str:
     """Darknet's ``detection_to_json``: every (row, class) with probability above 0.005 (the
-    detections are already thresholded), names starting with ``dont_show`` skipped.
+    detections are already thresholded), names starting with ``dont_show`` skipped; names and
+    the file name are escaped as JSON strings (:func:`_json_string`).
     ``track_ids`` (one per row, from tracking) adds ``"track_id":N`` to each object."""
     if filename is not None:
-        text = '{\n "frame_id":%d, \n "filename":"%s", \n "objects": [ \n' % (frame_id, filename)
+        text = '{\n "frame_id":%d, \n "filename":%s, \n "objects": [ \n' % (frame_id,
+                                                                          _json_string(filename))
     else:
         text = '{\n "frame_id":%d, \n "objects": [ \n' % frame_id
     probs = dets.probs.detach().to(torch.float32).cpu().numpy()
@@ -286,9 +297,9 @@ def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
             continue
         x, y, w, h = (float(v) for v in boxes[i])
         objects.append(
-            '  {"class_id":%d, "name":"%s", "relative_coordinates":{"center_x":%f, "center_y":%f, '
+            '  {"class_id":%d, "name":%s, "relative_coordinates":{"center_x":%f, "center_y":%f, '
             '"width":%f, "height":%f}, "confidence":%f%s}'
-            % (j, _class_name(names, j), x, y, w, h, float(probs[i, j]),
+            % (j, _json_string(_class_name(names, j)), x, y, w, h, float(probs[i, j]),
                "" if track_ids is None else ', "track_id":%d' % int(track_ids[i])))
     return text + ", \n".join(objects) + "\n ] \n}"
 

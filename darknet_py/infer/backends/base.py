@@ -41,7 +41,7 @@ from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from ...errors import DarknetError, UsageError
+from ...errors import DarknetError, DataError, UsageError
 from ...structures.heads import HeadSpec
 
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
@@ -172,7 +172,14 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         from .onnxruntime import cached_export
         try:
             path = cached_export(model, weights, width=width, height=height, network=network)
-            return _onnx_backend(name, path, precision, threads)
+            try:
+                return _onnx_backend(name, path, precision, threads)
+            except DataError:
+                # the cached file cannot be loaded (cut short by a full disk or a killed
+                # process, damaged): it is ours to rebuild, once
+                path = cached_export(model, weights, width=width, height=height,
+                                     network=network, rebuild=True)
+                return _onnx_backend(name, path, precision, threads)
         except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError):
             if backend != "auto":
                 raise

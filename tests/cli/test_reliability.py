@@ -86,8 +86,7 @@ def _png_bomb(path: Path, side: int = 30000) -> Path:
             struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     rows = 100
     block = (b"\x00" + b"\x80" * side) * rows
-    piece = zlib.compressobj(9).compress(block)
-    co = zlib.compressobj(9)
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)          # raw deflate blocks, no header
     piece = co.compress(block) + co.flush(zlib.Z_FULL_FLUSH)
     adler = 1
     for _ in range(side // rows):

@@ -161,7 +161,8 @@ class DecodedImage:
 
     Darknet converts the whole image to float32 RGB before resizing (4 bytes per value instead of
     1); the pipeline instead resizes straight from these bytes (:func:`resize_image` gathers the
-    source columns it needs and converts only those, giving the same floats bit for bit), and
+    source columns it needs and converts only those, giving the same floats bit for bit; an
+    image less than twice the target width is converted whole, which costs no more), and
     converts the whole image only where a caller asks for it (:meth:`to_tensor`: drawing
     ``predictions.jpg``, ``Detector.detect_sets``)."""
 
@@ -388,12 +389,17 @@ def _resize_decoded(mat: np.ndarray, w: int, h: int) -> torch.Tensor:
     in_h, in_w = int(mat.shape[0]), int(mat.shape[1])
     if in_w == w and in_h == h:
         return torch.from_numpy(_planar_float(np.ascontiguousarray(mat)))
+    if 2 * w >= in_w:
+        # pass 1 reads two columns per output column: converting the whole image is then no
+        # more memory than the gathered columns, and faster (one conversion, no gathers)
+        return resize_image(torch.from_numpy(_planar_float(np.ascontiguousarray(mat))), w, h)
     ix, ix1, wx0, wx1 = _axis_weights(in_w, w)
-    pa = _planar_float(np.ascontiguousarray(mat[:, ix.numpy()]))
+    # np.take along the columns: 4x faster than fancy indexing here, and contiguous
+    pa = _planar_float(np.take(mat, ix.numpy(), axis=1))
     planes = pa.shape[0]
     pa = pa.reshape(planes * in_h, w)
     if in_w > 1:
-        pb = _planar_float(np.ascontiguousarray(mat[:, ix1.numpy()])).reshape(planes * in_h, w)
+        pb = _planar_float(np.take(mat, ix1.numpy(), axis=1)).reshape(planes * in_h, w)
         np.multiply(pa, wx0, out=pa)
         np.multiply(pb, wx1, out=pb)
         np.add(pa, pb, out=pa)

@@ -16,6 +16,7 @@ code 1 (runtime) or 2 (usage). ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -58,21 +59,38 @@ class DarknetGroup(click.Group):
                 raise
             if ctx.find_root().params.get("debug"):
                 raise
-            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            # an error re-raised from a DataLoader worker carries the worker's traceback: its
+            # own message is the last line ("Caught RuntimeError in DataLoader worker" says
+            # nothing)
+            from .errors import _strip_worker_traceback
+            text = _strip_worker_traceback(text).strip()
+            first = text.splitlines()[0] if text else type(e).__name__
             click.echo(f"darknet-py: out of memory: {first}", err=True)
             ctx.exit(1)
 
 
 @click.group(cls=DarknetGroup, context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.option("--max-image-pixels", type=int, default=None, metavar="N",
+              help="Refuse images and video frames of more than N pixels, from their header, "
+                   "before decoding them (default 134217728 = 2^27, or "
+                   "$DARKNET_PY_MAX_IMAGE_PIXELS).")
 @click.version_option(package_name="darknet-py", prog_name="darknet-py")
-def main(debug: bool) -> None:
+def main(debug: bool, max_image_pixels) -> None:
     """Darknet (AlexeyAB) in PyTorch: same cfgs, same .weights, same numbers.
 
     Commands mirror `darknet`: `darknet-py detector test obj.data yolo.cfg yolo.weights img.jpg`.
     """
     if not debug:
         warnings.formatwarning = _one_line_warning
+    if max_image_pixels is not None:
+        from .errors import UsageError
+        from .infer.image_header import MAX_PIXELS_ENV
+        if max_image_pixels < 1:
+            raise UsageError(f"--max-image-pixels must be positive, got {max_image_pixels}",
+                             value=max_image_pixels)
+        # through the environment: data-loader workers and torchrun ranks inherit it
+        os.environ[MAX_PIXELS_ENV] = str(max_image_pixels)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -195,5 +195,10 @@ def COMMAND(datacfg: str, num_of_clusters: int, width: int, height: int, show: b
     if extra:
         click.echo(f"darknet-py: warning: ignored: extra arguments {' '.join(extra)} "
                    f"(calc_anchors reads only the data file)", err=True)
+    from ..files import refuse_output_onto_inputs
+    data = read_data_cfg(datacfg)
+    for name in ("anchors.txt", "counters_per_class.txt", "cloud.png"):
+        refuse_output_onto_inputs(name, "the output", [("data file", datacfg),
+                                                       ("train list", data.train)])
     calc_anchors(datacfg, num_of_clusters, width, height, show=show, seed=seed)
     sys.stdout.flush()

@@ -57,9 +57,13 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
           --width 416 --height 416 --max-batches 6400 --steps 4800,5400
     """
     from ..errors import UsageError
+    from ..files import refuse_output_onto_inputs
     from ..prep.custom_cfg import parse_anchors, write_custom_cfg
     from ..prep.voc import read_class_names as read_names
 
+    refuse_output_onto_inputs(dst, "-o", [("source cfg", src), ("names file", names),
+                                          ("train list", train_list),
+                                          ("anchors file", anchors_from)])
     if names is not None:
         n_names = len(read_names(names))
         if classes is not None and classes != n_names:

@@ -47,12 +47,22 @@ def COMMAND(datacfg: str, which: str, cfg, decode: bool, fix_into, json_path, st
     usage.
     """
     from ..data.check import check_dataset, format_report, write_fixed_copy
+    from ..data.datacfg import read_data_cfg
+    from ..files import atomic_write_bytes, refuse_output_onto_inputs
 
+    if json_path is not None:
+        parsed = read_data_cfg(datacfg)
+        refuse_output_onto_inputs(json_path, "-json", [
+            ("data file", datacfg), ("cfg file", cfg), ("names file", parsed.names),
+            ("train list", parsed.train), ("valid list", parsed.valid)])
     rep = check_dataset(datacfg, which=which, cfg=cfg, decode=decode, anchors_seed=seed)
     click.echo(format_report(rep, limit=limit))
     if json_path is not None:
-        with open(json_path, "w") as fh:
-            json.dump(rep.as_dict(), fh, indent=1)
+        try:
+            atomic_write_bytes(json_path, json.dumps(rep.as_dict(), indent=1).encode())
+        except OSError as e:
+            from ..errors import DataError
+            raise DataError(f"cannot write the report: {e.strerror}", file=json_path) from None
         eprint(f"report written to {json_path}")
     if fix_into is not None:
         fixed = write_fixed_copy(rep, fix_into)

@@ -31,8 +31,14 @@ def COMMAND(source: str, names: str, out_dir: str, ratios: str, seed: int, strat
     Labels are found the way Darknet finds them (next to each image, or labels/ for JPEGImages/).
     With a test split, obj-test.data points valid= at test.txt for the final `detector map`.
     """
+    import os
+
+    from ..files import refuse_output_onto_inputs
     from ..prep.split import format_split_report, split_dataset
 
+    for name in ("train.txt", "valid.txt", "test.txt", "obj.names", "obj.data", "obj-test.data"):
+        refuse_output_onto_inputs(os.path.join(out_dir, name), "--out",
+                                  [("source list", source), ("names file", names)])
     result = split_dataset(source, out_dir, names, ratios=ratios, seed=seed, stratify=stratify,
                            root=root, backup=backup)
     click.echo(format_split_report(result))

@@ -48,16 +48,18 @@ def COMMAND(sources: Sequence[str], names: str, maps: Sequence[str], out_dir: Op
     """
     import os
 
+    from ..files import atomic_write_bytes, refuse_output_onto_inputs
     from ..prep.voc import convert_voc_dataset, format_report, parse_name_map
 
+    refuse_output_onto_inputs(list_file, "--list", [("names file", names)] +
+                              [("XML source", s) for s in sources])
     result = convert_voc_dataset(
         sources, names, parse_name_map(maps), out_dir=out_dir, images_dir=images_dir,
         skip_difficult=skip_difficult, unknown=unknown, missing_image=missing_image,
         voc_shift=voc_shift, place=link)
     if list_file:
         os.makedirs(os.path.dirname(os.path.abspath(list_file)), exist_ok=True)
-        with open(list_file, "w", encoding="utf-8", newline="\n") as f:
-            f.write("".join(p + "\n" for p in result.image_paths))
+        atomic_write_bytes(list_file, "".join(p + "\n" for p in result.image_paths).encode())
     click.echo(format_report(result))
     if list_file:
         click.echo(f"image list: {list_file}")

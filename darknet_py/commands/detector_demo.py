@@ -27,6 +27,7 @@ import click
 import torch
 
 from ..errors import DataError, UsageError
+from ..files import refuse_output_onto_inputs
 from ._common import backend_flags, flag, preflight
 from ._detect_common import make_detector
 from ._http import http_flags
@@ -67,7 +68,11 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     from ..infer.image import frame_to_input, image_from_array, image_to_bgr_uint8
     from ..infer.stream import open_capture
     from ..serve import DemoStreams
-    preflight(data, cfg, weights, video=video, names=True)
+    parsed = preflight(data, cfg, weights, video=video, names=True)
+    inputs = [("data file", data), ("cfg file", cfg), ("weights file", weights),
+              ("video", video), ("names file", parsed.names_or_default())]
+    refuse_output_onto_inputs(out_filename, "-out_filename", inputs)
+    refuse_output_onto_inputs(json_out, "-out", inputs + [("-out_filename", out_filename)])
     if batch < 1:
         raise UsageError("-batch must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
@@ -144,6 +149,17 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                                                   drawn.shape[0])
                         writer.write(drawn)
             sys.stdout.flush()
+    except Exception:
+        # a failed run leaves existing output files as they were (Ctrl-C, the way a camera run
+        # ends, keeps what was written)
+        if jw is not None:
+            jw.abort()
+        if writer is not None:
+            writer.release()
+            writer = None
+        if tmp_out is not None:
+            _remove(tmp_out)
+        raise
     finally:
         cap.release()
         http.close()
@@ -161,9 +177,24 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
 
 
 def _temp_name(path: str) -> str:
+    """A new hidden file next to ``path`` with its extension (OpenCV picks the container from
+    it), unique so that two runs never write into one temp file."""
+    import tempfile
     folder, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}.partial{ext}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
+    except OSError as e:
+        raise DataError(f"cannot write the video here: {e.strerror}", file=path) from None
+    os.close(fd)
+    return tmp
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _open_writer(tmp: str, final: str, fps: float, w: int, h: int):

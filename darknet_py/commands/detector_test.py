@@ -20,6 +20,7 @@ import click
 
 from .. import distributed as dist
 from ..errors import DataError
+from ..files import refuse_output_onto_inputs, same_file
 from ._common import backend_flags, flag, preflight
 from ._detect_common import make_detector, split_model_args
 from ._tiling import tile_flags, tile_options
@@ -53,7 +54,12 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
     from ..infer.image import save_image
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     weights, image = split_model_args(cfg, weights, image)
-    preflight(data, cfg, weights, image=image, names=True)
+    parsed = preflight(data, cfg, weights, image=image, names=True)
+    inputs = [("data file", data), ("cfg file", cfg), ("weights file", weights),
+              ("image", image), ("names file", parsed.names_or_default())]
+    refuse_output_onto_inputs(out, "-out", inputs)
+    refuse_output_onto_inputs(PREDICTIONS, f"{PREDICTIONS} (the drawing detector test writes "
+                              "in the working folder)", [("image", image)])
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, tiling=tiling,
                         **backend_options)
     if image is None and dist.is_distributed():
@@ -74,6 +80,11 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
                 path = line.strip()
                 if not path:
                     continue
+                clash = _output_clash(path, out)
+                if clash:
+                    failures += 1
+                    print(f"Cannot load image {path}: {clash}", file=sys.stderr)
+                    continue
             try:
                 (name, im, dets), = det.detect_sets([path])
             except DataError as e:
@@ -85,7 +96,7 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
             ms = det.last_forward_ms[0] if det.last_forward_ms else 0.0
             sys.stdout.write(det.stdout(name, dets, ms, ext_output))
             sys.stdout.flush()
-            save_image(det.draw(im, dets), "predictions")
+            save_image(det.draw(im, dets), PREDICTIONS)
             if writer is not None:
                 writer.add(dets, det.names, path)
             if save_labels:
@@ -93,14 +104,36 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
                 write_labels(base + ".txt", dets, thresh)
             if single:
                 break
+    except Exception:
+        if writer is not None:
+            writer.abort()          # a failed run leaves an existing -out file as it was
+        raise
     finally:
         if writer is not None:
-            writer.close()
+            writer.close()          # the end of the list, or Ctrl-C: what was detected
 
 
-def _detect_one(det, path, ext_output, save_labels, thresh):
+#: the drawing of the last image, in the working folder (Darknet's name)
+PREDICTIONS = "predictions.jpg"
+
+
+def _output_clash(path: str, out) -> str:
+    """Why an image path read from stdin must not be used (it is a file this run writes), or
+    an empty string."""
+    if same_file(path, out):
+        return "it is the -out file of this run (darknet-py never writes over its inputs)"
+    if same_file(path, PREDICTIONS):
+        return (f"it is {PREDICTIONS}, which this run writes (darknet-py never writes over its "
+                "inputs)")
+    return ""
+
+
+def _detect_one(det, path, out, ext_output, save_labels, thresh):
     """(stdout text, detections, None) of one image, or (None, None, error message)."""
     from ..infer.draw import write_labels
+    clash = _output_clash(path, out)
+    if clash:
+        return None, None, clash
     try:
         (name, _, dets), = det.detect_sets([path])
     except DataError as e:
@@ -119,7 +152,7 @@ def _sharded_stdin_list(det, out, ext_output, save_labels, thresh) -> None:
     lines = dist.broadcast(sys.stdin.readlines() if dist.is_main() else None)
     paths = [line.strip() for line in lines if line.strip()]
     results = dist.map_sharded(paths, lambda mine: [
-        _detect_one(det, p, ext_output, save_labels, thresh) for p in mine])
+        _detect_one(det, p, out, ext_output, save_labels, thresh) for p in mine])
     if results is None:                   # not rank 0
         return
     writer = JsonOutWriter(out) if out else None
@@ -141,9 +174,13 @@ def _sharded_stdin_list(det, out, ext_output, save_labels, thresh) -> None:
             if writer is not None:
                 writer.add(dets, det.names, path)
             last = path
+    except Exception:
+        if writer is not None:
+            writer.abort()
+        raise
     finally:
         if writer is not None:
             writer.close()
     if last is not None:                  # predictions.jpg is the last image's, as one process
         (_, im, dets), = det.detect_sets([last])
-        save_image(det.draw(im, dets), "predictions")
+        save_image(det.draw(im, dets), PREDICTIONS)

@@ -71,7 +71,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     from ..infer.pipeline import Pipeline
     from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results
     from ..metrics.evaluate import head_codes
-    from ..files import atomic_write_bytes
+    from ..files import atomic_write_bytes, refuse_output_onto_inputs
     if batch < 1 or workers < 1:
         raise UsageError("-batch and -workers must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
@@ -92,6 +92,15 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     if not os.path.isdir(prefix):
         raise DataError(f"results folder '{prefix}' does not exist (results= in {data}; "
                         "Darknet needs it too)", file=prefix)
+    inputs = [("data file", data), ("cfg file", cfg), ("weights file", weights),
+              ("names file", d.names_or_default()), ("valid list", valid),
+              ("coco_json file", coco_json)]
+    if kind == "coco":
+        outputs = [os.path.join(prefix, (outfile or "coco_results") + ".json")]
+    else:
+        outputs = [os.path.join(prefix, f"{outfile or 'comp4_det_test_'}{n}.txt") for n in names]
+    for path in outputs:
+        refuse_output_onto_inputs(path, "the results file", inputs)
     backend = open_backend(cfg, weights, **backend_options)
     if backend.network is not None:
         c = backend.network.config
@@ -113,7 +122,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     coco_lines: List[str] = []
     voc = [[] for _ in range(classes)]
     paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)
-    for done, (path, _, px) in enumerate(pipeline.iterate(paths), 1):
+    for done, (path, _, px) in enumerate(pipeline.iterate(paths, keep_images=False), 1):
         if done % batch == 0 or done == len(paths):
             eprint(done)
         w, h = px.image_size

@@ -11,6 +11,7 @@ from typing import Optional
 import click
 
 from ..errors import UsageError
+from ..files import refuse_output_onto_inputs
 from ._common import eprint
 
 GROUP = None
@@ -90,6 +91,10 @@ def COMMAND(cfg, weights, output, fmt, width, height, batch, dynamic_batch, half
     if not os.path.isfile(weights):
         from ..errors import WeightsError
         raise WeightsError("weights file not found", file=weights)
+    inputs = [("cfg file", cfg), ("weights file", weights), ("names file", names),
+              ("data file", data)]
+    refuse_output_onto_inputs(output, "-o", inputs)
+    refuse_output_onto_inputs(sidecar_path(output), "the metadata sidecar of -o", inputs)
     class_names = read_names_option(names, data)
     options = ExportOptions(format=fmt, batch=batch, dynamic_batch=dynamic_batch, half=half,
                             with_decode=with_decode or with_nms, with_nms=with_nms, opset=opset,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UsageError
+from ..files import refuse_output_onto_inputs
 from ..model.weights import DARKNET_VERSION, WeightsHeader
 from ._common import eprint, load_network, preflight
 
@@ -24,6 +25,7 @@ def COMMAND(cfg, weights, out, layers):
     if layers < 0:
         raise UsageError(f"the layer count must be >= 0, got {layers}")
     preflight(cfg=cfg, weights=weights)
+    refuse_output_onto_inputs(out, "the output", [("cfg file", cfg), ("weights file", weights)])
     net = load_network(cfg, weights, cutoff=layers, fuse=False)
     eprint(f"Saving weights to {out}")
     net.seen = 0

@@ -214,6 +214,8 @@ class _Image:
 
 def _check_image(path: str, decode: bool, report: Callable[[str, str], None]) -> _Image:
     """Header (and end marker) check, or a full decode; problems go to ``report(kind, msg)``."""
+    from ..infer.image import decode_image
+    from ..infer.image_header import check_pixels
     from ..prep.voc import read_image_size
     try:
         st = os.stat(path)
@@ -231,6 +233,7 @@ def _check_image(path: str, decode: bool, report: Callable[[str, str], None]) ->
         return _Image(False, None, 0)
     try:
         size = read_image_size(path)
+        check_pixels(size[0], size[1], path)    # training would refuse it before decoding
     except DataError as e:
         report("unreadable-image", f"{e.message}: {path}")
         return _Image(False, None, st.st_size)
@@ -248,10 +251,10 @@ def _check_image(path: str, decode: bool, report: Callable[[str, str], None]) ->
     elif head == _PNG_MAGIC and b"IEND" not in tail:
         report("truncated-image", f"PNG has no IEND chunk (truncated, {st.st_size} bytes): {path}")
     if decode:
-        import cv2
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            report("unreadable-image", f"OpenCV cannot decode the image: {path}")
+        try:
+            img = decode_image(path, 3)          # the decoder training uses, with its checks
+        except DataError as e:
+            report("unreadable-image", f"{e.message}: {path}")
             return _Image(False, size, st.st_size)
         size = (int(img.shape[1]), int(img.shape[0]))
     return _Image(True, size, st.st_size)

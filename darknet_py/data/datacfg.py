@@ -127,11 +127,22 @@ class DataConfig:
         """Weights are saved every ``saveweights`` iterations (1000, or 10000 when
         max_batches >= 10000)."""
         if self.saveweights is not None:
-            return self.saveweights
+            return self._positive_period("saveweights")
         return 1000 if max_batches < 10000 else 10000
 
     def savelast_or_default(self) -> int:
-        return 100 if self.savelast is None else self.savelast
+        return 100 if self.savelast is None else self._positive_period("savelast")
+
+    def _positive_period(self, key: str) -> int:
+        """``saveweights``/``savelast``: a positive number of iterations. Darknet divides by it
+        (``iteration % savelast``: 0 kills it with SIGFPE) and a negative one saves at every
+        iteration; darknet-py refuses both in one line."""
+        value = getattr(self, key)
+        if value < 1:
+            raise DataError(f"{key}={value}: weights are saved every {key} iterations, which "
+                            "must be 1 or more", file=self.path, line=self.line_of(key),
+                            value=value)
+        return value
 
 
 def _parse_int(value: str, key: str, file: str, line: int) -> int:
@@ -149,8 +160,8 @@ MAX_DATA_CFG_CHARS = 16 << 20
 def read_data_cfg(path: PathLike) -> DataConfig:
     """Read an ``obj.data`` file (``read_data_cfg`` in ``option_list.c``)."""
     file = os.fspath(path)
-    text = read_bounded(file, MAX_DATA_CFG_CHARS, DataError, "data file").decode(
-        "utf-8", errors="replace")
+    text = _strip_bom(read_bounded(file, MAX_DATA_CFG_CHARS, DataError, "data file").decode(
+        "utf-8", errors="replace"))
     cfg = DataConfig(path=file)
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -180,19 +191,27 @@ def read_data_cfg(path: PathLike) -> DataConfig:
     return cfg
 
 
-#: a list or names file larger than this is not one (a mistaken path, /dev/zero)
+#: a list file larger than this is not one (a mistaken path, /dev/zero)
 MAX_LIST_BYTES = 1 << 30
+#: a names file larger than this is not one: 9418 ImageNet-9k names take 160 KB
+MAX_NAMES_BYTES = 16 << 20
 
 
-def _read_lines(path: PathLike, what: str) -> List[str]:
-    data = read_bounded(os.fspath(path), MAX_LIST_BYTES, DataError, what)
-    return data.decode("utf-8", errors="replace").splitlines()
+def _strip_bom(text: str) -> str:
+    """Text without the byte-order mark some Windows editors put first (it would become part
+    of the first key, path or class name)."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _read_lines(path: PathLike, what: str, limit: int = MAX_LIST_BYTES) -> List[str]:
+    data = read_bounded(os.fspath(path), limit, DataError, what)
+    return _strip_bom(data.decode("utf-8", errors="replace")).splitlines()
 
 
 def read_names(path: PathLike) -> List[str]:
     """Class names, one per line (``get_labels_custom``): a blank line in the middle is a name
-    (as in Darknet), trailing blank lines are not."""
-    names = _read_lines(path, "names file")
+    (as in Darknet), trailing blank lines are not. At most :data:`MAX_NAMES_BYTES` are read."""
+    names = _read_lines(path, "names file", MAX_NAMES_BYTES)
     while names and not names[-1].strip():
         names.pop()
     return names

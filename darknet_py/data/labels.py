@@ -133,7 +133,8 @@ def validate_boxes(arr: np.ndarray, linenos: np.ndarray, classes: Optional[int],
     """Drop / flag rows as described in the module docstring; returns the kept rows (float32)."""
     if arr.shape[0] == 0:
         return _empty()
-    b = arr.astype(np.float32)
+    with np.errstate(over="ignore"):     # 1e300 becomes inf, as C's (float)atof gives it,
+        b = arr.astype(np.float32)       # and is reported below as one label line
     cls, x, y, w, h = b.T
     finite = np.isfinite(b).all(axis=1)
     with np.errstate(invalid="ignore"):
@@ -187,7 +188,9 @@ def read_labels(path: str, classes: Optional[int] = None) -> LabelFile:
     arr, linenos = _parse_rows(text, issues)
     boxes = validate_boxes(arr, linenos, classes, issues)
     warnings = [f"{path}:{i.line}: {i.message}" for i in issues]
-    return LabelFile(path, boxes, warnings, missing=False, rows=arr.astype(np.float32),
+    with np.errstate(over="ignore"):     # values beyond float range: inf, reported above
+        rows = arr.astype(np.float32)
+    return LabelFile(path, boxes, warnings, missing=False, rows=rows,
                      linenos=linenos, issues=issues)
 
 

@@ -151,8 +151,10 @@ class Detector:
         """Detect objects in one image or a list; always returns one entry per image."""
         if _is_path(images) or isinstance(images, (torch.Tensor, np.ndarray)):
             images = [images]  # type: ignore[list-item]
+        # the original images are not kept: a file is resized from its decoded bytes and never
+        # converted to float as a whole
         return [to_detections(name, dets, self.names, self.thresh)
-                for name, _, dets in self.detect_sets(list(images))]  # type: ignore[arg-type]
+                for name, _, dets in self.pipeline.run(list(images), keep_images=False)]  # type: ignore[arg-type]
 
     detect = __call__
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import IO, Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..structures.detections import Detection, DetectionSet, ImageDetections
 
 __all__ = [
@@ -265,14 +266,25 @@ def draw_detections(image: torch.Tensor, dets: DetectionSet, names: Sequence[str
 
 
 # ------------------------------------------------------------------------------- -out and labels
+def _json_string(text: str) -> str:
+    """A JSON string literal. Darknet prints names and file names raw between quotes, so a name
+    with ``"`` or ``\\`` (or a control character) makes its output invalid JSON; darknet-py
+    escapes them (deliberately), and prints every other name exactly as Darknet does (non-ASCII
+    characters stay as they are)."""
+    import json
+    return json.dumps(str(text), ensure_ascii=False)
+
+
 def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
                       filename: Optional[str] = None,
                       track_ids: Optional[Sequence[int]] = None) -> str:
     """Darknet's ``detection_to_json``: every (row, class) with probability above 0.005 (the
-    detections are already thresholded), names starting with ``dont_show`` skipped.
+    detections are already thresholded), names starting with ``dont_show`` skipped; names and
+    the file name are escaped as JSON strings (:func:`_json_string`).
     ``track_ids`` (one per row, from tracking) adds ``"track_id":N`` to each object."""
     if filename is not None:
-        text = '{\n "frame_id":%d, \n "filename":"%s", \n "objects": [ \n' % (frame_id, filename)
+        text = '{\n "frame_id":%d, \n "filename":%s, \n "objects": [ \n' % (frame_id,
+                                                                          _json_string(filename))
     else:
         text = '{\n "frame_id":%d, \n "objects": [ \n' % frame_id
     probs = dets.probs.detach().to(torch.float32).cpu().numpy()
@@ -285,9 +297,9 @@ def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
             continue
         x, y, w, h = (float(v) for v in boxes[i])
         objects.append(
-            '  {"class_id":%d, "name":"%s", "relative_coordinates":{"center_x":%f, "center_y":%f, '
+            '  {"class_id":%d, "name":%s, "relative_coordinates":{"center_x":%f, "center_y":%f, '
             '"width":%f, "height":%f}, "confidence":%f%s}'
-            % (j, _class_name(names, j), x, y, w, h, float(probs[i, j]),
+            % (j, _json_string(_class_name(names, j)), x, y, w, h, float(probs[i, j]),
                "" if track_ids is None else ', "track_id":%d' % int(track_ids[i])))
     return text + ", \n".join(objects) + "\n ] \n}"
 
@@ -295,35 +307,55 @@ def detection_to_json(dets: DetectionSet, names: Sequence[str], frame_id: int,
 class JsonOutWriter:
     """The ``-out result.json`` file of ``detector test``: ``[``, entries separated by ``, ``, ``]``.
 
-    Use as a context manager; :meth:`add` numbers frames from 1 like Darknet's ``json_image_id``.
+    Written into a temp file next to ``path`` and renamed over it by :meth:`close` (a run
+    that fails calls :meth:`abort` instead, or leaves the ``with`` block with an exception): an
+    existing result file is replaced only by a whole new one, never emptied by a failed run.
+    :meth:`add` numbers frames from 1 like Darknet's ``json_image_id``.
     """
 
     def __init__(self, path: Union[str, os.PathLike]):
+        from ..files import AtomicTextWriter
         self.path = os.fspath(path)
-        self._f: Optional[IO[bytes]] = open(self.path, "wb")
-        self._f.write(b"[\n")
+        self._out = AtomicTextWriter(self.path)
         self.frame_id = 0
+
+    def _write(self, data: bytes) -> None:
+        try:
+            if self._out._f is None and not self._out.done:
+                self._out.write(b"[\n")
+            self._out.write(data)
+        except OSError as e:
+            self._out.abort()
+            raise DataError(f"cannot write the -out file: {e.strerror}", file=self.path) from None
 
     def add(self, dets: DetectionSet, names: Sequence[str], filename: Optional[str],
             track_ids: Optional[Sequence[int]] = None) -> None:
-        assert self._f is not None, "JsonOutWriter is closed"
-        if self.frame_id:
-            self._f.write(b", \n")
+        self._write((b", \n" if self.frame_id else b"") + detection_to_json(
+            dets, names, self.frame_id + 1, filename, track_ids).encode("utf-8"))
         self.frame_id += 1
-        self._f.write(detection_to_json(dets, names, self.frame_id, filename,
-                                        track_ids).encode("utf-8"))
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.write(b"\n]")
-            self._f.close()
-            self._f = None
+        """Finish the file (``]``) and put it in place."""
+        if self._out.done:
+            return
+        self._write(b"\n]")
+        try:
+            self._out.commit()
+        except OSError as e:
+            raise DataError(f"cannot write the -out file: {e.strerror}", file=self.path) from None
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` stays as it was."""
+        self._out.abort()
 
     def __enter__(self) -> "JsonOutWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def label_lines(dets: DetectionSet, thresh: float = 0.25) -> List[str]:
@@ -344,6 +376,11 @@ def label_lines(dets: DetectionSet, thresh: float = 0.25) -> List[str]:
 
 
 def write_labels(path: Union[str, os.PathLike], dets: DetectionSet, thresh: float = 0.25) -> None:
-    """Write ``-save_labels`` lines to ``path`` (the label path of the image)."""
-    with open(path, "w", newline="\n") as f:
-        f.write("".join(line + "\n" for line in label_lines(dets, thresh)))
+    """Write ``-save_labels`` lines to ``path`` (the label path of the image), atomically."""
+    from ..files import atomic_write_bytes
+    text = "".join(line + "\n" for line in label_lines(dets, thresh))
+    try:
+        atomic_write_bytes(os.fspath(path), text.encode())
+    except OSError as e:
+        raise DataError(f"cannot write the label file: {e.strerror}", file=os.fspath(path)) \
+            from None

@@ -31,12 +31,14 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .image_header import MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels
 
 ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
 
 __all__ = [
     "load_image", "decode_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
     "image_size", "image_from_array", "frame_to_input", "image_to_bgr_uint8", "save_image",
+    "DecodedImage", "load_decoded", "crop_image", "as_image_tensor",
 ]
 
 
@@ -67,8 +69,13 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
 def decode_image(path: Union[str, os.PathLike], channels: int = 3) -> np.ndarray:
     """The one accept/refuse decision for image files (inference and training): the uint8 image
     OpenCV decodes (HW grey, HWC BGR or BGRA, as :func:`load_image` reads ``channels``), or a
-    :class:`DataError` naming the file. The file is read once (the truncation check and the
-    decoder share the bytes)."""
+    :class:`DataError` naming the file. The file is read once (the truncation check, the header
+    and the decoder share the bytes).
+
+    Before decoding, the size in the file's header is checked against the pixel cap
+    (:mod:`.image_header`: a decompression bomb never reaches the decoder), and the file may be
+    no larger than an uncompressed image within the cap; OpenCV's own errors (its 2^30-pixel
+    limit, a failed allocation) become the same one-line :class:`DataError`."""
     cv2 = _cv2()
     path_str = os.fspath(path)
     if channels in (0, 3):
@@ -79,24 +86,127 @@ def decode_image(path: Union[str, os.PathLike], channels: int = 3) -> np.ndarray
         flag = cv2.IMREAD_UNCHANGED
     if not os.path.isfile(path_str):
         raise DataError("cannot load image: file not found", file=path_str)
-    try:
-        with open(path_str, "rb") as f:
-            data = f.read()
-    except OSError:
-        data = b""
+    cap = max_image_pixels()
+    data = _read_image_bytes(path_str, cap)
     problem = _jpeg_bytes_problem(data)
     if problem:
         raise DataError(f"cannot load image: {problem}", file=path_str)
-    mat = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
-    if mat is None:
-        mat = cv2.imread(path_str, flag)        # formats imdecode refuses but imread takes
+    header = header_of_bytes(data) if data else None
+    if header is not None:
+        check_pixels(header.width, header.height, path_str, cap)
+        if header.unsupported:
+            raise DataError(f"cannot load image: {header.unsupported}", file=path_str)
+    try:
+        mat = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
+        if mat is None:
+            mat = cv2.imread(path_str, flag)    # formats imdecode refuses but imread takes
+    except cv2.error as e:
+        raise DataError(f"cannot load image: OpenCV cannot decode it ({_cv_error_text(e)})",
+                        file=path_str) from None
     if mat is None or mat.size == 0:
         raise DataError("cannot load image: not a readable image file", file=path_str)
+    # formats whose header is not read before decoding (JPEG 2000, EXR, ...) are held to the cap
+    # here: OpenCV's own 2^30-pixel limit bounded the decode
+    check_pixels(int(mat.shape[1]), int(mat.shape[0]), path_str, cap)
     if mat.dtype != np.uint8:
         # only reachable with IMREAD_UNCHANGED; Darknet would read the raw bytes, we scale to 8 bit
         mat = (mat.astype(np.float64) / (np.iinfo(mat.dtype).max / 255.0)).astype(np.uint8) \
             if np.issubdtype(mat.dtype, np.integer) else np.clip(mat * 255, 0, 255).astype(np.uint8)
     return mat
+
+
+def _read_image_bytes(path: str, cap: int) -> bytes:
+    """The file's bytes (empty when it cannot be read: OpenCV's verdict follows), refusing a file
+    larger than a 4-channel float32 image of ``cap`` pixels stored uncompressed: no image within
+    the cap is that large, and reading it would cost that memory before any check."""
+    limit = 16 * cap + (1 << 20)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise DataError(f"cannot load image: the file is {size:,} bytes, more than any "
+                                f"image within the cap of {cap:,} pixels takes (raise it with "
+                                f"--max-image-pixels or {MAX_PIXELS_ENV})", file=path)
+            # in blocks: read(n) would reserve n bytes at once, and the file may grow
+            blocks, total = [], 0
+            while total <= limit:
+                block = f.read(min(1 << 24, limit + 1 - total))
+                if not block:
+                    break
+                blocks.append(block)
+                total += len(block)
+            if total > limit:
+                raise DataError(f"cannot load image: the file grew past {limit:,} bytes while "
+                                "being read", file=path)
+            return b"".join(blocks)
+    except OSError:
+        return b""
+
+
+def _cv_error_text(e: Exception) -> str:
+    """The short reason of a ``cv2.error`` (its ``err`` field, not the multi-line report with
+    OpenCV's source path)."""
+    text = str(getattr(e, "err", "") or "").strip()
+    if text and getattr(e, "code", None) == -215:      # cv::Error::StsAssert
+        text = f"its check '{text}' failed in {getattr(e, 'func', '?')}"
+    if not text:
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        text = lines[0] if lines else type(e).__name__
+    return text
+
+
+class DecodedImage:
+    """A decoded image file kept as OpenCV gives it (uint8 HW grey, HWC BGR or BGRA) until the
+    network input is made from it.
+
+    Darknet converts the whole image to float32 RGB before resizing (4 bytes per value instead of
+    1); the pipeline instead resizes straight from these bytes (:func:`resize_image` gathers the
+    source columns it needs and converts only those, giving the same floats bit for bit; an
+    image less than twice the target width is converted whole, which costs no more), and
+    converts the whole image only where a caller asks for it (:meth:`to_tensor`: drawing
+    ``predictions.jpg``, ``Detector.detect_sets``)."""
+
+    __slots__ = ("mat",)
+
+    def __init__(self, mat: np.ndarray):
+        self.mat = mat
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height)"""
+        return int(self.mat.shape[1]), int(self.mat.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mat.ndim == 2 else int(self.mat.shape[2])
+
+    def crop(self, x0: int, y0: int, x1: int, y1: int) -> "DecodedImage":
+        return DecodedImage(self.mat[y0:y1, x0:x1])
+
+    def to_tensor(self) -> torch.Tensor:
+        """The Darknet image :func:`load_image` would have given."""
+        return torch.from_numpy(_planar_float(np.ascontiguousarray(self.mat)))
+
+    def __repr__(self) -> str:
+        return f"DecodedImage({self.size[0]}x{self.size[1]}x{self.channels})"
+
+
+def load_decoded(path: Union[str, os.PathLike], channels: int = 3) -> DecodedImage:
+    """:func:`decode_image` as a :class:`DecodedImage` (what the pipeline loads)."""
+    return DecodedImage(decode_image(path, channels))
+
+
+def crop_image(image: Union[torch.Tensor, DecodedImage], x0: int, y0: int, x1: int,
+               y1: int) -> Union[torch.Tensor, DecodedImage]:
+    """The ``[y0:y1, x0:x1]`` part of a ``(C, H, W)`` tensor or a :class:`DecodedImage`."""
+    if isinstance(image, DecodedImage):
+        return image.crop(x0, y0, x1, y1)
+    return image[:, y0:y1, x0:x1].contiguous()
+
+
+def as_image_tensor(image: Union[torch.Tensor, DecodedImage]) -> torch.Tensor:
+    """The ``(C, H, W)`` float tensor of a tensor or a :class:`DecodedImage`."""
+    return image.to_tensor() if isinstance(image, DecodedImage) else image
 
 
 #: ``byte * float32(1/255)`` for every byte: the oracle's -Ofast ``byte / 255.0f``
@@ -183,8 +293,11 @@ def image_from_array(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32)
 
 
-def image_size(image: torch.Tensor) -> Tuple[int, int]:
-    """(width, height) of a ``(C, H, W)`` or ``(B, C, H, W)`` image tensor."""
+def image_size(image: Union[torch.Tensor, DecodedImage]) -> Tuple[int, int]:
+    """(width, height) of a ``(C, H, W)`` or ``(B, C, H, W)`` image tensor or a
+    :class:`DecodedImage`."""
+    if isinstance(image, DecodedImage):
+        return image.size
     return int(image.shape[-1]), int(image.shape[-2])
 
 
@@ -220,23 +333,28 @@ def _axis_weights(src: int, dst: int) -> Tuple[torch.Tensor, torch.Tensor, np.nd
     return torch.from_numpy(idx), torch.from_numpy(idx1), one_minus, frac
 
 
-def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torch.Tensor:
+def resize_image(image: Union[torch.Tensor, np.ndarray, DecodedImage], w: int, h: int
+                 ) -> torch.Tensor:
     """Darknet's ``resize_image`` (``image.c``): two-pass bilinear, float32, exact edge rules.
 
-    Works on ``(C, H, W)`` or ``(B, C, H, W)``. Pass 1 (columns): output column ``c`` is
-    ``(1-dx)*in[ix] + dx*in[ix+1]`` with ``sx = c*(in_w-1)/(w-1)``, except the last column (or a
-    1-pixel-wide source) which copies the last input column. Pass 2 (rows): row ``r`` is
-    ``(1-dy)*part[iy]`` plus ``dy*part[iy+1]`` except for the last row (and 1-row sources), which
-    keep only the first term (a Darknet quirk reproduced on purpose).
+    Works on ``(C, H, W)`` or ``(B, C, H, W)``, or on a :class:`DecodedImage` (then the result
+    is what resizing its :meth:`~DecodedImage.to_tensor` gives, bit for bit, without converting
+    the whole image). Pass 1 (columns): output column ``c`` is ``(1-dx)*in[ix] + dx*in[ix+1]``
+    with ``sx = c*(in_w-1)/(w-1)``, except the last column (or a 1-pixel-wide source) which
+    copies the last input column. Pass 2 (rows): row ``r`` is ``(1-dy)*part[iy]`` plus
+    ``dy*part[iy+1]`` except for the last row (and 1-row sources), which keep only the first
+    term (a Darknet quirk reproduced on purpose).
 
     Vectorised: each pass is two gathers (``index_select``) and three float32 array operations
     (the same three roundings as the C expression: two products, one sum), on buffers reused
     between calls; no per-pixel Python.
     """
-    image = _as_tensor(image)
-    in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
     if w < 1 or h < 1:
         raise ValueError(f"resize_image: target size must be positive, got {w}x{h}")
+    if isinstance(image, DecodedImage):
+        return _resize_decoded(image.mat, w, h)
+    image = _as_tensor(image)
+    in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
     if in_w == w and in_h == h:
         return image.clone()
     image = image.detach()
@@ -261,7 +379,38 @@ def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torc
         np.add(pa, pb, out=pa)
         pa[:, w - 1] = src[:, in_w - 1].numpy()            # the last column copies the last input
         part = pa
-    # pass 2: along y, on (planes, h, w)
+    return _resize_rows(part, planes, in_h, w, h).view(lead + (h, w))
+
+
+def _resize_decoded(mat: np.ndarray, w: int, h: int) -> torch.Tensor:
+    """:func:`resize_image` of ``DecodedImage(mat).to_tensor()``, converting to float only the
+    source columns pass 1 reads (``w`` of them instead of the image's width): the same bytes
+    through the same table give the same floats, and the arithmetic is the same."""
+    in_h, in_w = int(mat.shape[0]), int(mat.shape[1])
+    if in_w == w and in_h == h:
+        return torch.from_numpy(_planar_float(np.ascontiguousarray(mat)))
+    if 2 * w >= in_w:
+        # pass 1 reads two columns per output column: converting the whole image is then no
+        # more memory than the gathered columns, and faster (one conversion, no gathers)
+        return resize_image(torch.from_numpy(_planar_float(np.ascontiguousarray(mat))), w, h)
+    ix, ix1, wx0, wx1 = _axis_weights(in_w, w)
+    # np.take along the columns: 4x faster than fancy indexing here, and contiguous
+    pa = _planar_float(np.take(mat, ix.numpy(), axis=1))
+    planes = pa.shape[0]
+    pa = pa.reshape(planes * in_h, w)
+    if in_w > 1:
+        pb = _planar_float(np.take(mat, ix1.numpy(), axis=1)).reshape(planes * in_h, w)
+        np.multiply(pa, wx0, out=pa)
+        np.multiply(pb, wx1, out=pb)
+        np.add(pa, pb, out=pa)
+        last = _planar_float(np.ascontiguousarray(mat[:, in_w - 1:in_w]))
+        pa[:, w - 1] = last.reshape(planes * in_h)
+    return _resize_rows(pa, planes, in_h, w, h)
+
+
+def _resize_rows(part: np.ndarray, planes: int, in_h: int, w: int, h: int) -> torch.Tensor:
+    """Pass 2 of :func:`resize_image` (along y) on the ``(planes*in_h, w)`` result of pass 1:
+    a new ``(planes, h, w)`` tensor."""
     part_t = torch.from_numpy(part).view(planes, in_h, w)
     iy, iy1, wy0, wy1 = _axis_weights(in_h, h)
     out = torch.empty((planes, h, w), dtype=torch.float32)
@@ -274,7 +423,7 @@ def resize_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torc
         pbot = bot.numpy()
         np.multiply(pbot[:, :h - 1], wy1[:h - 1, None], out=pbot[:, :h - 1])
         np.add(po[:, :h - 1], pbot[:, :h - 1], out=po[:, :h - 1])   # the last row: top term only
-    return out.view(lead + (h, w))
+    return out
 
 
 _SCRATCH = threading.local()
@@ -305,13 +454,15 @@ def letterbox_size(src_w: int, src_h: int, net_w: int, net_h: int) -> Tuple[int,
     return (src_w * net_h) // src_h, net_h
 
 
-def letterbox_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> torch.Tensor:
+def letterbox_image(image: Union[torch.Tensor, np.ndarray, DecodedImage], w: int, h: int
+                    ) -> torch.Tensor:
     """Darknet's ``letterbox_image``: resize keeping aspect, centre on a 0.5-filled ``w x h``."""
-    image = _as_tensor(image)
-    in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
+    if not isinstance(image, DecodedImage):
+        image = _as_tensor(image)
+    in_w, in_h = image_size(image)
     new_w, new_h = letterbox_size(in_w, in_h, w, h)
     resized = resize_image(image, new_w, new_h)
-    boxed = torch.full(image.shape[:-2] + (h, w), 0.5, dtype=torch.float32)
+    boxed = torch.full(resized.shape[:-2] + (h, w), 0.5, dtype=torch.float32)
     dx, dy = (w - new_w) // 2, (h - new_h) // 2
     # embed_image: pixels that fall outside the canvas are dropped
     x0, y0 = max(dx, 0), max(dy, 0)
@@ -321,16 +472,18 @@ def letterbox_image(image: Union[torch.Tensor, np.ndarray], w: int, h: int) -> t
     return boxed
 
 
-def prepare_input(image: ImageLike, net_w: int, net_h: int, letter_box: bool = False,
-                  channels: int = 3) -> torch.Tensor:
+def prepare_input(image: Union[ImageLike, DecodedImage], net_w: int, net_h: int,
+                  letter_box: bool = False, channels: int = 3) -> torch.Tensor:
     """The network input Darknet's ``detector test`` builds from one image: ``(C, net_h, net_w)``.
 
-    ``image`` is a path (loaded with :func:`load_image`) or an already loaded ``(C, H, W)`` float
-    tensor / array. Stretch mode uses :func:`resize_image`, ``letter_box`` :func:`letterbox_image`.
+    ``image`` is a path (decoded with :func:`load_decoded`: the whole image is never converted to
+    float), a :class:`DecodedImage`, or an already loaded ``(C, H, W)`` float tensor / array.
+    Stretch mode uses :func:`resize_image`, ``letter_box`` :func:`letterbox_image`.
     """
     if isinstance(image, (str, os.PathLike)):
-        image = load_image(image, channels)
-    image = _as_tensor(image)
+        image = load_decoded(image, channels)
+    if not isinstance(image, DecodedImage):
+        image = _as_tensor(image)
     if letter_box:
         return letterbox_image(image, net_w, net_h)
     return resize_image(image, net_w, net_h)
@@ -370,12 +523,21 @@ def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int 
     """``save_image(im, name)``: writes ``name.jpg`` (quality 80) unless ``name`` has an extension.
 
     Darknet encodes with stb_image_write; OpenCV's JPEG encoder is used here, so the bytes differ
-    slightly while the pixels drawn are the same."""
+    slightly while the pixels drawn are the same. Written atomically (temp file, then rename)."""
     cv2 = _cv2()
     out = os.fspath(name)
     if not Path(out).suffix:
         out += ".jpg"
-    ok = cv2.imwrite(out, image_to_bgr_uint8(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    try:
+        ok, buf = cv2.imencode(Path(out).suffix, image_to_bgr_uint8(image),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    except cv2.error:
+        ok = False
     if not ok:
-        raise DataError("failed to write image", file=out)
+        raise DataError("failed to write image: OpenCV cannot encode this format", file=out)
+    from ..files import atomic_write_bytes
+    try:
+        atomic_write_bytes(out, buf.tobytes())   # never a half-written file after a crash
+    except OSError as e:
+        raise DataError(f"failed to write image: {e.strerror}", file=out) from None
     return out

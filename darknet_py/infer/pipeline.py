@@ -37,15 +37,18 @@ from ..structures.detections import DetectionSet, scale_to_pixels
 from ..structures.heads import nms_params
 from .backends.base import Backend
 from .decode import decoded_candidates, get_network_boxes
-from .image import image_from_array, image_size, load_image, prepare_input
+from .image import (DecodedImage, as_image_tensor, image_from_array, image_size, load_decoded,
+                    load_image, prepare_input)
 from .nms import apply_nms
 
 __all__ = ["Pipeline", "ImageInput", "Result"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 ImageInput = Union[PathLike, torch.Tensor, np.ndarray]
-#: (name, original image (C, H, W) float RGB, detections after NMS)
-Result = Tuple[str, torch.Tensor, DetectionSet]
+#: (name, original image (C, H, W) float RGB, or None when not kept, detections after NMS)
+Result = Tuple[str, Optional[torch.Tensor], DetectionSet]
+#: a loaded image before the network input is made: a float tensor, or a decoded file's bytes
+Source = Union[torch.Tensor, DecodedImage]
 
 
 def _is_path(x: Any) -> bool:
@@ -103,7 +106,18 @@ class Pipeline:
             return "<tensor>", image.detach().to("cpu", torch.float32)
         raise UsageError(f"cannot use {type(image).__name__} as an image (path, tensor or array)")
 
-    def prepare(self, originals: Sequence[torch.Tensor]) -> torch.Tensor:
+    def source(self, image: ImageInput) -> Tuple[str, Source]:
+        """:meth:`load` without converting a decoded file to float: an image file or a uint8
+        array stays a :class:`~darknet_py.infer.image.DecodedImage` (1 byte per value), which
+        :meth:`prepare` resizes directly (the float image of a large photo is 4 times its
+        bytes, and only the network-sized input is needed)."""
+        if _is_path(image):
+            return os.fspath(image), load_decoded(image, self.backend.channels)  # type: ignore[arg-type]
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
+            return "<array>", DecodedImage(np.ascontiguousarray(image))
+        return self.load(image)
+
+    def prepare(self, originals: Sequence[Source]) -> torch.Tensor:
         """The network input ``(B, C, h, w)`` for loaded images."""
         if not originals:
             return torch.zeros(0, self.backend.channels, self.height, self.width)
@@ -141,36 +155,46 @@ class Pipeline:
         original ``(width, height)`` of each image."""
         return self.suppress(self.decode(self.forward(x), image_sizes))
 
-    def _run_loaded(self, loaded: Sequence[Tuple[str, torch.Tensor]]) -> List[Result]:
+    def _run_loaded(self, loaded: Sequence[Tuple[str, Source]],
+                    keep_images: bool = True) -> List[Result]:
         originals = [im for _, im in loaded]
         sets = self.detect_batch(self.prepare(originals), [image_size(im) for im in originals])
-        return [(name, im, dets) for (name, im), dets in zip(loaded, sets)]
+        return _results(loaded, sets, keep_images)
 
-    def run(self, images: Sequence[ImageInput]) -> List[Result]:
-        """Every image through the pipeline, :attr:`batch_size` at a time."""
-        return list(self.iterate(images))
+    def run(self, images: Sequence[ImageInput], keep_images: bool = True) -> List[Result]:
+        """Every image through the pipeline, :attr:`batch_size` at a time. ``keep_images``
+        False gives ``None`` instead of each original image (never converted to float)."""
+        return list(self.iterate(images, keep_images))
 
-    def iterate(self, images: Iterable[ImageInput]) -> Iterator[Result]:
+    def iterate(self, images: Iterable[ImageInput], keep_images: bool = True) -> Iterator[Result]:
         """:meth:`run` as a generator: results come out batch by batch, in input order, while
         the next batch's images are decoded on :attr:`loader_threads` threads."""
         batches = _chunks(iter(images), self.batch_size)
         if not self.loader_threads:
             for chunk in batches:
-                yield from self._run_loaded([self.load(im) for im in chunk])
+                yield from self._run_loaded([self.source(im) for im in chunk], keep_images)
             return
         with ThreadPoolExecutor(max_workers=self.loader_threads) as pool:
             pending = None
             for chunk in batches:
-                loading = [pool.submit(self.load, im) for im in chunk]
+                loading = [pool.submit(self.source, im) for im in chunk]
                 if pending is not None:
-                    yield from self._run_loaded([f.result() for f in pending])
+                    yield from self._run_loaded([f.result() for f in pending], keep_images)
                 pending = loading
             if pending is not None:
-                yield from self._run_loaded([f.result() for f in pending])
+                yield from self._run_loaded([f.result() for f in pending], keep_images)
 
     def __repr__(self) -> str:
         return (f"Pipeline({self.backend.describe()}, thresh={self.thresh}, nms={self.nms}, "
                 f"letter_box={self.letter_box})")
+
+
+def _results(loaded: Sequence[Tuple[str, Source]], sets: Sequence[DetectionSet],
+             keep_images: bool) -> List[Result]:
+    """(name, float image or None, detections) per image: the whole image becomes float only
+    when the caller keeps it (to draw on it), after its network input was made."""
+    return [(name, as_image_tensor(im) if keep_images else None, dets)
+            for (name, im), dets in zip(loaded, sets)]
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[List[Any]]:

@@ -62,6 +62,18 @@ def open_capture(source: Union[str, int, "os.PathLike[str]"]):
         where = f"camera {int(source)}"
     if not cap.isOpened():
         raise DataError("cannot open the video stream", file=where)
+    # a container can announce frames of any size: hold them to the image pixel cap before the
+    # first frame is decoded (each frame is decoded, converted and drawn at full size)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if w > 0 and h > 0:
+        from .image_header import check_pixels
+        try:
+            check_pixels(w, h, where)
+        except DataError as e:
+            cap.release()
+            raise DataError(e.message.replace("cannot load image: it is",
+                                              "cannot read the video: its frames are"),
+                            file=where) from None
     return cap
 
 

@@ -43,8 +43,8 @@ import torch
 
 from ..errors import UsageError
 from ..structures.detections import DetectionSet
-from .image import image_size
-from .pipeline import Pipeline
+from .image import crop_image, image_size
+from .pipeline import Pipeline, _results
 
 __all__ = ["TiledPipeline", "tile_grid", "parse_tiles", "map_tile_boxes", "tiled"]
 
@@ -154,7 +154,7 @@ class TiledPipeline(Pipeline):
             w, h = image_size(im)
             for t in self.grid(w, h):
                 x0, y0, x1, y1 = t
-                jobs.append((k, t, im[:, y0:y1, x0:x1].contiguous()))
+                jobs.append((k, t, crop_image(im, x0, y0, x1, y1)))
             if self.tiles_full:
                 jobs.append((k, None, im))
         per_image = max(1, len(jobs) // max(1, len(originals)))
@@ -177,10 +177,9 @@ class TiledPipeline(Pipeline):
         """Loaded images ``(C, H, W)`` -> merged detections after NMS."""
         return self.suppress(self.candidates(originals))
 
-    def _run_loaded(self, loaded):
+    def _run_loaded(self, loaded, keep_images: bool = True):
         originals = [im for _, im in loaded]
-        sets = self.detect_images(originals)
-        return [(name, im, dets) for (name, im), dets in zip(loaded, sets)]
+        return _results(loaded, self.detect_images(originals), keep_images)
 
     def detect_batch(self, x, image_sizes):
         raise UsageError("tiled detection needs the original images, not network inputs: use "

@@ -48,11 +48,8 @@ def _image_size(path: str, dets) -> Tuple[int, int]:
     size = getattr(dets, "image_size", None)
     if size is not None and int(size[0]) > 0 and int(size[1]) > 0:
         return int(size[0]), int(size[1])
-    import cv2
-    im = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if im is None:
-        raise DataError("cannot read the image for its size", file=path)
-    return int(im.shape[1]), int(im.shape[0])
+    from ..prep.voc import read_image_size     # the header, not a decode
+    return read_image_size(path)
 
 
 def _category_ids(classes: int, names: Sequence[str], gt: Optional[dict]) -> List[int]:

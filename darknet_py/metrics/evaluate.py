@@ -74,7 +74,7 @@ def detect_for_map(pipeline, images: Sequence[str],
     """Detections of each image as ``validate_detector_map`` makes them (see
     :func:`map_pipeline`), boxes relative to the original image."""
     out: List[DetectionSet] = []
-    for done, (_, _, dets) in enumerate(pipeline.iterate(list(images)), 1):
+    for done, (_, _, dets) in enumerate(pipeline.iterate(list(images), keep_images=False), 1):
         out.append(dets)
         if progress is not None and (done % pipeline.batch_size == 0 or done == len(images)):
             progress(done)

@@ -196,6 +196,10 @@ def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
         line = data[: e.start].count(b"\n") + 1
         raise CfgError(f"cfg file is not valid UTF-8 text (byte {e.start})", file=path,
                        line=line) from None
+    if text.startswith("\ufeff"):
+        # a byte-order mark written by Windows editors: not part of the text (Darknet would
+        # read it as the start of the first line and refuse the file)
+        text = text[1:]
     sections = parse_cfg_text(text, file=path)
     if not sections:
         raise CfgError("cfg file has no sections", file=path)

@@ -237,9 +237,32 @@ def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional
         if strict_tail:
             raise WeightsError(msg)
         warnings.warn(msg, stacklevel=2)
+    _warn_nonfinite(net, n, reader.path)
     net.seen = reader.header.seen
     net.weights_header = reader.header
     return LoadReport(os.fspath(path), reader.header, n, reader.pos, left)
+
+
+def _warn_nonfinite(net: "Network", n: int, path: str) -> None:
+    """One warning naming the first of the loaded layers that holds NaN or inf (Darknet loads
+    them silently and detects nothing, or garbage). Once per load, over tensors already in
+    memory: no cost per image."""
+    import torch
+    bad = []
+    for layer in net.layers[:n]:
+        count = sum(int((~torch.isfinite(t)).sum()) for t in
+                    list(layer.parameters()) + list(layer.buffers())
+                    if t.is_floating_point())
+        if count:
+            bad.append((layer, count))
+    if not bad:
+        return
+    layer, count = bad[0]
+    section = getattr(getattr(layer, "section", None), "type", type(layer).__name__)
+    more = f" (and {len(bad) - 1} later layers)" if len(bad) > 1 else ""
+    warnings.warn(f"{path}: layer {layer.index} [{section}] has {count} NaN/inf weight values"
+                  f"{more}; its outputs will be NaN (a damaged file, or weights saved from a "
+                  "diverged training)", stacklevel=3)
 
 
 def _yolo_head_convs(net: "Network"):

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import CfgError, UsageError
+from ..files import atomic_write_bytes, refuse_output_onto_inputs
 
 PathLike = Union[str, os.PathLike]
 
@@ -453,10 +454,7 @@ def write_custom_cfg(src: PathLike, dst: PathLike, classes: int, **options) -> C
     except OSError as e:
         raise CfgError(f"cannot read cfg: {e.strerror}", file=os.fspath(src)) from None
     result = make_custom_cfg(text, classes, source=os.fspath(src), **options)
-    if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)):
-        raise UsageError("the output cfg would overwrite the source cfg; choose another -o",
-                         value=os.fspath(dst))
+    refuse_output_onto_inputs(os.fspath(dst), "-o", [("source cfg", os.fspath(src))])
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(dst))), exist_ok=True)
-    with open(dst, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
-        f.write(result.text)
+    atomic_write_bytes(os.fspath(dst), result.text.encode("utf-8", "surrogateescape"))
     return result

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,62 +324,27 @@ def format_yolo_lines(class_ids: np.ndarray, yolo_boxes: np.ndarray, decimals: i
 
 
 # --------------------------------------------------------------------------- image files
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(f) -> Optional[Tuple[int, int]]:
-    f.seek(2)
-    while True:
-        byte = f.read(1)
-        while byte and byte != b"\xff":
-            byte = f.read(1)
-        while byte == b"\xff":
-            byte = f.read(1)
-        if not byte:
-            return None
-        marker = byte[0]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            continue
-        if marker in (0xD9, 0xDA):
-            return None
-        seg = f.read(2)
-        if len(seg) < 2:
-            return None
-        length = struct.unpack(">H", seg)[0]
-        if marker in _JPEG_SOF:
-            data = f.read(5)
-            if len(data) < 5:
-                return None
-            h, w = struct.unpack(">HH", data[1:5])
-            return w, h
-        f.seek(length - 2, os.SEEK_CUR)
-
-
 def read_image_size(path: PathLike) -> Tuple[int, int]:
-    """``(width, height)`` of an image file, from the PNG/JPEG header (OpenCV for other formats).
+    """``(width, height)`` of an image file, from its header (JPEG, PNG, GIF, BMP, WebP, TIFF,
+    PNM: :func:`darknet_py.infer.image_header.read_header`); other formats are decoded, within
+    the image pixel cap.
 
     RGBA and greyscale PNGs are fine: only the size is read. Raises :class:`DataError` when the
     file cannot be read as an image.
     """
+    from ..infer.image import decode_image
+    from ..infer.image_header import read_file_header
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
-            head = f.read(24)
-            if head[:8] == _PNG_MAGIC and head[12:16] == b"IHDR":
-                w, h = struct.unpack(">II", head[16:24])
-                return int(w), int(h)
-            if head[:2] == b"\xff\xd8":
-                size = _jpeg_size(f)
-                if size is not None:
-                    return size
+        header = read_file_header(p)
     except OSError as e:
         raise DataError(f"cannot read image: {e.strerror}", file=p) from None
-    import cv2  # only for formats whose header we do not parse
-    img = cv2.imread(p, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError("cannot decode image (not an image file, or an unsupported format)",
-                        file=p)
+    if header is not None and header.width > 0 and header.height > 0:
+        return int(header.width), int(header.height)
+    try:
+        img = decode_image(p, -1)       # only for formats whose header is not read
+    except DataError as e:
+        raise DataError(f"cannot decode image ({e.message})", file=p) from None
     return int(img.shape[1]), int(img.shape[0])
 
 

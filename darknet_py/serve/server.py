@@ -9,6 +9,20 @@ Each server is a :class:`http.server.ThreadingHTTPServer` running in a daemon th
 has its own handler thread and a bounded queue (:mod:`.broadcast`), so a slow or vanished client
 never stalls the producer. Servers bind to 127.0.0.1 unless told another address (Darknet binds
 every interface). A port that cannot be bound is a one-line :class:`ServeError`.
+
+Hostile clients (any local process can connect):
+
+* a client that resets or vanishes mid-request costs nothing on the terminal (the standard
+  library prints a whole traceback per client); other errors of a handler are one short line, at
+  most one per :data:`ERROR_LINE_EVERY` seconds;
+* at most :data:`MAX_CONNECTIONS` connections are served at a time (one thread each; a client
+  that sends its request slowly keeps one for :data:`WRITE_TIMEOUT` seconds at most); further
+  connections are closed at once;
+* the ``Host`` header must name the server as the bound address does (an IP literal, or
+  ``localhost`` / this machine's name where those reach it): a web page whose domain was
+  re-bound to 127.0.0.1 (DNS rebinding) is refused with 403 (deliberate difference: Darknet
+  serves any request);
+* the ``Server`` header says ``darknet-py``, not the Python version.
 """
 from __future__ import annotations
 
@@ -31,6 +45,10 @@ POLL = 0.25
 #: JSON frames are small: a client may fall this many behind before it skips frames
 JSON_QUEUE_LEN = 64
 BOUNDARY = "mjpegstream"
+#: connections served at once (stream clients are further bounded by ``max_clients``)
+MAX_CONNECTIONS = 32
+#: unexpected handler errors print one line at most this often
+ERROR_LINE_EVERY = 10.0
 _NO_CACHE = (("Cache-Control", "no-cache, private"), ("Pragma", "no-cache"), ("Expires", "0"))
 
 
@@ -52,6 +70,49 @@ class _Http(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # Linux: a port in TIME_WAIT is reusable, a listening one is not
     request_queue_size = 16
+    #: set by StreamServer.start: what the terminal sees of handler errors
+    sender = "HTTP_sender"
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._last_error_line = 0.0
+        self._errors_unsaid = 0
+
+    def process_request(self, request, client_address) -> None:
+        # one thread per connection, but never more than MAX_CONNECTIONS: a flood of clients
+        # that connect and wait is closed at the door instead of piling up threads
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """socketserver prints a full traceback per failed client; a client resetting or
+        vanishing is normal and silent, anything else one line, rate-limited."""
+        import time
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):          # reset, broken pipe, timeout
+            return
+        now = time.monotonic()
+        if now - self._last_error_line < ERROR_LINE_EVERY:
+            self._errors_unsaid += 1
+            return
+        more = f" ({self._errors_unsaid} more since the last line)" if self._errors_unsaid else ""
+        self._last_error_line, self._errors_unsaid = now, 0
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"{self.sender}: error serving {client_address[0]}: {type(err).__name__}"
+              f"{': ' + text if text else ''}{more}", file=sys.stderr)
 
 
 class _Http6(_Http):
@@ -89,9 +150,11 @@ class StreamServer:
 
     def start(self, announce: bool = True) -> "StreamServer":
         handler = type("Handler", (_Handler,), {"owner": self})
+        self.allowed_hosts = _allowed_hosts(self.host)
         try:
             cls = _Http6 if ":" in self.host else _Http
             self._httpd = cls((self.host, self.requested_port), handler)
+            self._httpd.sender = self.sender
         except OSError as e:
             reason = e.strerror or str(e)
             raise ServeError(f"cannot serve the {self.what} stream on {self.host}:"
@@ -192,9 +255,17 @@ class _Handler(BaseHTTPRequestHandler):
     owner: StreamServer
     protocol_version = "HTTP/1.0"
     server_version = "darknet-py"
+    sys_version = ""
     timeout = WRITE_TIMEOUT
 
+    def version_string(self) -> str:
+        return self.server_version          # not "Python/3.x": nothing to fingerprint
+
     def do_GET(self):  # noqa: N802 (http.server's name)
+        if not _host_allowed(self.headers.get("Host"), self.owner.allowed_hosts,
+                             self.owner.port):
+            self.send_error(403, "Host header does not name this server")
+            return
         path = self.path.split("?", 1)[0]
         fn = self.owner.route(path, self.headers.get("Accept", ""))
         if fn is None:
@@ -320,6 +391,63 @@ class MjpegServer(StreamServer):
             streams = list(self.streams.values())
         for b in streams:
             b.close_all()
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _allowed_hosts(bound: str):
+    """The names a ``Host`` header may give for a server bound to ``bound``: ``None`` means any
+    IP literal, ``localhost`` and this machine's names (a wildcard address), else a set."""
+    import ipaddress
+    try:
+        ip = ipaddress.ip_address(bound)
+    except ValueError:
+        return {bound.lower()}
+    if ip.is_unspecified:
+        return None
+    names = {str(ip)}
+    if ip.is_loopback:
+        names |= _LOOPBACK_NAMES
+    else:
+        names |= _machine_names()
+    return names
+
+
+def _machine_names():
+    names = set()
+    for get in (socket.gethostname, socket.getfqdn):
+        try:
+            names.add(get().lower())
+        except OSError:
+            pass
+    return names
+
+
+def _host_allowed(header: Optional[str], allowed, port: int) -> bool:
+    """Whether a request's ``Host`` names this server (DNS rebinding: a browser sends the
+    attacker's domain name there). No ``Host`` at all (HTTP/1.0 tools) is accepted: a browser
+    always sends one."""
+    import ipaddress
+    if header is None:
+        return True
+    host = header.strip().lower()
+    if host.startswith("["):                           # [v6]:port
+        name, _, rest = host[1:].partition("]")
+        given_port = rest[1:] if rest.startswith(":") else ""
+    elif host.count(":") == 1:
+        name, given_port = host.split(":")
+    else:
+        name, given_port = host, ""
+    if given_port and given_port != str(port):
+        return False
+    if allowed is not None:
+        return name in allowed
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name == "localhost" or name in _machine_names()
 
 
 def _peer_closed(sock: socket.socket) -> bool:

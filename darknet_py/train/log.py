@@ -4,7 +4,9 @@
 learning rate, images/s, seconds of the iteration, seconds since the start, wall-clock time) and
 one per ``-map`` evaluation (``kind=map``: mAP and best mAP). The file is opened in append mode
 (a resumed run continues it; the header is written only to a new or empty file) and flushed after
-every row, so a killed run loses at most the row being written.
+every row, so a killed run loses at most the row being written. A run resumed from a checkpoint
+of iteration N first drops the rows after N (logged by the killed run after its last checkpoint,
+and trained again now), so no iteration appears twice; the file is rewritten atomically.
 
 :class:`TensorBoardLog` writes the same scalars with ``torch.utils.tensorboard.SummaryWriter``
 (``-tensorboard DIR``); without the ``tensorboard`` package it is a one-line usage error.
@@ -29,8 +31,9 @@ CSV_COLUMNS = ("kind", "iteration", "loss", "avg_loss", "lr", "images_per_s", "i
 class TrainLog:
     """``<backup>/<cfg>_log.csv``, one row per write, flushed."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, resume_from: Optional[int] = None):
         self.path = path
+        self.resume_from = resume_from
         self.start = time.time()
         self._f = None
         folder = os.path.dirname(os.path.abspath(path))
@@ -41,6 +44,8 @@ class TrainLog:
     def _open(self) -> None:
         # opened at the first row: a run that fails before its first iteration leaves no file
         try:
+            if self.resume_from is not None and os.path.isfile(self.path):
+                drop_rows_after(self.path, self.resume_from)
             new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
             self._f = open(self.path, "a", newline="")
         except OSError as e:
@@ -76,6 +81,48 @@ class TrainLog:
                 self._f.close()
         except OSError:
             pass
+
+
+def drop_rows_after(path: str, iteration: int) -> int:
+    """Remove the rows of ``path`` whose iteration is above ``iteration`` (streamed: the log of a
+    long run is never held in memory; rewritten through a temp file and a rename only when a row
+    goes). Returns the number of rows removed. Rows that are not ours (no number) stay."""
+    import tempfile
+    drop = 0
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if _row_iteration(row) > iteration:
+                drop += 1
+    if not drop:
+        return 0
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with open(path, newline="") as src, os.fdopen(fd, "w", newline="") as dst:
+            writer = csv.writer(dst)
+            for row in csv.reader(src):
+                if _row_iteration(row) <= iteration:
+                    writer.writerow(row)
+            dst.flush()
+            os.fchmod(dst.fileno(), os.stat(path).st_mode & 0o777)
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return drop
+
+
+def _row_iteration(row) -> float:
+    """The iteration of a log row; -inf for the header and rows without one (kept)."""
+    try:
+        return int(row[1]) if len(row) > 1 and row[0] in ("iter", "map") else float("-inf")
+    except ValueError:
+        return float("-inf")
 
 
 def summary_writer_class():

@@ -31,6 +31,7 @@ from ..model.network import Network
 from ..serve.streams import TrainStreams
 from .chart import TrainChart
 from .checkpoints import CheckpointPolicy, basecfg, next_map_iteration
+from .lock import open_backup_folder
 from .log import IterationTimer, TensorBoardLog, TrainLog
 
 
@@ -73,6 +74,10 @@ class TrainingStopped(DarknetError):
 
 
 class Trainer:
+    #: rank 0's lock on ``<backup>/<cfg>.lock`` (:mod:`darknet_py.train.lock`), from setup to the
+    #: end of :meth:`run`
+    backup_lock = None
+
     def __init__(self, opts: TrainOptions, out=None):
         self.opts = opts
         self.out = out or sys.stdout
@@ -144,9 +149,9 @@ class Trainer:
         self.base = basecfg(o.cfg)
         self.backup = self.data_cfg.backup_or_default()
         if self.is_main:
-            os.makedirs(self.backup, exist_ok=True)
-            if not os.access(self.backup, os.W_OK):
-                raise DataError("backup folder is not writable", file=self.backup)
+            # made (one-line errors) and locked against a second training before any file in
+            # it is touched (darknet_py.train.lock)
+            self.backup_lock = open_backup_folder(self.backup, self.base, self.log)
             self._remove_stale_temp_files()
         self.log(self.base)
         if o.weights:
@@ -339,7 +344,10 @@ class Trainer:
     def _open_logs(self) -> list:
         if not self.is_main:
             return []
-        logs = [TrainLog(os.path.join(self.backup, f"{self.base}_log.csv"))]
+        # a resumed run drops the rows its killed predecessor logged after the checkpoint it
+        # resumes from (they are trained again); a run from iteration 0 appends
+        logs = [TrainLog(os.path.join(self.backup, f"{self.base}_log.csv"),
+                         resume_from=self.iteration or None)]
         if self.opts.tensorboard:
             logs.append(TensorBoardLog(self.opts.tensorboard))
         return logs
@@ -384,7 +392,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            if self.backup_lock is not None:     # a failed start leaves no lock file behind
+                self.backup_lock.release()
+            raise
         o, cfgc = self.opts, self.net.config
         self.net.train()
         avg_loss = -1.0
@@ -488,6 +501,8 @@ class Trainer:
         finally:
             for lg in logs:
                 lg.close()
+            if self.backup_lock is not None:
+                self.backup_lock.release()
             self._restore_signal_handlers(old_handlers)
             self.source.close()
             if self.http is not None:

@@ -11,7 +11,9 @@ Contracts checked on generated inputs:
 * damaged weights file -> ``load_weights``: only :class:`~darknet_py.errors.WeightsError` or a
   complete load;
 * memory: hostile sizes are refused before anything big is allocated (checked in a process whose
-  address space is capped).
+  address space is capped);
+* damaged image files -> ``decode_image``: refused from the header when it announces more than
+  the pixel cap, else decoded at the announced size, or a :class:`~darknet_py.errors.DataError`.
 
 Deterministic (``derandomize=True``) and CI-sized (``max_examples`` 100-400 per property, about
 30 s in all). ``DARKNET_PY_FUZZ_EXAMPLES=N`` runs N examples per property instead (and
@@ -281,6 +283,73 @@ def test_any_bytes_as_weights_file(tmp_path_factory, data):
             tiny_net().load_weights(path)
         except WeightsError:
             pass
+
+
+# ----------------------------------------------------------------------------- image headers
+_IMAGE_FORMATS = (".jpg", ".png", ".bmp", ".tiff", ".webp", ".ppm", ".gif")
+
+
+def _small_image(ext: str) -> bytes:
+    import cv2
+    import numpy as np
+    img = (np.arange(12 * 16 * 3) % 251).astype(np.uint8).reshape(12, 16, 3)
+    if ext == ".gif":   # not every OpenCV build writes GIF: a minimal one by hand (1x1)
+        return (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff,\x00\x00"
+                b"\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    return buf.tobytes()
+
+
+@st.composite
+def damaged_images(draw):
+    """A small real image of each format whose header is read, with header bytes overwritten
+    (size fields among them), bytes inserted, or cut short."""
+    data = bytearray(_small_image(draw(st.sampled_from(_IMAGE_FORMATS))))
+    for _ in range(draw(st.integers(1, 4))):
+        how = draw(st.sampled_from(["overwrite", "insert", "cut"]))
+        i = draw(st.integers(0, min(len(data), 80)))
+        if how == "overwrite":
+            chunk = draw(st.binary(min_size=1, max_size=4))
+            data[i:i + len(chunk)] = chunk
+        elif how == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            data = data[:draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@fuzz_settings(150)
+@given(st.one_of(damaged_images(), st.binary(max_size=300)))
+def test_damaged_image_headers_are_refused_or_decoded_within_the_cap(tmp_path_factory, data):
+    """The header reader never raises; decode_image gives a uint8 image of at most the cap
+    (here 4096 pixels), of the size the header announced, or a DataError, nothing else.
+    Files whose header is not read are left out (OpenCV's own limit, not ours, applies to
+    them, and a fuzzed one could announce a billion pixels)."""
+    from darknet_py.errors import DataError
+    from darknet_py.infer.image import decode_image
+    from darknet_py.infer.image_header import MAX_PIXELS_ENV, header_of_bytes
+    header = header_of_bytes(data)
+    if header is None:
+        event("no header read")
+        return
+    path = tmp_path_factory.getbasetemp() / "fuzz.img"
+    path.write_bytes(data)
+    old = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = "4096"
+    try:
+        mat = decode_image(path, 3)
+    except DataError:
+        event("refused")
+        return
+    finally:
+        if old is None:
+            del os.environ[MAX_PIXELS_ENV]
+        else:
+            os.environ[MAX_PIXELS_ENV] = old
+    event("decoded")
+    assert mat.dtype.name == "uint8" and mat.shape[0] * mat.shape[1] <= 4096
+    assert (mat.shape[1], mat.shape[0]) == (header.width, header.height)
 
 
 def test_every_weights_truncation_of_a_real_file_is_a_weights_error(tmp_path):

@@ -202,7 +202,8 @@ def test_cli_writes_the_template(tmp_path):
 def test_write_custom_cfg_refuses_to_overwrite_source(tmp_path):
     src = tmp_path / "a.cfg"
     src.write_text(_text(require(UPSTREAM / "yolov4-tiny-custom.cfg")))
-    with pytest.raises(UsageError, match="overwrite"):
+    with pytest.raises(UsageError, match="is the source cfg: darknet-py never writes over its "
+                                         "inputs"):
         write_custom_cfg(src, src, 3)
     with pytest.raises(CfgError, match="not found"):
         write_custom_cfg(tmp_path / "none.cfg", tmp_path / "b.cfg", 3)

@@ -20,6 +20,11 @@ onnxruntime an ONNX export run by ONNX Runtime (from a ``darknet-py export`` fil
 openvino   the same ONNX file run by OpenVINO; optional extra ``[openvino]``
 ========== ==================================================================================
 
+Every backend may be called from several threads at once and gives each call its own result
+(``exact`` and ``onnxruntime`` are reentrant, ``fast`` and ``cuda`` serialise calls with a lock,
+``openvino`` gives each concurrent call its own infer request); ``tests/cli/test_reliability.py``
+compares multi-threaded runs of every installed backend with single-threaded ones.
+
 ``auto`` (the default) is ``cuda`` when the device is a GPU and ``onnxruntime`` for an ``.onnx``
 file. On the CPU, for a cfg: ``onnxruntime`` (fp32) when ``onnxruntime`` and ``onnx`` are
 installed — measured faster than ``fast`` on every benchmarked model at 1 and 2 threads
@@ -36,7 +41,7 @@ from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from ...errors import DarknetError, UsageError
+from ...errors import DarknetError, DataError, UsageError
 from ...structures.heads import HeadSpec
 
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
@@ -167,7 +172,14 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         from .onnxruntime import cached_export
         try:
             path = cached_export(model, weights, width=width, height=height, network=network)
-            return _onnx_backend(name, path, precision, threads)
+            try:
+                return _onnx_backend(name, path, precision, threads)
+            except DataError:
+                # the cached file cannot be loaded (cut short by a full disk or a killed
+                # process, damaged): it is ours to rebuild, once
+                path = cached_export(model, weights, width=width, height=height,
+                                     network=network, rebuild=True)
+                return _onnx_backend(name, path, precision, threads)
         except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError):
             if backend != "auto":
                 raise

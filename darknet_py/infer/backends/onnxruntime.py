@@ -219,8 +219,11 @@ def _cache_key(cfg: str, weights: Optional[str], width, height) -> str:
 
 
 def cached_export(cfg: PathLike, weights: Optional[PathLike], *, width=None, height=None,
-                  network: Any = None) -> str:
-    """The path of an ONNX export of cfg + weights (dynamic batch, head outputs), made once."""
+                  network: Any = None, rebuild: bool = False) -> str:
+    """The path of an ONNX export of cfg + weights (dynamic batch, head outputs), made once;
+    ``rebuild`` replaces a cached file that could not be loaded. Exports are written
+    atomically, but a file cut short by an older version or damaged later is rebuilt by
+    :func:`~darknet_py.infer.backends.base.make_backend` when the runtime refuses it."""
     from ...export.exporter import ExportOptions, export_model, export_network
     cfg, weights = os.fspath(cfg), (None if weights is None else os.fspath(weights))
     if not os.path.isfile(cfg):
@@ -230,7 +233,7 @@ def cached_export(cfg: PathLike, weights: Optional[PathLike], *, width=None, hei
     key = _cache_key(cfg, weights, width, height)
     folder = cache_folder()
     path = os.path.join(folder, f"{os.path.basename(weights or cfg)}.{key}.onnx")
-    if os.path.isfile(path):
+    if os.path.isfile(path) and not rebuild:
         return path
     try:
         os.makedirs(folder, exist_ok=True)

@@ -1,9 +1,15 @@
 """``-backend openvino``: a ``darknet-py export`` ONNX file compiled by OpenVINO for the CPU
 (fp32, or bf16 where the CPU has it: ``INFERENCE_PRECISION_HINT``). Heads, input size and names
-come from the file's metadata exactly as for :mod:`.onnxruntime`."""
+come from the file's metadata exactly as for :mod:`.onnxruntime`.
+
+Safe to call from several threads: an OpenVINO ``InferRequest`` runs one inference at a time
+(a second ``infer`` on a busy request raises "Infer Request is busy", and its output tensors are
+overwritten by the next run), so each call borrows an idle request from a pool (a new one when
+all are busy: at most one per concurrent caller) and copies the outputs before returning it."""
 from __future__ import annotations
 
 import os
+import queue
 from typing import List, Optional
 
 import numpy as np
@@ -37,11 +43,21 @@ class OpenVinoBackend(OnnxFileBackend):
         self.precision = precision
         self.threads = threads
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
-        self.request = self.compiled.create_infer_request()
+        #: idle infer requests; grows to the number of threads that ever ran at once
+        self._idle: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._idle.put(self.compiled.create_infer_request())
 
     def _session_run(self, arr: np.ndarray) -> List[np.ndarray]:
-        result = self.request.infer({0: arr})
-        return [np.asarray(result[out]) for out in self.compiled.outputs]
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            result = request.infer({0: arr})
+            # copies: the request's output tensors are reused by its next inference
+            return [np.array(result[out], copy=True) for out in self.compiled.outputs]
+        finally:
+            self._idle.put(request)
 
     def details(self) -> str:
         return f"{self.threads or 'default'} threads, {self.outputs_kind}"

@@ -129,9 +129,8 @@ def verify_export(cfg, weights, output, fmt, width, height, meta) -> float:
         ref = graph(x)
     refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
     if fmt == "onnx":
-        from ..infer.backends.onnxruntime import OnnxModel
-        model = OnnxModel(output)
-        got = model(x)
+        from ..infer.backends.onnxruntime import OnnxRuntimeBackend
+        got = OnnxRuntimeBackend(output)(x)
         outs = [got] if isinstance(got, torch.Tensor) else list(got)
     else:
         module = torch.jit.load(output, map_location="cpu")

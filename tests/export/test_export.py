@@ -324,6 +324,23 @@ def test_dynamic_batch_onnx(outdir):
         assert g.shape == r.shape and float((g - r).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("decode", [False, True])
+def test_export_verify_via_cli(outdir, decode):
+    """``export ... --verify`` runs the written ONNX file and compares it with the network."""
+    from click.testing import CliRunner
+
+    from darknet_py.cli import main
+    cfg, weights = model_files("yolov3-tiny")
+    out = outdir / f"verify-{int(decode)}" / "v3tiny.onnx"
+    out.parent.mkdir()
+    res = CliRunner().invoke(main, ["export", str(cfg), str(weights), "-o", str(out), "--verify"]
+                             + (["--with-decode"] if decode else []))
+    assert res.exit_code == 0, res.output
+    diff = float(re.search(r"Verified: largest \|difference\| to the PyTorch network = (\S+)",
+                           res.output).group(1))
+    assert diff < 1e-4
+
+
 def test_half_export_via_cli(outdir):
     """``darknet-py export ... --half --opset 13`` (CLI): float16 graph close to Darknet."""
     from click.testing import CliRunner

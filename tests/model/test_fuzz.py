@@ -144,6 +144,15 @@ def build_and_run(text: str, path: str = "<fuzz>"):
         return net
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_cwd():
+    """The fuzz tests move to a scratch folder (tree=/map= are read relative to the cwd); the
+    tests after this module must not run from there."""
+    cwd = os.getcwd()
+    yield
+    os.chdir(cwd)
+
+
 @fuzz_settings(400)
 @given(cfg_texts())
 def test_generated_cfgs_build_or_raise_cfg_errors(tmp_path_factory, text):

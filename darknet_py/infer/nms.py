@@ -84,6 +84,29 @@ def greedy_keep(suppress: torch.Tensor, active: Optional[torch.Tensor] = None) -
     return keep  # pragma: no cover - the iteration converges within m steps
 
 
+#: the most candidate pairs one class's suppression matrix may hold (4M: 4 MiB as bools, 16 MiB
+#: as the float criterion); above it the greedy pass runs row by row in O(candidates) memory, as
+#: Darknet's own double loop (an untrained head can give tens of thousands of candidates)
+MAX_NMS_PAIRS = 1 << 22
+
+
+def _greedy_keep_sorted(boxes: torch.Tensor, kind: str, beta: float,
+                        thr: torch.Tensor) -> torch.Tensor:
+    """:func:`greedy_keep` of ``boxes`` in priority order under ``criterion > thr``; the pairwise
+    matrix only while it stays within :data:`MAX_NMS_PAIRS`."""
+    m = int(boxes.shape[0])
+    if m * m <= MAX_NMS_PAIRS:
+        return greedy_keep(_criterion(kind, beta)(boxes) > thr)
+    crit = _elementwise_criterion(kind, beta)
+    keep = np.ones(m, dtype=bool)
+    for i in range(m - 1):
+        if keep[i]:       # a suppressed box suppresses nothing
+            rest = boxes[i + 1:]
+            hit = crit(boxes[i:i + 1].expand_as(rest), rest) > thr
+            keep[i + 1:] &= ~hit.numpy()
+    return torch.from_numpy(keep)
+
+
 def _criterion(kind: str, beta: float) -> Callable[[torch.Tensor], torch.Tensor]:
     if kind in ("default", "cornersnms"):
         return lambda b: pairwise_iou(b, b)
@@ -112,7 +135,6 @@ def _nms_per_class_chain(dets: DetectionSet, thresh: float, kind: str, beta: flo
         return DetectionSet(dets.boxes.clone(), dets.objectness.clone(), dets.probs.clone(),
                             None if dets.uncertainty is None else dets.uncertainty.clone(),
                             dets.image_size)
-    crit = _criterion(kind, beta)
     perm, total = _move_zero_objectness(dets.objectness)
     boxes = dets.boxes[perm]
     probs_in = dets.probs[perm]
@@ -128,8 +150,7 @@ def _nms_per_class_chain(dets: DetectionSet, thresh: float, kind: str, beta: flo
         cand = order[probs_in[order, k] != 0]
         if cand.numel() < 2:
             continue
-        sup = crit(boxes[cand]) > thr
-        keep = greedy_keep(sup)
+        keep = _greedy_keep_sorted(boxes[cand], kind, beta, thr)
         probs_out[cand[~keep], k] = 0
     final = torch.cat([order, torch.arange(total, n)])
     idx = perm[final]
@@ -171,6 +192,17 @@ def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) ->
     counts = (p != 0).sum(axis=0)
     probs_out = probs_in.clone()
     sel = np.flatnonzero(counts >= 2)
+    c = counts[sel].astype(np.int64)
+    if sel.size and (int((c * (c - 1) // 2).sum()) > MAX_NMS_PAIRS
+                     or sel.size * int(c.max()) ** 2 > 4 * MAX_NMS_PAIRS):
+        # too many candidates for the batched matrices: class by class, bounded memory
+        boxes = dets.boxes[perm][:total]
+        thr = torch.tensor(thresh, dtype=boxes.dtype)
+        for j, k in zip(sel.tolist(), c.tolist()):
+            cand = torch.from_numpy(order_k[:k, j].copy())
+            keep = _greedy_keep_sorted(boxes[cand], kind, beta, thr)
+            probs_out[cand[~keep], int(cols[j])] = 0
+        sel = sel[:0]
     if sel.size:
         m = int(counts[sel].max())
         cand = np.ascontiguousarray(order_k[:m, sel].T)            # (K2, m) rows, prob order
@@ -178,7 +210,6 @@ def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) ->
         boxes = dets.boxes[perm][:total]
         # the criterion of every (earlier, later) pair inside a class, computed once as a flat
         # list of pairs (elementwise: the same values as the class's pairwise matrix)
-        c = counts[sel].astype(np.int64)
         lens = c * (c - 1) // 2
         kk = np.repeat(np.arange(sel.size), lens)
         within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
@@ -256,8 +287,8 @@ def do_nms_obj(dets: DetectionSet, thresh: float) -> DetectionSet:
     probs = dets.probs[perm].clone()
     order = torch.sort(-obj[:total], stable=True).indices
     if total > 1:
-        sup = pairwise_iou(boxes[order], boxes[order]) > torch.tensor(thresh, dtype=boxes.dtype)
-        keep = greedy_keep(sup)
+        keep = _greedy_keep_sorted(boxes[order], "default", 0.6,
+                                   torch.tensor(thresh, dtype=boxes.dtype))
         drop = order[~keep]
         obj[drop] = 0
         probs[drop] = 0

@@ -233,3 +233,48 @@ def test_all_classes_at_once_equals_class_loop(kind, ties):
     assert torch.allclose(out.boxes, torch.tensor([r[0] for r in ref]))
     assert torch.equal(out.probs, torch.tensor([r[2] for r in ref]))
     assert int((out.probs == 0).sum()) > int((d.probs == 0).sum())   # something was suppressed
+
+
+@pytest.mark.parametrize("kind", ["default", "greedynms", "diounms"])
+def test_bounded_memory_path_equals_the_batched_one(kind, monkeypatch):
+    """Above MAX_NMS_PAIRS the greedy pass runs row by row: the same result, in O(candidates)
+    memory (an untrained head's tens of thousands of candidates once asked for 67 GB)."""
+    import darknet_py.infer.nms as nms
+    rng = np.random.default_rng(5)
+    n, c = 300, 3
+    boxes = np.concatenate([rng.uniform(0.2, 0.8, (n, 2)), rng.uniform(0.05, 0.3, (n, 2))],
+                           1).astype(np.float32)
+    probs = rng.uniform(0, 1, (n, c)).astype(np.float32)
+    probs[probs < 0.3] = 0
+    obj = rng.uniform(0.3, 1, n).astype(np.float32)
+    d = DetectionSet(torch.from_numpy(boxes), torch.from_numpy(obj), torch.from_numpy(probs),
+                     None, (1, 1))
+    batched = apply_nms(d, 0.45, kind, 0.8)
+    tie = DetectionSet(d.boxes, d.objectness, torch.cat([d.probs, d.probs[:, :1]], 1), None,
+                       (1, 1))
+    tie.probs[1, 3] = tie.probs[0, 3] = 0.9                     # a tie: the class-loop path
+    batched_tie, batched_obj = apply_nms(tie, 0.45, kind, 0.8), do_nms_obj(d, 0.45)
+    monkeypatch.setattr(nms, "MAX_NMS_PAIRS", 64)
+    for got, ref in ((apply_nms(d, 0.45, kind, 0.8), batched),
+                     (apply_nms(tie, 0.45, kind, 0.8), batched_tie), (do_nms_obj(d, 0.45), batched_obj)):
+        assert torch.equal(got.boxes, ref.boxes) and torch.equal(got.probs, ref.probs)
+        assert torch.equal(got.objectness, ref.objectness)
+    assert (batched.probs == 0).sum() > (d.probs == 0).sum()   # something was suppressed
+
+
+def test_twenty_thousand_candidates_in_bounded_memory():
+    """20000 overlapping candidates of one class: the batched matrices would need ~2e8
+    pairs; the row-by-row pass needs a few MB."""
+    import resource
+    rng = np.random.default_rng(0)
+    n = 20000
+    boxes = np.concatenate([rng.uniform(0.3, 0.7, (n, 2)), rng.uniform(0.1, 0.2, (n, 2))],
+                           1).astype(np.float32)
+    probs = rng.uniform(0.01, 1, (n, 1)).astype(np.float32)
+    d = DetectionSet(torch.from_numpy(boxes), torch.ones(n), torch.from_numpy(probs), None, (1, 1))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = do_nms_sort(d, 0.45)
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    kept = int((out.probs > 0).sum())
+    assert 0 < kept < n / 10
+    assert grew_mib < 500, grew_mib

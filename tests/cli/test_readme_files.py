@@ -254,3 +254,22 @@ def test_help_and_readme_cite_no_issue_numbers():
     readme = (REPO / "README.md").read_text()
     found += [f"README.md: {m}" for m in ISSUE.findall(readme)]
     assert not found, found
+
+
+def test_readme_backend_line_is_what_the_program_prints(tmp_path):
+    """The sample `Using backend fast on cpu (...)` line names the plan kind the program prints
+    for the shipped model (it showed Winograd where the program printed oneDNN)."""
+    readme = (REPO / "README.md").read_text()
+    sample = re.search(r"`(Using backend fast on cpu \((fp32), [^`]*?(\w+)\))` for the shipped",
+                       readme)
+    assert sample, "no sample backend line for the shipped model in the README"
+    (tmp_path / "cfg").symlink_to(REPO / "cfg")          # coco.data names cfg/coco.names
+    r = subprocess.run([sys.executable, "-m", "darknet_py.cli", "detector", "test",
+                        "cfg/coco.data", REPO / "cfg" / "yolo-fastest-1.1.cfg",
+                        REPO / "weights" / "yolo-fastest-1.1.weights", REPO / "data" / "dog.jpg",
+                        "-dont_show", "-backend", "fast"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1000:]
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("Using backend fast"))
+    printed = re.match(r"Using backend fast on cpu \((fp32), .*?(Winograd|oneDNN)", line)
+    assert printed and printed.group(2) == sample.group(3), (line, sample.group(1))

@@ -5,8 +5,10 @@ layers it holds are found from its size) or from scratch; resumes from ``<cfg>_l
 continuing the iteration count from its ``seen`` (``-clear`` restarts it at 0). Checkpoints go to
 ``backup=`` as Darknet names them; ``-map`` evaluates mAP on ``valid=`` every
 max(100, ``-mAP_epochs`` epochs) iterations after burn_in and writes ``<cfg>_best.weights``.
-``chart.png`` (loss and mAP) is written headless. Ctrl-C or SIGTERM finishes the iteration,
-saves ``_last.weights`` and exits 0.
+``chart.png`` (loss and mAP) is written headless. Ctrl-C or SIGTERM stops after the current
+mini-batch (an iteration's partial gradients are dropped) or aborts a running mAP calculation,
+saves ``_last.weights`` (the last whole iteration) and exits 0; a second signal stops at once
+and still saves it, unless it arrives during that save, which it then waits for.
 
 Devices (:mod:`darknet_py.devices`): CUDA GPU 0 when torch sees one, else the CPU; ``-gpus N`` or
 ``-i N`` choose the GPU, ``-nogpu`` the CPU; on a torch without CUDA ``-gpus``/``-i`` are ignored

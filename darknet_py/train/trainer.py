@@ -25,6 +25,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
+from ..metrics.evaluate import EvaluationStopped
 from .. import distributed as dist
 from ..model.network import Network
 from ..serve.streams import TrainStreams
@@ -81,6 +82,9 @@ class Trainer:
         self.device = self._pick_device()
         dist.init(self.device)
         self._stop_requested = False
+        # a second signal raises KeyboardInterrupt, except while the weights are being updated
+        # or saved: then it is held (_interrupt_pending) until they are whole
+        self._stepping = self._saving = self._interrupt_pending = False
         #: the last checkpoint written (what a NaN stop points the user at)
         self.last_good: Optional[str] = None
 
@@ -260,6 +264,12 @@ class Trainer:
         # Darknet's net.batch (time_steps included), global: the ranks' shards add up to it
         mini_batch = cfgc.net_batch
         for _ in range(subdiv):
+            if self._stop_requested and self.world == 1:
+                # a signal: drop this iteration's partial gradients, the weights stay those of
+                # the last whole iteration (what _last.weights gets); DDP ranks must all run
+                # the same backward passes, so they finish the iteration instead
+                self.optimizer.zero_grad()
+                return None
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
             if self._channels_last():
@@ -283,8 +293,14 @@ class Trainer:
         self.net.seen += int(seen)
         if bad or not math.isfinite(loss):
             return float("nan")
-        self.iteration += 1
-        self.optimizer.step(self.iteration, scaler=self.scaler)
+        self._stepping = True            # a second signal waits for the update to finish
+        try:
+            self.iteration += 1
+            self.optimizer.step(self.iteration, scaler=self.scaler)
+        finally:
+            self._stepping = False
+        if self._interrupt_pending:
+            raise KeyboardInterrupt
         return loss
 
     # ------------------------------------------------------------------ evaluation
@@ -298,7 +314,8 @@ class Trainer:
             result = evaluate_network_map(self.net, valid, self.names, self.classes,
                                           thresh=self.opts.thresh,
                                           iou_thresh=self.opts.iou_thresh,
-                                          difficult=self.data_cfg.difficult, out=self.out)
+                                          difficult=self.data_cfg.difficult, out=self.out,
+                                          should_stop=lambda: self._stop_requested)
         finally:
             self.net.train(was_training)
         self.last_map_result = result
@@ -336,7 +353,11 @@ class Trainer:
             return
         self.log(f"Saving weights to {path}")
         self.net.seen = self.iteration * self.images_per_iter
-        self.net.save_weights(path)
+        self._saving = True
+        try:
+            self.net.save_weights(path)
+        finally:
+            self._saving = False
         self.last_good = path
 
     def _last_good_hint(self) -> str:
@@ -370,6 +391,8 @@ class Trainer:
                     break
                 t0 = time.time()
                 loss = self.train_iteration()
+                if loss is None:         # stopped by a signal between mini-batches
+                    break
                 if not math.isfinite(loss):
                     msg = (f"loss is {loss} at iteration {self.iteration + 1}")
                     nan_in_a_row += 1
@@ -415,8 +438,13 @@ class Trainer:
                         iter_map, o.map_epochs, len(self.train_paths),
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
                     iter_map = it
-                    if self.is_main:
-                        last_map = self.evaluate_map()
+                    try:
+                        map_now = self.evaluate_map() if self.is_main else None
+                    except EvaluationStopped:
+                        self.log("\n mAP calculation stopped by the signal")
+                        map_now = None
+                    if map_now is not None:
+                        last_map = map_now
                         self.log(f"\n mean_average_precision (mAP@{o.iou_thresh:0.2f}) = "
                                  f"{last_map:f} ")
                         self.chart.add_map(it, last_map)
@@ -429,6 +457,8 @@ class Trainer:
                             self.save(self.save_policy.path("best"))
                             self._write_best_plots()
                     dist.barrier()
+                    if self._stop_requested:
+                        continue         # the loop's top stops every rank, then _last
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
@@ -440,13 +470,17 @@ class Trainer:
                         self.http.update(paths, it, cfgc.max_batches, loss, avg_loss,
                                          self.optimizer.rate(it), last_map, best_map, avg_time)
             if self._stop_requested:
-                self.save(self.save_policy.path("last"))
-                self.log("Interrupted: last weights saved; resume with the same command and "
-                         f"{self.save_policy.path('last')}")
+                self._save_last_on_stop()
                 return
             self.save(self.save_policy.path("final"))
             self.log("If you want to train from the beginning, then use flag in the end of "
                      "training command: -clear ")
+        except KeyboardInterrupt:
+            # the second signal: stop now, but the weights of the last whole iteration are
+            # still what the user needs (the cluster's SIGKILL may follow)
+            if self.world > 1:
+                raise
+            self._save_last_on_stop()
         finally:
             for lg in logs:
                 lg.close()
@@ -456,17 +490,29 @@ class Trainer:
                 self.http.close()
 
     # ------------------------------------------------------------------ signals
+    def _save_last_on_stop(self) -> None:
+        self._stop_requested = True          # a signal during this save is held, not raised
+        self.save(self.save_policy.path("last"))
+        self.log("Interrupted: last weights saved; resume with the same command and "
+                 f"{self.save_policy.path('last')}")
+
     def _install_signal_handlers(self):
         def handler(signum, frame):
             # second Ctrl-C: stop now; not under torchrun, whose launcher passes the signal it
             # got on to the ranks (a second one) and kills them itself after its grace period
             if self._stop_requested and self.world == 1:
+                if self._saving or self._stepping:
+                    self._interrupt_pending = not self._saving
+                    _write_fd(2, f"\n signal {signum}: "
+                                 f"{'saving' if self._saving else 'updating'} the weights, "
+                                 "then stopping\n")
+                    return
                 raise KeyboardInterrupt
             self._stop_requested = True
             # os.write, not print: the signal may arrive in the middle of a print to the same
             # stream, and a buffered write re-entered from a handler raises RuntimeError
-            _write_fd(2, f"\n signal {signum}: finishing this iteration, then saving "
-                         "_last.weights\n")
+            _write_fd(2, f"\n signal {signum}: stopping after this mini-batch (or the mAP "
+                         "calculation), then saving _last.weights\n")
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -302,7 +302,7 @@ def _collect(detections: Sequence, truths: Sequence, classes: int, iou_thresh32:
     confusion = np.zeros((classes + 1, classes + 1), np.int64)
 
     for image_index, (dets, truth) in enumerate(zip(detections, truths)):
-        if progress is not None:
+        if progress is not None and image_index:
             progress(image_index, len(truths))
         truth_arr = _truth_array(truth, image_index, classes)
         truth_cls = truth_arr[:, 0].astype(np.int64)
@@ -366,6 +366,8 @@ def _collect(detections: Sequence, truths: Sequence, classes: int, iou_thresh32:
         entry_truth.append(truth_index[keep])
         unique_truth_count += n_truth
         per_image_truths.append(n_truth)
+    if progress is not None and len(truths):
+        progress(len(truths), len(truths))
 
     return _Collected(
         prob=_concat(entry_prob, np.float32), cls=_concat(entry_class, np.int64),
@@ -394,6 +396,16 @@ def _image_confusion(classes: int, cls: np.ndarray, prob: np.ndarray, truth_loca
     taken[tp_truths] = True
     np.add.at(conf, (truth_cls[tp_truths], truth_cls[tp_truths]), 1)
     fp_pos = np.flatnonzero(fp_mask)
+    if n_truth and fp_pos.size:
+        # only an FP with another class's truth above iou_thresh can take one: the rest (with
+        # an untrained model, hundreds of thousands) are background without the loop below
+        could = ((truth_cls[None, :] != cls[fp_pos, None])
+                 & (iou[fp_pos] > iou_thresh32)).any(axis=1)
+        np.add.at(conf, (classes, cls[fp_pos[~could]]), 1)
+        fp_pos = fp_pos[could]
+    else:
+        np.add.at(conf, (classes, cls[fp_pos]), 1)
+        fp_pos = fp_pos[:0]
     fp_pos = fp_pos[np.argsort(-prob[fp_pos], kind="stable")]
     for e in fp_pos:
         p = int(cls[e])

@@ -140,7 +140,7 @@ def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: in
                          letter_box: Optional[bool] = None, difficult: Optional[str] = None,
                          batch_size: int = 4, out: Optional[TextIO] = None,
                          should_stop: Optional[Callable[[], bool]] = None,
-                         progress_delay: float = 3.0):
+                         progress_delay: Optional[float] = None):
     """mAP of ``net`` (a :class:`~darknet_py.model.network.Network`, used as it is: not fused,
     not moved) on the images of ``valid_list``, printing Darknet's report to ``out``.
 
@@ -148,7 +148,7 @@ def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: in
     ``should_stop`` is asked after every batch of images and every matched image: when it says
     yes, :class:`EvaluationStopped` is raised (the trainer's signal handling: a cluster's grace
     period is shorter than a long evaluation). Progress goes to stderr once a stage has taken
-    ``progress_delay`` seconds (:class:`~darknet_py.metrics.progress.StageProgress`).
+    ``progress_delay`` seconds (default: :class:`~darknet_py.metrics.progress.StageProgress`'s).
     """
     from .progress import StageProgress
 

@@ -16,18 +16,23 @@ import time
 from typing import Callable, Optional, TextIO
 
 
+#: seconds a stage runs before its progress is shown
+DEFAULT_DELAY = 3.0
+
+
 class StageProgress:
-    def __init__(self, delay: float = 3.0, stream: Optional[TextIO] = None,
+    def __init__(self, delay: Optional[float] = None, stream: Optional[TextIO] = None,
                  check: Optional[Callable[[], None]] = None, tty: Optional[bool] = None,
                  clock: Callable[[], float] = time.monotonic):
         self.stream = stream if stream is not None else sys.stderr
-        self.delay = delay
+        self.delay = DEFAULT_DELAY if delay is None else delay
         self.check = check
         self.tty = self.stream.isatty() if tty is None else tty
         self.clock = clock
         self.stage = ""
         self.start = self.last = 0.0
         self.shown = False          # a \r line is on the terminal and needs its newline
+        self.lines = 0              # full lines written (not on a terminal)
 
     def begin(self, stage: str) -> None:
         self.end()
@@ -49,7 +54,9 @@ class StageProgress:
             self.stream.write("\r" + text)
             self.shown = True
         else:
-            self.stream.write(text + "\n")
+            # the first line may follow Darknet's "\r<count>" image counter: start a new line
+            self.stream.write(("" if self.lines else "\n") + text + "\n")
+            self.lines += 1
             self.shown = True
         self.stream.flush()
 

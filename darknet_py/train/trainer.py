@@ -434,10 +434,14 @@ class Trainer:
                 for lg in logs:
                     lg.iteration(it, loss, avg_loss, self.optimizer.rate(it),
                                  self.images_per_iter * self.world / max(elapsed, 1e-9), elapsed)
+                shown = (it, loss, avg_loss, last_map, best_map, avg_time)
+                self._show(*shown, chart=False)     # /status says this iteration from now on
                 if o.calc_map and (it >= next_map_iteration(
                         iter_map, o.map_epochs, len(self.train_paths),
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
                     iter_map = it
+                    # the page's chart before a possibly long evaluation, not after it
+                    self._show(*shown)
                     try:
                         map_now = self.evaluate_map() if self.is_main else None
                     except EvaluationStopped:
@@ -463,12 +467,7 @@ class Trainer:
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
                     self.save(self.save_policy.path("last"))
-                if o.chart and self.is_main:
-                    paths = self.chart.save(self.backup if not o.dont_show else ".", self.base,
-                                            avg_time)
-                    if self.http is not None:
-                        self.http.update(paths, it, cfgc.max_batches, loss, avg_loss,
-                                         self.optimizer.rate(it), last_map, best_map, avg_time)
+                self._show(it, loss, avg_loss, last_map, best_map, avg_time)
             if self._stop_requested:
                 self._save_last_on_stop()
                 return
@@ -488,6 +487,23 @@ class Trainer:
             self.source.close()
             if self.http is not None:
                 self.http.close()
+
+    def _show(self, it: int, loss: float, avg_loss: float, last_map: float, best_map: float,
+              hours_left: float, chart: bool = True) -> None:
+        """Redraw chart.png and send it to -mjpeg_port with the numbers (``chart=False``: only
+        the numbers of /status)."""
+        if not self.is_main:
+            return
+        rate = self.optimizer.rate(it)
+        if chart and self.opts.chart:
+            paths = self.chart.save(self.backup if not self.opts.dont_show else ".", self.base,
+                                    hours_left)
+            if self.http is not None:
+                self.http.update(paths, it, self.net.config.max_batches, loss, avg_loss, rate,
+                                 last_map, best_map, hours_left)
+        elif self.http is not None:
+            self.http.status(it, self.net.config.max_batches, loss, avg_loss, rate, last_map,
+                             best_map, hours_left)
 
     # ------------------------------------------------------------------ signals
     def _save_last_on_stop(self) -> None:

@@ -6,8 +6,11 @@
   of its ``LOCAL_RANK``) name the GPU; ``-gpus`` wins when both are given, as in Darknet's
   ``run_detector``. A negative ``-i`` (Darknet's ``-i -1``) or ``-nogpu`` (``nogpu``) means the
   CPU.
-* A GPU that is not there (any GPU on a torch without CUDA, or an index past the visible ones)
-  is a one-line :class:`~darknet_py.errors.UsageError`, never a silent fall back to the CPU.
+* Darknet's own flags on a machine where torch has no CUDA (``-i 0``, ``-gpus 0``): one warning
+  on stderr, then the CPU, because Darknet's CPU build ignores them and commands copied from
+  AlexeyAB's README carry them.
+* Any other GPU that is not there (an index past the visible ones, or ``device="cuda"`` from the
+  API) is a one-line :class:`~darknet_py.errors.UsageError`, never a silent fall back to the CPU.
 * API spellings go through the same rule: ``device=None | "cpu" | "cuda" | "cuda:N" | N |
   torch.device``.
 
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional, Sequence, Union
 
 import torch
@@ -25,6 +29,15 @@ from .errors import UsageError
 __all__ = ["select_device", "describe", "cpu_bf16_supported"]
 
 DeviceSpec = Union[None, str, int, torch.device]
+
+_warned = set()   # the CPU fall-back warnings already printed by this process
+
+
+def _warn_once(text: str) -> None:
+    # select_device runs several times per command (the CLI checks, then the trainer): one line
+    if text not in _warned:
+        _warned.add(text)
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = None, *,
@@ -66,6 +79,9 @@ def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = N
     if not torch.cuda.is_available():
         why = (f"this torch ({torch.__version__}) is built without CUDA"
                if torch.version.cuda is None else "torch sees no CUDA GPU")
+        if device is None:       # -i / -gpus: Darknet's CPU build ignores them, so do we
+            _warn_once(f"{flag} ignored: {why}; running on the CPU, as Darknet's CPU build does")
+            return torch.device("cpu")
         raise UsageError(f"{flag} names GPU {gpu} but {why}; leave it out to run on the CPU")
     count = torch.cuda.device_count()
     if gpu >= count:

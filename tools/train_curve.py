@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a recipe, evaluate every checkpoint it saved, and print / plot mAP against iteration.
 
-Default recipe: issue 17's face-mask fine-tune (``oracle/train_curve/yolov4-tiny-facemask3-320.cfg``
+Default recipe: the face-mask fine-tune (``oracle/train_curve/yolov4-tiny-facemask3-320.cfg``
 of the reference data: yolov4-tiny, 3 classes, 320x320, batch 16/2, 400 iterations) from
 yolov4-tiny.conv.29, on ``datasets/facemask/train.list``, evaluated on ``val.list``. Its YOLO
 labels (class order of ``cfg/obj.names``: chin_diaper, mask, no_mask) are built in ``--workdir``

@@ -107,7 +107,8 @@ def backend_flags(fn):
         flag("half", is_flag=True, help="Same as -precision fp16."),
         flag("threads", type=int, default=None, help="CPU threads for the backend."),
         flag("i", "gpu_index", type=int, default=None,
-             help="GPU index (default: GPU 0 when CUDA is available, else the CPU)."),
+             help="GPU index (default: GPU 0 when CUDA is available, else the CPU; without CUDA "
+                  "ignored with a warning, as by Darknet's CPU build)."),
     ]
     for deco in reversed(decorators):
         fn = deco(fn)

@@ -54,11 +54,13 @@ USES: Dict[str, frozenset] = {k: frozenset(v.split()) for k, v in {
                      "json_port dont_show ext_output letter_box time_limit_sec http_post_host "
                      "benchmark benchmark_layers json_file_output i cuda_debug_sync",
     "partial": "",
+    "detect": "thresh ext_output i cuda_debug_sync",
 }.items()}
 
 # the flags Darknet reads (and so accepts) for each command, used or not
 PARSED: Dict[str, frozenset] = {
-    k: frozenset(DARKNET_FLAGS if k.startswith("detector ") else GLOBAL_FLAGS) for k in USES}
+    k: frozenset(DARKNET_FLAGS) if k.startswith("detector ") else frozenset(GLOBAL_FLAGS) | v
+    for k, v in USES.items()}
 
 HELP_NAMES = ("-h", "--help", "-help")
 _NUMBER = re.compile(r"^-(\d|\.\d)")

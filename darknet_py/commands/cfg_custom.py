@@ -30,8 +30,9 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Count the training images from a list file, for the max_batches rule.")
 @click.option("--mosaic", type=click.IntRange(0, 1), help="Set mosaic= in [net] (default: keep).")
 @click.option("--learning-rate", type=float, metavar="LR",
-              help="Default: the source's, lowered to 0.001 when higher (with a comment: "
-                   "0.00261 diverges with small batch and burn_in).")
+              help="Default: the source's; lowered to 0.001 when higher and --batch or "
+                   "--burn-in is below the source's (with a comment: 0.00261 diverges with "
+                   "small batch and burn_in).")
 @click.option("--burn-in", type=int, metavar="N", help="Set burn_in= (default: keep).")
 @click.option("--keep-schedule", is_flag=True,
               help="Leave max_batches, steps, learning_rate and burn_in as they are.")
@@ -49,7 +50,8 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
 
     classes= in every [yolo]/[region], filters=(classes+5)*masks in the [convolutional] before
     each [yolo] ((classes+coords+1)*num for [region]), batch/subdivisions, max_batches and steps,
-    learning_rate (at most 0.001 unless --learning-rate is given).
+    learning_rate (at most 0.001 when batch or burn_in is made smaller, unless --learning-rate
+    is given).
     Comments and layout of SRC.cfg are kept. Face-mask example (the report's values):
 
     \b

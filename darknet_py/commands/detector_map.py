@@ -21,7 +21,8 @@ As in Darknet:
 
 stdout carries the same lines as Darknet's (``calculation mAP``, ``Detection layer``, the
 ``detections_count`` / ``rank`` progress, one line per class, the thresh statistics and the mAP);
-stderr the per-batch image counter and ``Total Detection Time``.
+stderr the per-batch image counter, the matching progress when it takes more than a few seconds
+and ``Total Detection Time``.
 
 darknet-py additions, after Darknet's text: ``-coco`` prints pycocotools' summary of the same
 detections (:mod:`darknet_py.metrics.coco_map`); ``-plots DIR`` writes curves, the confusion
@@ -140,9 +141,15 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         # a list parallel to valid=; its labels mark objects whose detections are not ranked
         difficult = read_difficult_truths(check_file(data.difficult, "difficult list"),
                                           len(images))
-    result = darknet_map(inputs.detections, inputs.truths, classes, names,
-                         iou_thresh=iou_thresh, thresh=thresh, map_points=points,
-                         difficult_truths=difficult)
+    from ..metrics.progress import StageProgress
+    shown = StageProgress()         # silent unless matching takes seconds (stderr)
+    shown.begin("mAP: matching, images")
+    try:
+        result = darknet_map(inputs.detections, inputs.truths, classes, names,
+                             iou_thresh=iou_thresh, thresh=thresh, map_points=points,
+                             difficult_truths=difficult, progress=shown.step)
+    finally:
+        shown.end()
     sys.stdout.write(format_map_report(result, progress=True, footer=False))
     sys.stdout.flush()
     eprint(f"Total Detection Time: {int(time.time() - start)} Seconds")

@@ -5,12 +5,15 @@ layers it holds are found from its size) or from scratch; resumes from ``<cfg>_l
 continuing the iteration count from its ``seen`` (``-clear`` restarts it at 0). Checkpoints go to
 ``backup=`` as Darknet names them; ``-map`` evaluates mAP on ``valid=`` every
 max(100, ``-mAP_epochs`` epochs) iterations after burn_in and writes ``<cfg>_best.weights``.
-``chart.png`` (loss and mAP) is written headless. Ctrl-C or SIGTERM finishes the iteration,
-saves ``_last.weights`` and exits 0.
+``chart.png`` (loss and mAP) is written headless. Ctrl-C or SIGTERM stops after the current
+mini-batch (an iteration's partial gradients are dropped) or aborts a running mAP calculation,
+saves ``_last.weights`` (the last whole iteration) and exits 0; a second signal stops at once
+and still saves it, unless it arrives during that save, which it then waits for.
 
 Devices (:mod:`darknet_py.devices`): CUDA GPU 0 when torch sees one, else the CPU; ``-gpus N`` or
-``-i N`` choose the GPU, ``-nogpu`` the CPU, and a GPU that is not there is a one-line error; the
-device is printed once on stderr, then the precision. On CUDA fp16 mixed precision is on by
+``-i N`` choose the GPU, ``-nogpu`` the CPU; on a torch without CUDA ``-gpus``/``-i`` are ignored
+with one warning (Darknet's CPU build ignores them), and a GPU index past the visible ones is a
+one-line error; the device is printed once on stderr, then the precision. On CUDA fp16 mixed precision is on by
 default (``-no_amp`` turns it off); on a CPU with native bf16 (AVX512-BF16/AMX) bf16 autocast with
 channels-last is on by default (``-no_bf16``: fp32, Darknet's arithmetic; see
 :mod:`darknet_py.train.precision`).
@@ -47,7 +50,8 @@ GROUP = "detector"
 @flag("dont_show", is_flag=True, help="No window (darknet-py never opens one; accepted).")
 @flag("clear", is_flag=True, help="Restart the iteration count at 0 (ignore seen).")
 @flag("gpus", type=str, default=None,
-      help="GPU indices, e.g. 0 or 0,1,2,3 (default: GPU 0 when CUDA is available, else CPU).")
+      help="GPU indices, e.g. 0 or 0,1,2,3 (default: GPU 0 when CUDA is available, else CPU; "
+           "without CUDA ignored with a warning, as by Darknet's CPU build).")
 @flag("i", "gpu_index", type=int, default=None, help="The GPU to train on (-gpus wins); -1: CPU.")
 @flag("nogpu", is_flag=True, help="Train on the CPU even when CUDA is available.")
 @flag("thresh", type=float, default=0.25, show_default=True, help="-map: confidence threshold.")
@@ -58,7 +62,7 @@ GROUP = "detector"
 @flag("bf16", "bf16", flag_value=True, default=None,
       help="CPU: bf16 autocast + channels-last; batch norm, the convs before [yolo] and the loss "
            "stay fp32. The default where the CPU has native bf16 (AVX512-BF16/AMX): 2.1x less "
-           "time per iteration than fp32 there, same mAP after 400 iterations (issue 17).")
+           "time per iteration than fp32 there, same mAP after 400 iterations on the face-mask set.")
 @flag("no_bf16", "bf16", flag_value=False,
       help="CPU: train in fp32 (Darknet's arithmetic; the default on CPUs without native bf16).")
 @flag("workers", type=int, default=2, show_default=True, help="Data loader processes.")
@@ -85,6 +89,9 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nog
     from ..devices import select_device
     for rank in range(max(1, len(gpu_list))):    # a missing GPU fails here, before DDP starts
         select_device(gpu_list, gpu_index, nogpu=nogpu, local_rank=rank)
+    import torch
+    if gpu_list and not nogpu and not torch.cuda.is_available():
+        gpu_list = []         # select_device warned: one CPU process, as Darknet's CPU build
     if workers < 0:
         raise UsageError("-workers must be >= 0")
     if tensorboard:

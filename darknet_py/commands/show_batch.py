@@ -21,28 +21,43 @@ from ..errors import DataError, UsageError
 
 GROUP = "detector"
 
-# Darknet draws the -show_imgs boxes with draw_box_width(..., 1, 150, 100, 50) (RGB)
-BOX_RGB = (150, 100, 50)
-
-
 def draw_truth(image_chw: np.ndarray, truth: np.ndarray, names: Optional[List[str]] = None,
-               thickness: int = 1) -> np.ndarray:
-    """uint8 BGR picture of a (C,h,w) float image with its (max_boxes,5) truth boxes drawn."""
+               thickness: Optional[int] = None) -> np.ndarray:
+    """uint8 BGR picture of a (C,h,w) float image with its (max_boxes,5) truth boxes drawn.
+
+    Darknet's -show_imgs draws 1-pixel boxes in one brown and tiny labels, unreadable on a
+    416x416 photo: here each class has Darknet's class colour (as in predictions.jpg), boxes are
+    ``thickness`` pixels (default: 2 up to 600 px, more for larger images) and each label is
+    white or black text on a filled box of that colour, above the box when there is room."""
     import cv2
+    from ..infer.draw import class_color
     img = (np.clip(image_chw, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     bgr = np.ascontiguousarray(img[:, :, ::-1])
     h, w = bgr.shape[:2]
-    color = BOX_RGB[::-1]
+    if thickness is None:
+        thickness = max(2, round(min(h, w) / 300))
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.45, min(h, w) / 900)
+    classes = max(len(names) if names else 0, int(truth[:, 4].max()) + 1 if truth.size else 1)
     n = int(np.argmax(truth[:, 0] == 0)) if (truth[:, 0] == 0).any() else truth.shape[0]
     for x, y, bw, bh, cls in truth[:n]:
         left, right = int((x - bw / 2) * w), int((x + bw / 2) * w)
         top, bot = int((y - bh / 2) * h), int((y + bh / 2) * h)
+        rgb = class_color(int(cls), classes)
+        color = tuple(int(round(255 * v)) for v in rgb[::-1])
         cv2.rectangle(bgr, (left, top), (right, bot), color, thickness)
         label = names[int(cls)] if names and 0 <= int(cls) < len(names) else str(int(cls))
-        cv2.putText(bgr, label, (max(left, 0) + 1, max(top, 0) + 10), cv2.FONT_HERSHEY_PLAIN,
-                    0.8, color, 1, cv2.LINE_AA)
+        (tw, th), base = cv2.getTextSize(label, font, scale, 1)
+        pad = 3
+        lh = th + base + 2 * pad
+        x0 = min(max(left, 0), max(w - tw - 2 * pad, 0))
+        y0 = top - lh if top - lh >= 0 else max(top, 0)      # above the box, else inside it
+        cv2.rectangle(bgr, (x0, y0), (x0 + tw + 2 * pad, y0 + lh), color, cv2.FILLED)
+        # dark text on light colours, white on dark ones (luma of the fill)
+        ink = (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.55 else \
+            (255, 255, 255)
+        cv2.putText(bgr, label, (x0 + pad, y0 + pad + th), font, scale, ink, 1, cv2.LINE_AA)
     return bgr
 
 

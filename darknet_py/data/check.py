@@ -54,7 +54,7 @@ SEVERITY: Dict[str, str] = {
     "extra-columns": WARNING, "extends-outside": WARNING,
     "duplicate-box": WARNING, "sub-pixel": WARNING, "sub-stride": WARNING,
     # configuration
-    "classes-mismatch": ERROR, "names-count": WARNING,
+    "classes-mismatch": ERROR, "names-count": WARNING, "same-list": WARNING,
 }
 
 #: finding kinds that remove the list entry in a fixed copy
@@ -141,6 +141,8 @@ class CheckReport:
     size_advice: Optional[str] = None
     decoded: bool = False
     seconds: float = 0.0
+    #: valid= names the same file as train= (checked once, as the train list)
+    same_list: bool = False
 
     @property
     def errors(self) -> int:
@@ -367,6 +369,13 @@ def check_dataset(datacfg: str, which: str = "all", cfg: Optional[str] = None,
              f"{net.classes} but {datacfg} says classes = {classes}")
 
     splits = _select_splits(data, which)
+    same_list = len(splits) == 2 and _same_file(splits[0][1], splits[1][1])
+    if same_list:
+        # one finding, not one leaked-image per line (a 128-image list gave 128 of them)
+        emit("same-list", data.path, data.line_of("valid"), f"valid= and train= are the same "
+             f"file ({splits[1][1]}): mAP on it measures the training images; checked once, "
+             f"as the train list")
+        splits = splits[:1]
     seen_images: Dict[str, Tuple[str, str, int]] = {}      # abs path -> (split, list, line)
     results: Dict[str, Tuple[_Image, Optional[LabelFile]]] = {}
     by_size: Dict[int, List[Tuple[str, str, str, int]]] = defaultdict(list)
@@ -440,7 +449,8 @@ def check_dataset(datacfg: str, which: str = "all", cfg: Optional[str] = None,
         stats.append(st)
 
     _duplicate_images(by_size, emit)
-    rep = CheckReport(datacfg, classes, names, stats, findings, network=net, decoded=decode)
+    rep = CheckReport(datacfg, classes, names, stats, findings, network=net, decoded=decode,
+                      same_list=same_list)
     train = next((s for s in stats if s.name == "train"), None)
     if train is not None:
         rep.counters_per_class = list(train.boxes_per_class)
@@ -453,6 +463,13 @@ def check_dataset(datacfg: str, which: str = "all", cfg: Optional[str] = None,
         rep.size_advice = _size_advice(train.sizes, net)
     rep.seconds = time.monotonic() - t0
     return rep
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:          # a missing list is reported when it is read
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _duplicate_images(by_size: Dict[int, List[Tuple[str, str, str, int]]],
@@ -604,6 +621,13 @@ def write_fixed_copy(rep: CheckReport, out_dir: str) -> FixResult:
         kept[s.name] = [os.path.abspath(p) for ln, p in entries
                         if (s.name, s.list_path, ln) not in bad_entries]
         dropped[s.name] = len(entries) - len(kept[s.name])
+        if not kept[s.name]:
+            # an empty list trains or evaluates on nothing, and Darknet fails on it later
+            why = Counter(f.kind for f in rep.findings
+                          if f.split == s.name and f.kind in _BAD_ENTRY)
+            reasons = ", ".join(f"{k} {n}" for k, n in why.most_common()) or "it has none"
+            raise DataError(f"-fix-into: no entry of the {s.name} list would be kept "
+                            f"({reasons}); nothing written", file=s.list_path)
     all_images = [p for ps in kept.values() for p in ps]
     root = os.path.commonpath([os.path.dirname(p) for p in all_images]) if all_images else out
     os.makedirs(out, exist_ok=True)
@@ -634,6 +658,9 @@ def write_fixed_copy(rep: CheckReport, out_dir: str) -> FixResult:
     lines = [f"classes = {rep.classes}"]
     for s in rep.splits:
         lines.append(f"{s.name} = {lists[s.name]}")
+    if rep.same_list and len(rep.splits) == 1:   # keep the user's choice: valid= is train=
+        lines.append(f"{'valid' if rep.splits[0].name == 'train' else 'train'} = "
+                     f"{lists[rep.splits[0].name]}")
     for key, opt in data.options.items():
         if key in ("classes", "train", "valid"):
             continue

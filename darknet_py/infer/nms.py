@@ -159,6 +159,162 @@ def _nms_per_class_chain(dets: DetectionSet, thresh: float, kind: str, beta: flo
 
 
 def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) -> DetectionSet:
+    """Darknet's class loop, through :func:`_nms_per_class_sparse` when the threshold is
+    positive (every real NMS threshold), else :func:`_nms_per_class_dense`."""
+    if len(dets) and 0 < thresh and torch.isfinite(dets.probs).all() and \
+            not bool((dets.probs < 0).any()):
+        return _nms_per_class_sparse(dets, thresh, kind, beta)
+    return _nms_per_class_dense(dets, thresh, kind, beta)
+
+
+#: candidate pairs examined at once (bounds the memory of one image's pair search)
+_PAIR_CHUNK = 1 << 21
+#: relative slack of the float64 pre-filters below against Darknet's float32 values (their
+#: rounding is about 1e-7 of a coordinate: this leaves room for boxes down to 1e-5 wide)
+_SLACK = 1e-2
+
+
+def _candidate_pairs(boxes: torch.Tensor, thresh: float,
+                     limit: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Index pairs ``(a, b)``, each listed once, that may have an IoU above ``thresh``
+    (``0 < thresh < 1``); every pair left out has a float32 IoU <= ``thresh``, so its IoU or
+    DIoU (which is at most the IoU) never suppresses.
+
+    An IoU above t needs the widths within a factor t of each other, an x overlap above t times
+    either width and a y overlap above t times either height (the intersection is at most the
+    narrower width times a height, the union at least the larger area). So boxes are binned by
+    log width in bins of ratio 1/t and only a bin and the next are paired; within them a sweep
+    over the boxes sorted by left edge pairs each box with the boxes that start before its right
+    edge less t times its width; a pair is kept when its y overlap and its float64 IoU pass,
+    with a small slack for Darknet's float32 rounding. Chunked; ``None`` once more than
+    ``limit`` pairs pass (boxes that nearly all overlap: the caller then takes the row-by-row
+    path, whose memory does not grow with the pairs)."""
+    x, y, w, h = (boxes[:, i].numpy().astype(np.float64) for i in range(4))
+    left, right, top, bottom = x - w / 2, x + w / 2, y - h / 2, y + h / 2
+    area = w * h
+    # a box of no width overlaps nothing; a NaN/inf box gives a NaN criterion, never above
+    usable = np.flatnonzero((w > 0) & (h > 0) & np.isfinite(x) & np.isfinite(y)
+                            & np.isfinite(w) & np.isfinite(h))
+    t = thresh * (1 - _SLACK)
+    found = 0
+    bins = np.floor(np.log(w[usable]) / np.log(1 / t)).astype(np.int64)
+    firsts, seconds = [], []
+    for b in np.unique(bins):
+        members = usable[(bins == b) | (bins == b + 1)]
+        low = bins[(bins == b) | (bins == b + 1)] == b  # pairs inside bin b+1 are its own turn
+        order = np.argsort(left[members], kind="stable")
+        members, low = members[order], low[order]
+        ls, rs = left[members], right[members]
+        m = members.size
+        # IoU > t needs an x overlap above t times either width (and a y overlap above t times
+        # either height): a later box must start before this one's right edge less t*width
+        counts = np.maximum(np.searchsorted(ls, rs - t * w[members], side="left")
+                            - np.arange(m) - 1, 0)
+        start = 0
+        while start < m:
+            cum = np.cumsum(counts[start:])
+            stop = start + max(1, int(np.searchsorted(cum, _PAIR_CHUNK, side="right")))
+            c = counts[start:stop]
+            total = int(c.sum())
+            if total:
+                i = np.repeat(np.arange(start, stop), c)
+                j = i + 1 + np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+                oa, ob = members[i], members[j]
+                # cheapest test first: overlap in y (x overlap is what the sweep gave)
+                oh = np.minimum(bottom[oa], bottom[ob]) - np.maximum(top[oa], top[ob])
+                keep = (low[i] | low[j]) & (oh > t * np.maximum(h[oa], h[ob]))
+                i, j, oa, ob, oh = i[keep], j[keep], oa[keep], ob[keep], oh[keep]
+                ow = np.minimum(rs[i], rs[j]) - ls[j]
+                inter = ow * oh
+                ok = (ow > 0) & (inter > t * (area[oa] + area[ob] - inter))
+                firsts.append(oa[ok])
+                seconds.append(ob[ok])
+                found += int(ok.sum())
+                if found > limit:
+                    return None
+            start = stop
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
+                          beta: float) -> DetectionSet:
+    """Darknet's class loop with the suppression pairs found once for all classes.
+
+    Whether box ``i`` suppresses box ``j`` depends on the two boxes only (the criterion is
+    symmetric, even in float32), not on the class, and with a positive threshold only boxes
+    whose IoU exceeds it can suppress each other (Darknet's DIoU is the IoU less a square).
+    So the pairs above the threshold are found once per image among the few pairs that can
+    reach it (:func:`_candidate_pairs`), where the dense path
+    computed every pair of candidates once per class: an untrained model's 2500 candidates per
+    image made that minutes per ``detector map``. Then, class by class in Darknet's order (the
+    chain of stable sorts, which also settles ties), the greedy keep-set of the class's
+    candidates over those pairs: the fixed point of ``keep[i] = not any(keep[j], j earlier and
+    paired with i)``, reached after "longest suppression chain" passes over the pairs.
+    """
+    n = len(dets)
+    perm, total = _move_zero_objectness(dets.objectness)
+    probs_in = dets.probs[perm]
+    probs_out = probs_in.clone()
+    p = probs_in[:total].numpy()
+    boxes = dets.boxes[perm][:total]
+    live = np.flatnonzero((p != 0).any(axis=1))           # candidates of at least one class
+    a = b = np.zeros(0, np.int64)
+    if live.size >= 2 and thresh < 1:                      # an IoU never exceeds 1
+        pairs = _candidate_pairs(boxes[torch.from_numpy(live)], thresh, MAX_NMS_PAIRS)
+        if pairs is None:
+            return _nms_per_class_dense(dets, thresh, kind, beta)
+        pa, pb = pairs
+        if pa.size:
+            pa, pb = live[pa], live[pb]
+            hit = _elementwise_criterion(kind, beta)(
+                boxes[torch.from_numpy(pa)], boxes[torch.from_numpy(pb)]) > \
+                torch.tensor(thresh, dtype=boxes.dtype)
+            hit = hit.numpy()
+            a, b = pa[hit], pb[hit]
+    order = np.arange(total)
+    drop_rows, drop_cols = [], []
+    for k in np.flatnonzero((p != 0).any(axis=0)):
+        # Darknet's qsort of the current arrangement by prob[k] (stable: glibc's merge sort)
+        order = order[np.argsort(-p[order, k], kind="stable")]
+        if not a.size:
+            continue
+        cand = order[p[order, k] != 0]
+        if cand.size < 2:
+            continue
+        rank = np.full(total, -1, np.int64)
+        rank[cand] = np.arange(cand.size)
+        ra, rb = rank[a], rank[b]
+        both = (ra >= 0) & (rb >= 0)
+        if not both.any():
+            continue
+        src = np.where(ra < rb, a, b)[both]                 # the earlier of each pair
+        dst = np.where(ra < rb, b, a)[both]
+        is_cand = rank >= 0
+        keep = is_cand.copy()
+        for _ in range(cand.size + 1):
+            suppressed = np.zeros(total, bool)
+            suppressed[dst[keep[src]]] = True
+            new_keep = is_cand & ~suppressed
+            if np.array_equal(new_keep, keep):
+                break
+            keep = new_keep
+        gone = np.flatnonzero(is_cand & ~keep)
+        drop_rows.append(gone)
+        drop_cols.append(np.full(gone.size, k))
+    if drop_rows:
+        rows = torch.from_numpy(np.concatenate(drop_rows))
+        cols = torch.from_numpy(np.concatenate(drop_cols).astype(np.int64))
+        probs_out[rows, cols] = 0
+    final = torch.cat([torch.from_numpy(order), torch.arange(total, n)])
+    idx = perm[final]
+    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
+                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+
+
+def _nms_per_class_dense(dets: DetectionSet, thresh: float, kind: str,
+                         beta: float) -> DetectionSet:
     """Per-class greedy NMS for all classes at once (same result as Darknet's class loop).
 
     Darknet's chain of stable sorts (class ``k`` sorted on the arrangement the previous class

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -198,7 +198,8 @@ def _class_ap(prec: np.ndarray, rec: np.ndarray, map_points: int) -> float:
 def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], classes: int,
                 names: Optional[Sequence[str]] = None, iou_thresh: float = 0.5,
                 thresh: float = 0.25, map_points: int = 0,
-                difficult_truths: Optional[Sequence[Optional[ArrayLike]]] = None) -> MapResult:
+                difficult_truths: Optional[Sequence[Optional[ArrayLike]]] = None,
+                progress: Optional[Callable[[int, int], None]] = None) -> MapResult:
     """Darknet's ``validate_detector_map`` on precomputed detections.
 
     Args:
@@ -215,6 +216,8 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
         difficult_truths: per image the ``difficult=`` list's truths: an entry that matches no
             truth but a difficult one (same class, IoU > iou_thresh) is dropped from the ranking
             (Darknet still counts it as an FP at ``thresh``).
+        progress: called with (images done, images) while the images are matched; it may raise
+            to stop the computation (the trainer does on a signal).
 
     Returns:
         a :class:`MapResult`; :func:`format_map_report` prints it like Darknet. Besides the
@@ -231,7 +234,8 @@ def darknet_map(detections: Sequence, truths: Sequence[Optional[ArrayLike]], cla
     iou_thresh32 = np.float32(iou_thresh)
     thresh32 = np.float32(thresh)
 
-    col = _collect(detections, truths, classes, iou_thresh32, thresh32, difficult_truths)
+    col = _collect(detections, truths, classes, iou_thresh32, thresh32, difficult_truths,
+                   progress)
     stats = _thresh_statistics(col, classes)
     ranked = _rank(col)
     ap, curves, detection_count_per_class = _class_curves(ranked, col.truth_classes_count,
@@ -282,7 +286,8 @@ def _concat(parts: List[np.ndarray], dtype) -> np.ndarray:
 
 
 def _collect(detections: Sequence, truths: Sequence, classes: int, iou_thresh32: np.float32,
-             thresh32: np.float32, difficult_truths: Optional[Sequence]) -> _Collected:
+             thresh32: np.float32, difficult_truths: Optional[Sequence],
+             progress: Optional[Callable[[int, int], None]] = None) -> _Collected:
     """Darknet's collection loop over the images (matching, thresh statistics, difficult)."""
     truth_classes_count = np.zeros(classes, np.int64)
     unique_truth_count = 0
@@ -297,6 +302,8 @@ def _collect(detections: Sequence, truths: Sequence, classes: int, iou_thresh32:
     confusion = np.zeros((classes + 1, classes + 1), np.int64)
 
     for image_index, (dets, truth) in enumerate(zip(detections, truths)):
+        if progress is not None and image_index:
+            progress(image_index, len(truths))
         truth_arr = _truth_array(truth, image_index, classes)
         truth_cls = truth_arr[:, 0].astype(np.int64)
         truth_boxes = truth_arr[:, 1:5]
@@ -359,6 +366,8 @@ def _collect(detections: Sequence, truths: Sequence, classes: int, iou_thresh32:
         entry_truth.append(truth_index[keep])
         unique_truth_count += n_truth
         per_image_truths.append(n_truth)
+    if progress is not None and len(truths):
+        progress(len(truths), len(truths))
 
     return _Collected(
         prob=_concat(entry_prob, np.float32), cls=_concat(entry_class, np.int64),
@@ -387,6 +396,16 @@ def _image_confusion(classes: int, cls: np.ndarray, prob: np.ndarray, truth_loca
     taken[tp_truths] = True
     np.add.at(conf, (truth_cls[tp_truths], truth_cls[tp_truths]), 1)
     fp_pos = np.flatnonzero(fp_mask)
+    if n_truth and fp_pos.size:
+        # only an FP with another class's truth above iou_thresh can take one: the rest (with
+        # an untrained model, hundreds of thousands) are background without the loop below
+        could = ((truth_cls[None, :] != cls[fp_pos, None])
+                 & (iou[fp_pos] > iou_thresh32)).any(axis=1)
+        np.add.at(conf, (classes, cls[fp_pos[~could]]), 1)
+        fp_pos = fp_pos[could]
+    else:
+        np.add.at(conf, (classes, cls[fp_pos]), 1)
+        fp_pos = fp_pos[:0]
     fp_pos = fp_pos[np.argsort(-prob[fp_pos], kind="stable")]
     for e in fp_pos:
         p = int(cls[e])

@@ -131,15 +131,30 @@ def read_difficult_truths(difficult_list: str, count: int) -> List[np.ndarray]:
     return [read_map_truths(p) for p in dif_images[:count]]
 
 
+class EvaluationStopped(Exception):
+    """:func:`evaluate_network_map` stopped because its ``should_stop`` said so."""
+
+
 def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: int,
                          thresh: float = 0.25, iou_thresh: float = 0.5, map_points: int = 0,
                          letter_box: Optional[bool] = None, difficult: Optional[str] = None,
-                         batch_size: int = 4, out: Optional[TextIO] = None):
+                         batch_size: int = 4, out: Optional[TextIO] = None,
+                         should_stop: Optional[Callable[[], bool]] = None,
+                         progress_delay: Optional[float] = None):
     """mAP of ``net`` (a :class:`~darknet_py.model.network.Network`, used as it is: not fused,
     not moved) on the images of ``valid_list``, printing Darknet's report to ``out``.
 
     ``letter_box`` is accepted for symmetry but, as in Darknet, the cfg's ``letter_box`` decides.
+    ``should_stop`` is asked after every batch of images and every matched image: when it says
+    yes, :class:`EvaluationStopped` is raised (the trainer's signal handling: a cluster's grace
+    period is shorter than a long evaluation). Progress goes to stderr once a stage has taken
+    ``progress_delay`` seconds (default: :class:`~darknet_py.metrics.progress.StageProgress`'s).
     """
+    from .progress import StageProgress
+
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationStopped()
     from ..data.datacfg import read_list
     from . import darknet_map, format_map_report
     out = out or sys.stdout
@@ -151,11 +166,19 @@ def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: in
     backend = ExactBackend.wrap(net)
     for index, code in head_codes(backend.heads):
         print(f" Detection layer: {index} - type = {code} ", file=out)
-    inputs = collect_map_inputs(backend, images=images, batch_size=batch_size)
+    out.flush()              # a log shows that the (possibly long) calculation has started
+    shown = StageProgress(progress_delay, check=check)
+    shown.begin("mAP: detecting, images")
+    inputs = collect_map_inputs(backend, images=images, batch_size=batch_size,
+                                progress=lambda done: shown.step(done, len(images)))
     dif = read_difficult_truths(difficult, len(images)) if difficult else None
-    result = darknet_map(inputs.detections, inputs.truths, classes, list(names),
-                         iou_thresh=iou_thresh, thresh=thresh, map_points=map_points,
-                         difficult_truths=dif)
+    shown.begin("mAP: matching, images")
+    try:
+        result = darknet_map(inputs.detections, inputs.truths, classes, list(names),
+                             iou_thresh=iou_thresh, thresh=thresh, map_points=map_points,
+                             difficult_truths=dif, progress=shown.step)
+    finally:
+        shown.end()
     out.write(format_map_report(result, progress=True, footer=False))
     out.flush()
     return result

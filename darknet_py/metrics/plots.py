@@ -98,6 +98,13 @@ def _envelope(precision: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(precision[::-1])[::-1]
 
 
+def _classes_phrase(result: MapResult) -> str:
+    """How many classes the curves cover, in one wording for every plot: the PR mean averages
+    the classes with boxes, the F1 curve pools all classes, the mAP divides by all of them."""
+    with_truth = sum(1 for c in range(result.classes) if result.curves[c].truth_count > 0)
+    return f"{result.classes} classes, {with_truth} with labelled boxes"
+
+
 def _pr_plot(result: MapResult, path: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 7), dpi=100)
@@ -123,17 +130,18 @@ def _pr_plot(result: MapResult, path: str) -> None:
                 alpha=0.9 if c in named else 0.35, color=None if c in named else "grey",
                 label=label)
     if sampled:
+        # the curve averages the classes that have boxes; the mAP, as Darknet's, all classes
         mean = np.mean(sampled, axis=0)
         ax.plot(grid, mean, color="blue", linewidth=3,
-                label=f"mean of {len(with_truth)} classes (mAP@{result.iou_thresh:.2f} "
-                f"{result.mean_ap:.3f})")
+                label=f"mean (mAP@{result.iou_thresh:.2f} {result.mean_ap:.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("Recall")
     ax.set_ylabel("Precision")
     shown = "" if len(with_truth) <= MAX_LEGEND_CLASSES else \
         f" (legend: {MAX_LEGEND_CLASSES} most labelled of {len(with_truth)} classes)"
-    ax.set_title(f"Precision-Recall curve, IoU > {result.iou_thresh:.2f}{shown}")
+    ax.set_title(f"Precision-Recall curve, IoU > {result.iou_thresh:.2f}; "
+                 f"{_classes_phrase(result)}{shown}")
     ax.grid(True, alpha=0.3)
     if with_truth:
         ax.legend(loc="lower left", fontsize=8, bbox_to_anchor=(1.01, 0.0))
@@ -182,8 +190,8 @@ def _f1_plot(result: MapResult, path: str) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("Confidence threshold")
     ax.set_ylabel("F1 / precision / recall")
-    ax.set_title(f"F1, precision and recall of all {result.classes} classes against confidence "
-                 f"(IoU > {result.iou_thresh:.2f})")
+    ax.set_title(f"F1, precision and recall against confidence, IoU > {result.iou_thresh:.2f}; "
+                 f"{_classes_phrase(result)}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()

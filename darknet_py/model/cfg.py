@@ -187,6 +187,13 @@ def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
     """Read and parse a cfg file; errors name the file (and line)."""
     path = os.fspath(path)
     data = read_bounded(path, MAX_CFG_BYTES, CfgError, "cfg file")
+    if data.startswith(b"PK\x03\x04"):
+        # a TorchScript / torch.save file is a zip archive; people pass `export --format
+        # torchscript` output where a model is expected, and only .onnx exports run as models
+        raise CfgError("a TorchScript or PyTorch file (zip archive), not a Darknet cfg: commands "
+                       "run a .cfg with its .weights, or an ONNX export (darknet-py export cfg "
+                       "weights -o model.onnx); a TorchScript export is for torch.jit.load",
+                       file=path)
     if b"\x00" in data:
         raise CfgError("not a text cfg file (contains NUL bytes)", file=path)
     try:

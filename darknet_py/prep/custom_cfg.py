@@ -9,8 +9,9 @@ at the end of its section):
   ``height`` when given (multiples of 32), ``max_batches`` = ``classes*2000`` but not less than the
   number of training images and not less than 6000 (or the value given), ``steps`` = 80% and 90%
   of ``max_batches`` (or the values given), ``mosaic`` when given, ``burn_in`` when given, and
-  ``learning_rate``: the value given, else the source's lowered to :data:`SAFE_LEARNING_RATE`
-  (0.001) when it is higher, with a ``#`` comment line above it saying why (see below).
+  ``learning_rate``: the value given, else the source's; lowered to :data:`SAFE_LEARNING_RATE`
+  (0.001) when it is higher and ``batch`` or ``burn_in`` is made smaller than the source's, with a
+  ``#`` comment line above it saying why (see below).
 * every ``[yolo]`` / ``[Gaussian_yolo]`` / ``[region]``: ``classes=N`` (``[contrastive]`` is left
   alone: its ``classes`` is the size of its own embedding task, not the detector's classes).
 * the ``[convolutional]`` right before each of those heads: ``filters`` =
@@ -26,8 +27,9 @@ safe with its ``batch=64`` and ``burn_in=1000``, but a CPU fine-tune shrinks bot
 ``batch=16`` and ``burn_in=40`` Darknet's loss turned to NaN at iteration 40 (the first at the
 full rate) and darknet-py ended at 0.05% mAP after 200 iterations (reference data
 ``oracle/train_curve``), while ``learning_rate=0.001`` with ``burn_in=100`` learned (42.6% after
-400 iterations), and so did 0.002 with ``burn_in=150`` (the README's CPU recipe).
-``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
+400 iterations), and so did 0.002 with ``burn_in=150`` (the README's CPU recipe). A cfg that
+keeps the template's batch and burn_in (the README's ``batch=64`` and the template's 1000) keeps
+its rate. ``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
 :data:`SAFE_BURN_IN` gives a warning.
 
 The section and option reading follows Darknet's ``read_cfg`` (all whitespace of a line is
@@ -244,7 +246,8 @@ def make_custom_cfg(
     ``max_batches`` defaults to :func:`custom_max_batches` (``classes``, ``train_images``);
     ``steps`` to :func:`custom_steps` of it. ``width`` / ``height`` / ``mosaic`` are changed only
     when given. ``learning_rate`` defaults to the source's, capped at :data:`SAFE_LEARNING_RATE`
-    (a comment line above it says why), ``burn_in`` to the source's. ``keep_schedule`` leaves
+    (a comment line above it says why) when ``batch`` or ``burn_in`` is below the source's;
+    ``burn_in`` defaults to the source's. ``keep_schedule`` leaves
     ``max_batches``, ``steps``, ``learning_rate`` and ``burn_in`` as the source has them (the
     result then reports the source's values). Raises :class:`UsageError` for impossible
     values and :class:`CfgError` when the cfg has no detection head, no ``[net]``, or a head not
@@ -351,7 +354,7 @@ def make_custom_cfg(
 
     # [net]; the rate first: its comment line moves the lines after it
     if not keep_schedule:
-        _set_rate(cfg, net, learning_rate, burn_in, changes, warnings)
+        _set_rate(cfg, net, learning_rate, burn_in, batch, changes, warnings)
     if batch is not None:
         cfg.set(net, "batch", str(int(batch)), changes)
     if subdivisions is not None:
@@ -391,7 +394,8 @@ def make_custom_cfg(
 
 
 def _set_rate(cfg: _CfgLines, net: _Section, learning_rate: Optional[float],
-              burn_in: Optional[int], changes: List[str], warnings: List[str]) -> None:
+              burn_in: Optional[int], batch: Optional[int], changes: List[str],
+              warnings: List[str]) -> None:
     """``learning_rate`` / ``burn_in`` of [net] (see the module docstring)."""
     def number(key: str, default: float) -> float:
         text = (cfg.get(net, key) or "").split("#", 1)[0]
@@ -401,8 +405,11 @@ def _set_rate(cfg: _CfgLines, net: _Section, learning_rate: Optional[float],
             raise CfgError(f"[net] option '{key}' expects a number, got '{text}'",
                            file=cfg.source, line=net.first(key) + 1, value=text) from None
     old_rate = number("learning_rate", 0.001)     # Darknet's default
+    # the source's rate is tuned for its own batch and burn_in: only a smaller one makes it unsafe
+    shrunk = (batch is not None and int(batch) < number("batch", 1)) or \
+        (burn_in is not None and int(burn_in) < number("burn_in", 0))
     rate = float(learning_rate) if learning_rate is not None else \
-        min(old_rate, SAFE_LEARNING_RATE)
+        min(old_rate, SAFE_LEARNING_RATE) if shrunk else old_rate
     if burn_in is not None:
         cfg.set(net, "burn_in", str(int(burn_in)), changes)
     if rate != old_rate:

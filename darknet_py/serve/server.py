@@ -360,8 +360,9 @@ class MjpegServer(StreamServer):
     def route(self, path, accept):
         if path == "/" and "text/html" in accept:
             return self._page
+        browser = _is_browser(accept)
         if path in ("/", "/stream.mjpg"):
-            return lambda h: self._stream_named(h, "")
+            return lambda h: self._stream_named(h, "", browser)
         if path == "/status":
             return lambda h: self.reply(h, json.dumps(self.status()).encode(),
                                         "application/json")
@@ -370,13 +371,17 @@ class MjpegServer(StreamServer):
             with self._lock:
                 if name not in self.streams:
                     return None
-            return lambda h: self._stream_named(h, name)
+            return lambda h: self._stream_named(h, name, browser)
         return None
 
-    def _stream_named(self, h, name: str) -> None:
+    def _stream_named(self, h, name: str, browser: bool = False) -> None:
         with self._lock:
             b = self.streams[name]
-        self.stream(h, b, f"multipart/x-mixed-replace; boundary={BOUNDARY}", b"", _jpeg_part)
+        if browser:
+            head, part = _BOUNDARY_LINE + _BROWSER_PART_HEAD, _browser_jpeg_part
+        else:
+            head, part = _BOUNDARY_LINE, _jpeg_part
+        self.stream(h, b, f"multipart/x-mixed-replace; boundary={BOUNDARY}", head, part)
 
     def _page(self, h) -> None:
         with self._lock:
@@ -459,9 +464,30 @@ def _peer_closed(sock: socket.socket) -> bool:
         return True
 
 
+_BOUNDARY_LINE = f"--{BOUNDARY}\r\n".encode("ascii")
+_BROWSER_PART_HEAD = b"Content-Type: image/jpeg\r\n\r\n"
+
+
+def _is_browser(accept: str) -> bool:
+    """A browser page or <img> asks for HTML or images; OpenCV, ffmpeg, VLC and curl send
+    ``*/*`` (or nothing)."""
+    return "text/html" in accept or "image/" in accept
+
+
 def _jpeg_part(jpeg: bytes, n: int) -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-            ).encode("ascii") + jpeg + b"\r\n"
+    """For video readers: Darknet's part (headers with Content-Length, the JPEG) and the
+    boundary after it, so a reader that splits on boundaries has the frame at once (the
+    stream's head is the first boundary)."""
+    return (f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+            ).encode("ascii") + jpeg + b"\r\n" + _BOUNDARY_LINE
+
+
+def _browser_jpeg_part(jpeg: bytes, n: int) -> bytes:
+    """For browsers: the JPEG, then the boundary *and the next part's headers*. Chromium shows a
+    part only once the next part's headers are parsed, and a training chart's next frame may be
+    minutes away; those headers cannot carry the next JPEG's length, which browsers do not
+    need (the stream's head is the first boundary and part headers)."""
+    return jpeg + b"\r\n" + _BOUNDARY_LINE + _BROWSER_PART_HEAD
 
 
 def _esc(text: str) -> str:

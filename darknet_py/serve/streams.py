@@ -103,6 +103,12 @@ class TrainStreams:
             print(" MJPEG-stream sent. ", file=self.out)
         self._publish_plots()
 
+    def status(self, iteration: int, max_batches: int, loss: float, avg_loss: float, rate: float,
+               last_map: float, best_map: float, hours_left: float) -> None:
+        """Only the numbers of ``/status`` (each iteration, before a possibly long mAP)."""
+        self.server.set_status(**train_status(iteration, max_batches, loss, avg_loss, rate,
+                                              last_map, best_map, hours_left))
+
     def _publish_plots(self) -> None:
         import cv2
         if not self.plots_dir or not os.path.isdir(self.plots_dir):
@@ -128,12 +134,14 @@ class TrainStreams:
 
 def train_status(iteration: int, max_batches: int, loss: float, avg_loss: float, rate: float,
                  last_map: float, best_map: float, hours_left: float) -> Dict[str, object]:
-    """The training numbers shown on the page (mAP in percent, '-' before the first one)."""
+    """The training numbers shown on the page (mAP in percent, '-' before the first one); the
+    losses and the rate to 6 significant digits (a float32 rate during burn-in printed as
+    8.100000569366203e-14)."""
     return {
         "iteration": f"{iteration} / {max_batches}",
-        "loss": round(float(loss), 6),
-        "avg loss": round(float(avg_loss), 6),
-        "learning rate": float(rate),
+        "loss": float(f"{float(loss):.6g}"),
+        "avg loss": float(f"{float(avg_loss):.6g}"),
+        "learning rate": float(f"{float(rate):.6g}"),
         "mAP": f"{last_map * 100:.2f} %" if last_map >= 0 else "-",
         "best mAP": f"{best_map * 100:.2f} %" if best_map >= 0 else "-",
         "time left": f"{hours_left:.2f} hours" if hours_left >= 0 else "-",

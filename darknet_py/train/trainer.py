@@ -26,6 +26,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import DarknetError, DataError, UsageError
+from ..metrics.evaluate import EvaluationStopped
 from .. import distributed as dist
 from ..model.network import Network
 from ..serve.streams import TrainStreams
@@ -87,6 +88,9 @@ class Trainer:
         self.device = self._pick_device()
         dist.init(self.device)
         self._stop_requested = False
+        # a second signal raises KeyboardInterrupt, except while the weights are being updated
+        # or saved: then it is held (_interrupt_pending) until they are whole
+        self._stepping = self._saving = self._interrupt_pending = False
         #: the last checkpoint written (what a NaN stop points the user at)
         self.last_good: Optional[str] = None
 
@@ -280,6 +284,12 @@ class Trainer:
         # Darknet's net.batch (time_steps included), global: the ranks' shards add up to it
         mini_batch = cfgc.net_batch
         for _ in range(subdiv):
+            if self._stop_requested and self.world == 1:
+                # a signal: drop this iteration's partial gradients, the weights stay those of
+                # the last whole iteration (what _last.weights gets); DDP ranks must all run
+                # the same backward passes, so they finish the iteration instead
+                self.optimizer.zero_grad()
+                return None
             x, truth = self.source.next_minibatch()
             x = x.to(self.device, non_blocking=True)
             if self._channels_last():
@@ -303,16 +313,22 @@ class Trainer:
         self.net.seen += int(seen)
         if bad or not math.isfinite(loss):
             return float("nan")
-        self.iteration += 1
-        if self.stops is not None:
-            self.stops.before_step()
-        self.optimizer.step(self.iteration, scaler=self.scaler)
-        if self.ema is not None:
-            for line in self.ema.after_update(self.iteration):
-                # Darknet prints the update line every iteration of the second half; only
-                # -verbose repeats it, the initialisation and the apply always show
-                if self.opts.verbose or not line.startswith(" ema_update()"):
-                    self.log(line)
+        self._stepping = True            # a second signal waits for the update to finish
+        try:
+            self.iteration += 1
+            if self.stops is not None:
+                self.stops.before_step()
+            self.optimizer.step(self.iteration, scaler=self.scaler)
+            if self.ema is not None:
+                for line in self.ema.after_update(self.iteration):
+                    # Darknet prints the update line every iteration of the second half; only
+                    # -verbose repeats it, the initialisation and the apply always show
+                    if self.opts.verbose or not line.startswith(" ema_update()"):
+                        self.log(line)
+        finally:
+            self._stepping = False
+        if self._interrupt_pending:
+            raise KeyboardInterrupt
         return loss
 
     # ------------------------------------------------------------------ evaluation
@@ -326,7 +342,8 @@ class Trainer:
             result = evaluate_network_map(self.net, valid, self.names, self.classes,
                                           thresh=self.opts.thresh,
                                           iou_thresh=self.opts.iou_thresh,
-                                          difficult=self.data_cfg.difficult, out=self.out)
+                                          difficult=self.data_cfg.difficult, out=self.out,
+                                          should_stop=lambda: self._stop_requested)
         finally:
             self.net.train(was_training)
         self.last_map_result = result
@@ -367,7 +384,11 @@ class Trainer:
             return
         self.log(f"Saving weights to {path}")
         self.net.seen = self.iteration * self.images_per_iter
-        self.net.save_weights(path)
+        self._saving = True
+        try:
+            self.net.save_weights(path)
+        finally:
+            self._saving = False
         self.last_good = path
 
     def save_last(self) -> None:
@@ -421,6 +442,8 @@ class Trainer:
                     break
                 t0 = time.time()
                 loss = self.train_iteration()
+                if loss is None:         # stopped by a signal between mini-batches
+                    break
                 if not math.isfinite(loss):
                     msg = (f"loss is {loss} at iteration {self.iteration + 1}")
                     nan_in_a_row += 1
@@ -462,12 +485,21 @@ class Trainer:
                 for lg in logs:
                     lg.iteration(it, loss, avg_loss, self.optimizer.rate(it),
                                  self.images_per_iter * self.world / max(elapsed, 1e-9), elapsed)
+                shown = (it, loss, avg_loss, last_map, best_map, avg_time)
+                self._show(*shown, chart=False)     # /status says this iteration from now on
                 if o.calc_map and (it >= next_map_iteration(
                         iter_map, o.map_epochs, len(self.train_paths),
                         self.images_per_iter, cfgc.burn_in) or it == cfgc.max_batches):
                     iter_map = it
-                    if self.is_main:
-                        last_map = self.evaluate_map()
+                    # the page's chart before a possibly long evaluation, not after it
+                    self._show(*shown)
+                    try:
+                        map_now = self.evaluate_map() if self.is_main else None
+                    except EvaluationStopped:
+                        self.log("\n mAP calculation stopped by the signal")
+                        map_now = None
+                    if map_now is not None:
+                        last_map = map_now
                         self.log(f"\n mean_average_precision (mAP@{o.iou_thresh:0.2f}) = "
                                  f"{last_map:f} ")
                         self.chart.add_map(it, last_map)
@@ -480,24 +512,25 @@ class Trainer:
                             self.save(self.save_policy.path("best"))
                             self._write_best_plots()
                     dist.barrier()
+                    if self._stop_requested:
+                        continue         # the loop's top stops every rank, then _last
                 if self.save_policy.numbered_due(it):
                     self.save(self.save_policy.path(str(it)))
                 if self.save_policy.last_due(it):
                     self.save_last()
-                if o.chart and self.is_main:
-                    paths = self.chart.save(self.backup if not o.dont_show else ".", self.base,
-                                            avg_time)
-                    if self.http is not None:
-                        self.http.update(paths, it, cfgc.max_batches, loss, avg_loss,
-                                         self.optimizer.rate(it), last_map, best_map, avg_time)
+                self._show(it, loss, avg_loss, last_map, best_map, avg_time)
             if self._stop_requested:
-                self.save_last()
-                self.log("Interrupted: last weights saved; resume with the same command and "
-                         f"{self.save_policy.path('last')}")
+                self._save_last_on_stop()
                 return
             self.save(self.save_policy.path("final"))
             self.log("If you want to train from the beginning, then use flag in the end of "
                      "training command: -clear ")
+        except KeyboardInterrupt:
+            # the second signal: stop now, but the weights of the last whole iteration are
+            # still what the user needs (the cluster's SIGKILL may follow)
+            if self.world > 1:
+                raise
+            self._save_last_on_stop()
         finally:
             for lg in logs:
                 lg.close()
@@ -508,18 +541,47 @@ class Trainer:
             if self.http is not None:
                 self.http.close()
 
+    def _show(self, it: int, loss: float, avg_loss: float, last_map: float, best_map: float,
+              hours_left: float, chart: bool = True) -> None:
+        """Redraw chart.png and send it to -mjpeg_port with the numbers (``chart=False``: only
+        the numbers of /status)."""
+        if not self.is_main:
+            return
+        rate = self.optimizer.rate(it)
+        if chart and self.opts.chart:
+            paths = self.chart.save(self.backup if not self.opts.dont_show else ".", self.base,
+                                    hours_left)
+            if self.http is not None:
+                self.http.update(paths, it, self.net.config.max_batches, loss, avg_loss, rate,
+                                 last_map, best_map, hours_left)
+        elif self.http is not None:
+            self.http.status(it, self.net.config.max_batches, loss, avg_loss, rate, last_map,
+                             best_map, hours_left)
+
     # ------------------------------------------------------------------ signals
+    def _save_last_on_stop(self) -> None:
+        self._stop_requested = True          # a signal during this save is held, not raised
+        self.save_last()
+        self.log("Interrupted: last weights saved; resume with the same command and "
+                 f"{self.save_policy.path('last')}")
+
     def _install_signal_handlers(self):
         def handler(signum, frame):
             # second Ctrl-C: stop now; not under torchrun, whose launcher passes the signal it
             # got on to the ranks (a second one) and kills them itself after its grace period
             if self._stop_requested and self.world == 1:
+                if self._saving or self._stepping:
+                    self._interrupt_pending = not self._saving
+                    _write_fd(2, f"\n signal {signum}: "
+                                 f"{'saving' if self._saving else 'updating'} the weights, "
+                                 "then stopping\n")
+                    return
                 raise KeyboardInterrupt
             self._stop_requested = True
             # os.write, not print: the signal may arrive in the middle of a print to the same
             # stream, and a buffered write re-entered from a handler raises RuntimeError
-            _write_fd(2, f"\n signal {signum}: finishing this iteration, then saving "
-                         "_last.weights\n")
+            _write_fd(2, f"\n signal {signum}: stopping after this mini-batch (or the mAP "
+                         "calculation), then saving _last.weights\n")
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

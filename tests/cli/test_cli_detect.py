@@ -104,3 +104,29 @@ def test_detector_demo_writes_annotated_video(workdir):
     assert n == 6 and ok and f.shape == (h, w, 3)
     r = run_cli("detector", "demo", "obj.data", CFG, WEIGHTS, workdir / "none.mp4", cwd=workdir)
     assert r.returncode == 1 and "none.mp4" in r.stderr
+
+
+def test_detect_shortcut_is_detector_test_with_coco_data(tmp_path):
+    """Darknet's `detect cfg weights image`: `detector test cfg/coco.data ...` at -thresh 0.24,
+    run where cfg/coco.data is (the repository's copied to a scratch folder, as in a checkout)."""
+    (tmp_path / "cfg").mkdir()
+    for name in ("coco.data", "coco.names"):
+        (tmp_path / "cfg" / name).write_text((REPO / "cfg" / name).read_text())
+    model = [CFG, WEIGHTS, REPO / "data" / "dog.jpg"]
+    short = run_cli("detect", *model, "-ext_output", cwd=tmp_path)
+    assert short.returncode == 0, short.stderr[-1000:]
+    assert (tmp_path / "predictions.jpg").exists()
+    full = run_cli("detector", "test", "cfg/coco.data", *model, "-thresh", "0.24", "-ext_output",
+                   "-dont_show", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-1000:]
+    lines = strip_time(short.stdout.splitlines())
+    assert lines == strip_time(full.stdout.splitlines()) and any("dog:" in l for l in lines)
+
+
+def test_detect_without_cfg_coco_data_is_one_line(tmp_path):
+    r = run_cli("detect", CFG, WEIGHTS, REPO / "data" / "dog.jpg", cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"darknet-py: data error: cfg/coco.data: detect reads cfg/coco.data from the working "
+        f"directory, as Darknet does, and {tmp_path} has none: run it from the darknet-py "
+        f"folder, or use `darknet-py detector test obj.data cfg weights image`"]

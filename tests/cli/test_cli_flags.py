@@ -39,6 +39,7 @@ BASE = {
     "detector demo": ["nope.data", "nope.cfg", "nope.weights", "nope.mp4"],
     "detector calc_anchors": ["nope.data"],
     "partial": ["nope.cfg", "nope.weights", "nope.out", "1"],
+    "detect": ["nope.cfg", "nope.weights", "nope.jpg"],
 }
 VALUE = {"flag": [], "int": ["1"], "float": ["0.5"], "str": ["x"]}
 

@@ -262,3 +262,38 @@ def test_progress_is_throttled_and_only_when_enabled(capsys):
     for _ in range(3):
         q.step("train")
     assert capsys.readouterr().err == ""
+
+
+def test_same_list_for_train_and_valid_is_one_warning_and_fix_keeps_it(ds, tmp_path):
+    """`train=` and `valid=` naming one file: one 'same-list' warning at the valid= line (not a
+    leaked-image per entry), and -fix-into writes a non-empty list that both keys name."""
+    lst = ds["root"] / "train.txt"
+    data = tmp_path / "same.data"
+    data.write_text(f"classes = 3\ntrain = {lst}\nvalid = {lst}\nnames = {NAMES}\n")
+    fixed = tmp_path / "fixed"
+    r = CliRunner().invoke(cli_main, ["data", "check", str(data), "-fix-into", str(fixed)])
+    assert r.exit_code == 0, r.output
+    assert "leaked-image" not in r.output
+    assert r.output.count("same-list") == 2, r.output        # the group header and its line
+    assert f"{data}:3: warning: same-list: valid= and train= are the same file" in r.output
+    lines = dict(ln.split(" = ", 1) for ln in (fixed / "obj.data").read_text().splitlines())
+    assert lines["train"] == lines["valid"] == str(fixed / "train.txt")
+    assert len((fixed / "train.txt").read_text().split()) == N_TRAIN
+    assert not (fixed / "valid.txt").exists()
+
+
+def test_fix_into_never_writes_an_empty_list(ds, tmp_path):
+    """A valid list whose every entry is also in train= (another list file): -fix-into would drop
+    them all; it says so in one line, exit 1, and writes nothing."""
+    vlist = tmp_path / "valid.txt"
+    vlist.write_text((ds["root"] / "train.txt").read_text())
+    data = tmp_path / "leak.data"
+    data.write_text(f"classes = 3\ntrain = {ds['root'] / 'train.txt'}\nvalid = {vlist}\n"
+                    f"names = {NAMES}\n")
+    fixed = tmp_path / "fixed"
+    r = CliRunner().invoke(cli_main, ["data", "check", str(data), "-fix-into", str(fixed)])
+    assert r.exit_code == 1, r.output
+    err = [ln for ln in r.output.splitlines() if "darknet-py:" in ln]
+    assert len(err) == 1 and str(vlist) in err[0] and f"leaked-image {N_TRAIN}" in err[0], err
+    assert "nothing written" in err[0] and "Traceback" not in r.output
+    assert not fixed.exists() or not os.listdir(fixed)

@@ -278,3 +278,37 @@ def test_sharded_sampler_is_the_single_process_batch(tree):
     assert not torch.equal(ds[other][0], x1)
     with pytest.raises(Exception, match="smaller than the 8 processes"):
         sampler(0, 8)
+
+
+def test_show_batch_boxes_and_labels_are_readable_at_416(tmp_path):
+    """`detector show_batch` at 416x416 (no augmentation moves the box): the box outline is at
+    least 2 px thick and its label sits on a filled band at least 14 px high (Darknet's 1-px
+    brown box with 8-px text was unreadable on a photo)."""
+    from click.testing import CliRunner
+    from darknet_py.cli import main as cli_main
+    cv2.imwrite(str(tmp_path / "grey.jpg"), np.full((416, 416, 3), 115, np.uint8))
+    (tmp_path / "grey.txt").write_text("1 0.5 0.6 0.4 0.3\n")
+    (tmp_path / "train.txt").write_text(f"{tmp_path / 'grey.jpg'}\n")
+    (tmp_path / "obj.names").write_text("chin_diaper\nmask\nno_mask\n")
+    (tmp_path / "obj.data").write_text(f"classes=3\ntrain={tmp_path / 'train.txt'}\n"
+                                       f"names={tmp_path / 'obj.names'}\n")
+    (tmp_path / "net.cfg").write_text(
+        "[net]\nbatch=1\nsubdivisions=1\nwidth=416\nheight=416\nchannels=3\nmosaic=0\nhue=0\n"
+        "saturation=1\nexposure=1\n[convolutional]\nfilters=24\nsize=1\nstride=1\n"
+        "activation=linear\n[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=3\nnum=3\n"
+        "jitter=0\nrandom=0\n")
+    r = CliRunner().invoke(cli_main, ["detector", "show_batch", str(tmp_path / "obj.data"),
+                                      str(tmp_path / "net.cfg"), "-n", "1", "-out_dir",
+                                      str(tmp_path / "aug"), "-seed", "0"])
+    assert r.exit_code == 0, r.output
+    img = cv2.imread(str(tmp_path / "aug" / "aug_0000.jpg")).astype(int)
+    drawn = np.abs(img - 115).max(axis=2) > 50           # not the grey background
+    left, top, mid = int(0.3 * 416), int(0.45 * 416), int(0.6 * 416)
+    row = drawn[mid, left - 4:left + 12]
+    assert row.any(), "no box edge at the label's left side"
+    first = int(np.argmax(row))
+    thickness = int(np.argmin(row[first:])) if not row[first:].all() else row[first:].size
+    assert thickness >= 2, thickness
+    column = drawn[:top, left + 1][::-1]                  # upwards from the box's top edge
+    band = int(np.argmin(column)) if not column.all() else column.size
+    assert band >= 14, band

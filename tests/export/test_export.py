@@ -843,3 +843,25 @@ def test_sweep_cfg_exports_and_matches_pytorch(cfg, tmp_path, monkeypatch):
         assert _rel_diff(g.numpy(), r) < 1e-5
     del net, outs, got
     gc.collect()  # the largest cfgs hold GBs of weights
+
+
+def test_detector_test_on_a_torchscript_export_says_only_onnx_runs(tmp_path):
+    """`detector test coco.data model.pt image`: a TorchScript export is not a model the
+    commands run; one line saying so and naming ONNX (it said 'not a text cfg file')."""
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[2]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "darknet_py.cli", *map(str, args)],
+                              cwd=repo, capture_output=True, text=True, timeout=300)
+    pt = tmp_path / "model.pt"
+    r = cli("export", "cfg/yolo-fastest-1.1.cfg", "weights/yolo-fastest-1.1.weights", "-o", pt,
+            "--format", "torchscript")
+    assert r.returncode == 0, r.stderr[-1000:]
+    for args in ([pt, "data/dog.jpg"], [pt, "weights/yolo-fastest-1.1.weights", "data/dog.jpg"]):
+        r = cli("detector", "test", "cfg/coco.data", *args, "-dont_show")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-1000:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(pt) in lines[0] and "TorchScript" in lines[0]
+        assert "ONNX export" in lines[0] and "NUL" not in lines[0]

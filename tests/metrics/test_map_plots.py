@@ -203,3 +203,25 @@ def test_coco_from_yolo_labels_agrees_with_the_instances_file(map_run):
     # in the json) are the only other difference
     for k in ("AP", "AP50", "AP75", "AR100"):
         assert from_labels.stats[k] == pytest.approx(from_json.stats[k], abs=0.02), k
+
+
+def test_pr_and_f1_curves_word_the_class_count_alike(tmp_path, monkeypatch):
+    """3 classes, one without labelled boxes: both curves say "3 classes, 2 with labelled boxes"
+    (the PR curve said "mean of 2 classes" where the F1 curve said "all 3 classes")."""
+    import matplotlib.figure
+    from matplotlib.text import Text
+    from darknet_py.metrics.plots import write_map_plots
+    texts = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *a, **kw):
+        texts[str(path).rsplit("/", 1)[-1]] = " | ".join(t.get_text() for t in fig.findobj(Text))
+        return real_savefig(fig, path, *a, **kw)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    a, b = (0.25, 0.25, 0.2, 0.2), (0.75, 0.75, 0.2, 0.2)
+    truth = np.array([[0, *a], [1, *b]], np.float32)
+    r = darknet_map([dets([a, b], [[0.9, 0, 0], [0, 0.8, 0.3]])], [truth], 3, ["x", "y", "z"])
+    write_map_plots(r, str(tmp_path))
+    for name in ("pr_curve.png", "f1_curve.png"):
+        assert "3 classes, 2 with labelled boxes" in texts[name], texts[name]
+        assert "mean of 2" not in texts[name] and "all 3" not in texts[name]

@@ -14,9 +14,10 @@ from darknet_py.prep.custom_cfg import (LEARNING_RATE_COMMENT, custom_max_batche
 
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = refpath("cfg", "darknet")
-# the seed report's edits: 3 classes, 416x416, batch 64/16, max_batches 6400, steps 4800,5400
+# the seed report's edits: 3 classes, 416x416, batch 64/16, max_batches 6400, steps 4800,5400;
+# the shipped templates train at 0.001 (safe when a user shrinks batch and burn_in)
 REPORT = dict(width=416, height=416, batch=64, subdivisions=16, max_batches=6400,
-              steps=(4800, 5400), mosaic=1)
+              steps=(4800, 5400), mosaic=1, learning_rate=0.001)
 TEMPLATES = [("yolov4-custom.cfg", "yolov4-obj.cfg", 3), ("yolov4-tiny-custom.cfg", "yolov4-tiny-obj.cfg", 2)]
 
 
@@ -55,11 +56,10 @@ def test_template_values(src, dst, n_yolo):
     # nothing else was touched: the other lines are the upstream lines
     up = _text(UPSTREAM / src).splitlines()
     ours = _text(REPO / "cfg" / dst).splitlines()
-    # both templates train at 0.001 (yolov4-custom.cfg's own rate; tiny's 0.00261 is lowered,
-    # with a comment line above it, since it diverges with small batch and burn_in)
+    # both templates train at 0.001 (yolov4-custom.cfg's own rate; tiny's 0.00261 is lowered
+    # by --learning-rate 0.001, since it diverges with small batch and burn_in)
     assert net.float("learning_rate") == 0.001 and net.int("burn_in") == 1000
     if "tiny" in src:
-        assert ours.pop(up.index("learning_rate=0.00261")) == LEARNING_RATE_COMMENT
         # upstream tiny has no mosaic line: it is added at the end of [net]
         assert ours.pop(up.index("scales=.1,.1") + 1) == "mosaic=1"
     assert len(ours) == len(up)
@@ -97,6 +97,9 @@ def test_learning_rate_cap_override_and_warning():
     v4 = make_custom_cfg(_text(require(UPSTREAM / "yolov4-custom.cfg")), 3)
     assert LEARNING_RATE_COMMENT not in v4.text and "learning_rate" not in "".join(v4.changes)
     assert "learning_rate=0.00261" in make_custom_cfg(up, 3, keep_schedule=True).text
+    made = make_custom_cfg(up, 3, batch=64, subdivisions=16, burn_in=400)   # a shorter burn_in
+    assert parse_cfg_text(made.text)[0].float("learning_rate") == 0.001
+    assert LEARNING_RATE_COMMENT in made.text
     with pytest.raises(UsageError, match="--keep-schedule cannot be combined"):
         make_custom_cfg(up, 3, keep_schedule=True, learning_rate=0.001)
     with pytest.raises(UsageError, match="--learning-rate must be a positive"):
@@ -189,7 +192,7 @@ def test_cli_writes_the_template(tmp_path):
         "cfg", "custom", "--names", str(REPO / "cfg" / "obj.names"),
         "--from", str(require(UPSTREAM / "yolov4-tiny-custom.cfg")), "-o", str(out),
         "--width", "416", "--height", "416", "--max-batches", "6400", "--steps", "4800,5400",
-        "--mosaic", "1"])
+        "--mosaic", "1", "--learning-rate", "0.001"])
     assert res.exit_code == 0, res.output
     assert _text(out) == _text(REPO / "cfg" / "yolov4-tiny-obj.cfg")
     assert "filters=255 -> filters=24" in res.output
@@ -214,3 +217,23 @@ def test_tiny_template_builds_a_network():
     net = network.Network.from_cfg(str(REPO / "cfg" / "yolov4-tiny-obj.cfg"), batch=1)
     assert [h.classes for h in net.heads] == [3, 3]
     assert [h.n for h in net.heads] == [3, 3]
+
+
+def test_the_templates_batch_and_burn_in_keep_its_rate(tmp_path):
+    """`cfg custom` from yolov4-tiny-custom.cfg keeping batch=64 (the default) and burn_in=1000,
+    the case the README calls safe: 0.00261 stays, no comment, no warning; --batch 16 lowers it."""
+    from darknet_py.cli import main
+    src = str(require(UPSTREAM / "yolov4-tiny-custom.cfg"))
+    out = tmp_path / "my.cfg"
+    res = CliRunner().invoke(main, ["cfg", "custom", "--classes", "3", "--from", src, "-o",
+                                    str(out), "--max-batches", "6400", "--steps", "4800,5400"])
+    assert res.exit_code == 0, res.output
+    net = read_cfg(out)[0]
+    assert (net.int("batch"), net.int("burn_in"), net.float("learning_rate")) == \
+        (64, 1000, 0.00261)
+    assert LEARNING_RATE_COMMENT not in _text(out) and "warning" not in res.output.lower()
+    res = CliRunner().invoke(main, ["cfg", "custom", "--classes", "3", "--from", src, "-o",
+                                    str(out), "--batch", "16", "--subdivisions", "1"])
+    assert res.exit_code == 0, res.output
+    assert read_cfg(out)[0].float("learning_rate") == 0.001
+    assert LEARNING_RATE_COMMENT in _text(out)

@@ -14,9 +14,9 @@ Devices (:mod:`darknet_py.devices`): CUDA GPU 0 when torch sees one, else the CP
 ``-i N`` choose the GPU, ``-nogpu`` the CPU; on a torch without CUDA ``-gpus``/``-i`` are ignored
 with one warning (Darknet's CPU build ignores them), and a GPU index past the visible ones is a
 one-line error; the device is printed once on stderr, then the precision. On CUDA fp16 mixed
-precision is on by default (``-no_amp`` turns it off); on a CPU with native bf16 (AVX512-BF16/AMX) bf16 autocast with
-channels-last is on by default (``-no_bf16``: fp32, Darknet's arithmetic; see
-:mod:`darknet_py.train.precision`).
+precision is on by default (``-no_amp`` turns it off); on a CPU with native bf16
+(AVX512-BF16/AMX) bf16 autocast with channels-last is on by default (``-no_bf16``: fp32,
+Darknet's arithmetic; see :mod:`darknet_py.train.precision`).
 Several GPUs ``-gpus 0,1`` train through DDP, one process per GPU (started here with torchrun's
 machinery, or run the same command, ``-gpus`` included, under ``torchrun`` yourself; on CPU under
 torchrun it uses gloo). The cfg's ``batch`` is the global batch, shared by the processes, and the

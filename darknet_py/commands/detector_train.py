@@ -13,10 +13,10 @@ and still saves it, unless it arrives during that save, which it then waits for.
 Devices (:mod:`darknet_py.devices`): CUDA GPU 0 when torch sees one, else the CPU; ``-gpus N`` or
 ``-i N`` choose the GPU, ``-nogpu`` the CPU; on a torch without CUDA ``-gpus``/``-i`` are ignored
 with one warning (Darknet's CPU build ignores them), and a GPU index past the visible ones is a
-one-line error; the device is printed once on stderr, then the precision. On CUDA fp16 mixed precision is on by
-default (``-no_amp`` turns it off); on a CPU with native bf16 (AVX512-BF16/AMX) bf16 autocast with
-channels-last is on by default (``-no_bf16``: fp32, Darknet's arithmetic; see
-:mod:`darknet_py.train.precision`).
+one-line error; the device is printed once on stderr, then the precision. On CUDA fp16 mixed
+precision is on by default (``-no_amp`` turns it off); on a CPU with native bf16
+(AVX512-BF16/AMX) bf16 autocast with channels-last is on by default (``-no_bf16``: fp32,
+Darknet's arithmetic; see :mod:`darknet_py.train.precision`).
 Several GPUs ``-gpus 0,1`` train through DDP, one process per GPU (started here with torchrun's
 machinery, or run the same command, ``-gpus`` included, under ``torchrun`` yourself; on CPU under
 torchrun it uses gloo). The cfg's ``batch`` is the global batch, shared by the processes, and the
@@ -62,7 +62,8 @@ GROUP = "detector"
 @flag("bf16", "bf16", flag_value=True, default=None,
       help="CPU: bf16 autocast + channels-last; batch norm, the convs before [yolo] and the loss "
            "stay fp32. The default where the CPU has native bf16 (AVX512-BF16/AMX): 2.1x less "
-           "time per iteration than fp32 there, same mAP after 400 iterations on the face-mask set.")
+           "time per iteration than fp32 there, same mAP after 400 iterations on the face-mask "
+           "set.")
 @flag("no_bf16", "bf16", flag_value=False,
       help="CPU: train in fp32 (Darknet's arithmetic; the default on CPUs without native bf16).")
 @flag("workers", type=int, default=2, show_default=True, help="Data loader processes.")

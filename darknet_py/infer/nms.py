@@ -310,7 +310,8 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
     final = torch.cat([torch.from_numpy(order), torch.arange(total, n)])
     idx = perm[final]
     return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
-                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+                        None if dets.uncertainty is None else dets.uncertainty[idx],
+                        dets.image_size)
 
 
 def _nms_per_class_dense(dets: DetectionSet, thresh: float, kind: str,

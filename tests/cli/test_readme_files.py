@@ -1,6 +1,6 @@
 """Every README command block names files that exist (or that an earlier line of the block
 makes), the first Python API snippet runs, the walkthrough's anchors repeat, and neither the
-README nor ``--help`` cites issue numbers.
+README, docs/ nor ``--help`` cites issue numbers.
 
 The file check follows each ```bash block from the repository root the way bash would: ``cd``,
 variables (``REPO=$PWD``), brace lists, ``>``/``<``; a path is fine when it exists, or when an
@@ -246,13 +246,13 @@ def _all_commands():
                 yield [group, name] if group else [name]
 
 
-def test_help_and_readme_cite_no_issue_numbers():
+def test_help_readme_and_docs_cite_no_issue_numbers():
     found = []
     for args in [[], *[[g] for g in GROUPS if g], *_all_commands()]:
         out = CliRunner().invoke(cli_main, [*args, "--help"]).output
         found += [f"darknet-py {' '.join(args)} --help: {m}" for m in ISSUE.findall(out)]
-    readme = (REPO / "README.md").read_text()
-    found += [f"README.md: {m}" for m in ISSUE.findall(readme)]
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        found += [f"{doc.relative_to(REPO)}: {m}" for m in ISSUE.findall(doc.read_text())]
     assert not found, found
 
 

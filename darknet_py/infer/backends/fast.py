@@ -863,7 +863,8 @@ class FastBackend(Backend):
 
     def details(self) -> str:
         run, built = self.plan.run_threads, self.plan.threads
-        threads = f"{run} thread{'' if run == 1 else 's'}" + (f" (of {built}: faster measured)" if run != built else "")
+        threads = f"{run} thread{'' if run == 1 else 's'}" + \
+            (f" (of {built}: faster measured)" if run != built else "")
         kind = "Winograd" if _uses_winograd(self.plan) else "oneDNN"
         race = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.plan_race.items())
         return f"{threads}, {kind}" + (f" (raced: {race})" if race else "")

@@ -193,6 +193,14 @@ class Trainer:
         self.optimizer = DarknetSGD(self.net, cfgc, lr_multiplier=lr_scale)
         self.log(f"Learning Rate: {cfgc.learning_rate * lr_scale:g}, Momentum: {cfgc.momentum:g}, "
                  f"Decay: {cfgc.decay:g}")
+        if self.is_main and 0 < self.iteration + 1 <= cfgc.max_batches < cfgc.burn_in:
+            # a short trial on a cfg made for a long run: the warm-up never ends, so the weights
+            # barely move; said once, with the highest rate the run will reach
+            warnings.warn(f"max_batches={cfgc.max_batches} ends before burn_in={cfgc.burn_in} "
+                          f"does: the learning rate stays below "
+                          f"{self.optimizer.rate(cfgc.max_batches):.6g} for the whole run "
+                          f"(learning_rate={cfgc.learning_rate:g}); lower burn_in in {o.cfg} "
+                          "for a short run", stacklevel=2)
         for h in self.net.heads:
             self.log(f" Detection layer: {h.index} - type = {h.type_code} ")
         from .freeze import BackwardStops

@@ -129,3 +129,19 @@ def test_ddp_two_gloo_processes_on_cpu(work):
     net = Network.from_cfg(work / "small.cfg")
     net.load_weights(out / "small_final.weights")
     assert net.seen == 4
+
+
+def test_a_run_shorter_than_burn_in_says_so_once(work, tmp_path):
+    """max_batches before burn_in ends: one warning with the highest rate the run reaches."""
+    cfg = tmp_path / "long_burn_in.cfg"
+    cfg.write_text(re.sub(r"(?m)^burn_in=.*$", "burn_in=1000", (work / "small.cfg").read_text()))
+    r = run_cli("detector", "train", "obj.data", cfg, "yolov4-tiny.conv.29", "-dont_show",
+                "-max_batches", 1, "-workers", 0, "-clear", cwd=work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if "ends before burn_in=1000" in l]
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert "max_batches=1 ends before burn_in=1000 does: the learning rate stays below 1e-15" \
+        in lines[0], lines[0]
+    r = run_cli("detector", "train", "obj.data", "small.cfg", "yolov4-tiny.conv.29", "-dont_show",
+                "-max_batches", 1, "-workers", 0, "-clear", cwd=work)
+    assert r.returncode == 0 and "ends before burn_in" not in r.stderr

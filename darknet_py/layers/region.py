@@ -381,13 +381,13 @@ def region_delta(output: torch.Tensor, truth, layer: "RegionLayer", seen: int = 
         ei = (tx * w).to(torch.long).clamp(0, w - 1)
         ej = (ty * h).to(torch.long).clamp(0, h - 1)
         # best anchor: shape IoU of each anchor's box (bias_match: the anchor) with the truth
-        cand = out[eb, ej, ei]                                            # (E, n, size)
-        cb = get_region_box(cand[..., 0], cand[..., 1], cand[..., 2], cand[..., 3],
-                            ei.view(-1, 1).to(dtype), ej.view(-1, 1).to(dtype), aw.view(1, n),
-                            ah.view(1, n), w, h)
-        cw, ch = cb[2], cb[3]
-        if layer.bias_match:
+        if layer.bias_match:      # the anchors' own shapes (every region cfg of Darknet's)
             cw, ch = (aw / w).view(1, n).expand(E, n), (ah / h).view(1, n).expand(E, n)
+        else:                     # the predicted boxes' shapes in the truth's cell
+            cand = out[eb, ej, ei]                                        # (E, n, size)
+            _, _, cw, ch = get_region_box(cand[..., 0], cand[..., 1], cand[..., 2], cand[..., 3],
+                                          ei.view(-1, 1).to(dtype), ej.view(-1, 1).to(dtype),
+                                          aw.view(1, n), ah.view(1, n), w, h)
         zero = torch.zeros_like(cw)
         shape_iou = box_iou((zero, zero, cw, ch),
                             (zero, zero, tw.view(-1, 1).expand(E, n), th.view(-1, 1).expand(E, n)))

@@ -11,15 +11,19 @@
   file by device and inode, so another spelling, a symlink or a hard link is caught too).
 * :class:`AtomicTextWriter`: a results file written progressively into a temp file and renamed
   over the destination only when the run succeeded.
+* :data:`PathLike`: the type of every path argument of the package (``str`` or ``os.PathLike``).
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import IO, Iterable, List, Optional, Sequence, Tuple
+from typing import IO, Iterable, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["read_bounded", "atomic_write_bytes", "atomic_write_files", "default_file_mode",
-           "same_file", "refuse_output_onto_inputs", "AtomicTextWriter"]
+__all__ = ["PathLike", "read_bounded", "atomic_write_bytes", "atomic_write_files",
+           "default_file_mode", "same_file", "refuse_output_onto_inputs", "AtomicTextWriter"]
+
+#: a path argument: ``str`` or anything ``os.fspath`` takes
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def read_bounded(path: str, limit: int, error: type, what: str) -> bytes:

@@ -1,23 +1,19 @@
-"""Pieces shared by the command modules: Darknet-style flags, network loading, messages."""
+"""Pieces shared by the command modules: Darknet-style flags, network loading, messages
+(:func:`~darknet_py.console.eprint`, imported here for them)."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional, Tuple
 
 import click
 
+from ..console import eprint
 from ..errors import DataError, UsageError
 
 
 def flag(name: str, dest: Optional[str] = None, **kw):
     """A Darknet single-dash option (``-thresh``) that also accepts ``--thresh``."""
     return click.option(f"-{name}", f"--{name}", dest or name.replace("-", "_"), **kw)
-
-
-def eprint(*args) -> None:
-    print(*args, file=sys.stderr)
-    sys.stderr.flush()
 
 
 def load_network(cfg: str, weights: Optional[str], *, batch: int = 1, cutoff=None,

@@ -27,12 +27,10 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import DataError
-from ..files import read_bounded
-
-PathLike = Union[str, "os.PathLike[str]"]
+from ..files import PathLike, read_bounded
 
 _LEADING_INT = re.compile(r"^[+-]?\d+")
 

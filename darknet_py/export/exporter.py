@@ -48,17 +48,15 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import DarknetError, UsageError
-from ..files import atomic_write_files
+from ..files import PathLike, atomic_write_files
 from ..infer.decode import HeadDecoder
-
-PathLike = Union[str, os.PathLike]
 
 __all__ = ["ExportError", "ExportOptions", "export_model", "export_network", "export_metadata",
            "ExportedGraph", "head_metadata", "FORMATS", "MIN_OPSET", "MAX_OPSET",

@@ -21,13 +21,12 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..files import PathLike
 from ..structures.detections import DetectionSet, ImageDetections
 from .backends.base import Backend, make_backend
 from .draw import draw_detections, image_stdout, to_detections
 from .image import image_from_array
 from .pipeline import ImageInput, Pipeline, _is_path
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["Detector"]
 

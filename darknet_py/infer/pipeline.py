@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..files import PathLike
 from ..structures.detections import DetectionSet, scale_to_pixels
 from ..structures.heads import nms_params
 from .backends.base import Backend
@@ -43,7 +44,6 @@ from .nms import apply_nms
 
 __all__ = ["Pipeline", "ImageInput", "Result"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 ImageInput = Union[PathLike, torch.Tensor, np.ndarray]
 #: (name, original image (C, H, W) float RGB, or None when not kept, detections after NMS)
 Result = Tuple[str, Optional[torch.Tensor], DetectionSet]

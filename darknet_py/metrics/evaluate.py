@@ -13,12 +13,9 @@ from typing import Callable, List, Optional, Sequence, TextIO
 
 import numpy as np
 
-from ..structures.detections import DetectionSet
+from ..console import eprint
 from ..errors import DataError, UsageError
-
-
-def eprint(*args) -> None:
-    print(*args, file=sys.stderr)
+from ..structures.detections import DetectionSet
 
 
 #: ``validate_detector_map``'s fixed values

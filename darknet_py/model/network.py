@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Optional, TextIO, Union
+from typing import Dict, List, Optional, TextIO
 
 import torch
 from torch import nn
 
 from .cfg import Section, read_cfg
 from ..errors import CfgError, WeightsError
+from ..files import PathLike
 from ..layers.base import BuildContext, Layer, max_alloc_floats
 from ..layers.head import DetectionHead
 from .netconfig import NetConfig, find_net_section
@@ -26,8 +27,6 @@ from ..layers.registry import layer_class
 from ..structures.heads import HeadSpec
 from .weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
                       save_weights, weights_bytes)
-
-PathLike = Union[str, os.PathLike]
 
 #: per-layer options every section may carry (read by Darknet's parse_network_cfg loop)
 COMMON_LAYER_OPTIONS = ("clip", "onlyforward", "dont_update", "burnin_update", "stopbackward",

@@ -42,12 +42,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import CfgError, UsageError
-from ..files import atomic_write_bytes, refuse_output_onto_inputs
-
-PathLike = Union[str, os.PathLike]
+from ..files import PathLike, atomic_write_bytes, refuse_output_onto_inputs
 
 #: Head sections whose ``classes`` is set, and how ``filters`` of the conv before them is computed.
 YOLO_HEADS = ("[yolo]", "[Gaussian_yolo]")

@@ -19,9 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..files import PathLike
 from .voc import DARKNET_IMAGE_EXTENSIONS, label_path_for_image, read_class_names
-
-PathLike = Union[str, os.PathLike]
 
 SPLIT_NAMES: Tuple[str, str, str] = ("train", "valid", "test")
 _RATIO_TOLERANCE = 1e-6

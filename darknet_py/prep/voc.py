@@ -41,8 +41,7 @@ import numpy as np
 
 from ..data.datacfg import read_names  # the one names reader (torch-free)
 from ..errors import DataError, UsageError
-
-PathLike = Union[str, os.PathLike]
+from ..files import PathLike
 
 #: XML names of the Kaggle face-mask set -> the report's ``obj.names`` (chin_diaper, mask, no_mask).
 #: On the command line: ``--map facemask`` or, spelled out,

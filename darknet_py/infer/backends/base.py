@@ -42,6 +42,7 @@ from typing import Any, List, Optional, Sequence, Union
 import torch
 
 from ...errors import DarknetError, DataError, UsageError
+from ...files import PathLike
 from ...structures.heads import HeadSpec
 
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
@@ -55,7 +56,6 @@ BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 #: backends that run on the CPU only (no device rule needed when one is asked for by name)
 CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class Backend(ABC):

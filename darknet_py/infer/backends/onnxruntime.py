@@ -22,14 +22,13 @@ import torch
 
 from ...errors import DataError, UsageError
 from ...export.exporter import DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME
+from ...files import PathLike
 from ...layers.registry import head_class
 from ...structures.heads import HeadSpec
 from .base import CALIBRATE_MAX_SECONDS, Backend, check_heads
 
 __all__ = ["OnnxRuntimeBackend", "read_onnx_metadata", "metadata_from_props", "cached_export",
            "require_module"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def require_module(name: str, extra: str):

@@ -60,9 +60,7 @@ def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = N
     elif nogpu:
         return torch.device("cpu")
     elif gpus:
-        if local_rank is None:
-            local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
-        gpu = int(list(gpus)[local_rank % len(gpus)])
+        gpu = int(list(gpus)[_local_rank(local_rank) % len(gpus)])
         flag = "-gpus " + ",".join(str(int(g)) for g in gpus)
         if gpu < 0:
             raise UsageError(f"{flag}: GPU indices are 0 or more (use -nogpu for the CPU)")
@@ -73,9 +71,7 @@ def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = N
     if gpu is None:                                    # nothing named: CUDA when available
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        if local_rank is None:
-            local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        return torch.device("cuda", _local_rank(local_rank) % max(1, torch.cuda.device_count()))
     if not torch.cuda.is_available():
         why = (f"this torch ({torch.__version__}) is built without CUDA"
                if torch.version.cuda is None else "torch sees no CUDA GPU")
@@ -89,6 +85,14 @@ def select_device(gpus: Optional[Sequence[int]] = None, index: Optional[int] = N
         raise UsageError(f"{flag} names GPU {gpu} but only {count} GPU"
                          f"{'' if count == 1 else 's'} ({visible}) visible")
     return torch.device("cuda", gpu)
+
+
+def _local_rank(given: Optional[int]) -> int:
+    """``given``, else torchrun's ``LOCAL_RANK`` (0 outside DDP): which GPU of the machine, or
+    which ``-gpus`` entry, this process takes."""
+    if given is not None:
+        return given
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 
 def _parse_spec(device: DeviceSpec):

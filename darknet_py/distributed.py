@@ -112,17 +112,6 @@ def backend_for(device: Optional[torch.device | str] = None) -> str:
     return "nccl" if cuda and torch.distributed.is_nccl_available() else "gloo"
 
 
-def local_device(gpu_index: int = 0) -> str:
-    """The device a rank should use: ``cuda:<LOCAL_RANK>`` under torchrun with CUDA (one GPU per
-    process), ``cuda:<gpu_index>`` for one process, CPU without CUDA (or ``gpu_index < 0``)."""
-    if gpu_index < 0 or not torch.cuda.is_available():
-        return "cpu"
-    d = info()
-    if d.distributed:
-        return f"cuda:{d.local_rank % torch.cuda.device_count()}"
-    return f"cuda:{gpu_index}"
-
-
 def init(device: Optional[torch.device | str] = None) -> DistInfo:
     """Join torchrun's process group (idempotent; a no-op for one process). ``device``: the
     device this rank computes on (picks the backend; a CUDA device is made current first)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import FLT_MAX, BuildContext, Layer, max_alloc_floats  # noqa: F401 (FLT_MAX: fast.py)
+from .base import FLT_MAX, BuildContext, Layer, max_alloc_floats
 
 
 

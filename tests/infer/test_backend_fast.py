@@ -178,7 +178,7 @@ def test_separable_max_pool_equals_max_pool2d(size, stride, hw, pad):
 def test_maxpool_layer_inference_is_separable_and_training_keeps_max_pool2d(tiny_net):
     """MaxpoolLayer uses the separable maxima without autograd (same values) and F.max_pool2d
     with it (the gradient goes to one input per window, as in Darknet, even on ties)."""
-    from darknet_py.layers.maxpool import FLT_MAX
+    from darknet_py.layers.base import FLT_MAX
     layer = tiny_net.layers[1]
     x = torch.randn(2, 16, 64, 64).clamp(min=0)  # many tied zeros
     with torch.no_grad():

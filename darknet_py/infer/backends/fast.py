@@ -49,8 +49,9 @@ import torch.nn.functional as F
 
 from .base import CALIBRATE_MAX_SECONDS
 
+from ...layers.base import FLT_MAX
 from ...layers.convolutional import ConvolutionalLayer
-from ...layers.maxpool import FLT_MAX, MaxpoolLayer, max_pool_separable
+from ...layers.maxpool import MaxpoolLayer, max_pool_separable
 
 __all__ = ["optimize_for_inference", "FastNetwork", "nnpack_available", "set_threads",
            "runtime_info"]

@@ -91,13 +91,12 @@ def parse_gpus(text: Optional[str]):
 def backend_flags(fn):
     """``-backend``, ``-precision``, ``-threads``, ``-i`` (and Darknet's ``-half``) for the
     commands that run a model."""
-    from ..infer.backends.base import BACKENDS, PRECISIONS
+    from ..infer.backends.base import AUTO_BACKEND_RULE, BACKENDS, PRECISIONS
     decorators = [
         flag("backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-             help="What runs the network: auto = cuda on a GPU; on the CPU onnxruntime when "
-                  "installed (openvino for -precision bf16), else fast; exact = the Darknet-exact "
-                  "reference; onnxruntime / openvino run an ONNX export (made once, cached in "
-                  "~/.cache/darknet_py or $DARKNET_PY_CACHE)."),
+             help=f"What runs the network: auto = {AUTO_BACKEND_RULE} (the choice and why are "
+                  "printed); exact = the Darknet-exact reference; onnxruntime / openvino run an "
+                  "ONNX export (made once, cached in ~/.cache/darknet_py or $DARKNET_PY_CACHE)."),
         flag("precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
              help="fp16 (CUDA) and bf16 are fast paths, not Darknet-exact."),
         flag("half", is_flag=True, help="Same as -precision fp16."),
@@ -115,7 +114,7 @@ def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
                  precision: str = "fp32", half: bool = False, threads: Optional[int] = None,
                  gpu_index: Optional[int] = None, quiet: bool = False, batch: int = 1):
     """The backend a command runs: Darknet's layer table and weights report first (stderr),
-    then one line naming the backend and device."""
+    then one line naming the backend and device (and, for ``-backend auto``, why)."""
     from ..devices import select_device
     from ..infer.backends.base import load_network, make_backend
     from ..model.weights import format_load_report
@@ -132,5 +131,6 @@ def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
                 eprint(format_load_report(network.load_report))
     result = make_backend(cfg, weights, backend=backend, device=device, precision=precision,
                           threads=threads, network=network)
-    eprint(f"Using {result.describe()}")
+    why = f" (-backend auto: {result.auto_reason})" if result.auto_reason else ""
+    eprint(f"Using {result.describe()}{why}")
     return result

@@ -40,9 +40,10 @@ class Detector:
             stored at export).
         weights: a Darknet ``.weights`` file (or ``None`` for random weights).
         names: class names: a list, a ``.names`` file, or ``None`` (class numbers as names).
-        backend: ``auto`` (default: ``cuda`` on a GPU; on the CPU ``onnxruntime`` when installed,
-            else ``fast``; ``onnxruntime`` for an ``.onnx`` file), ``exact``, ``fast``, ``cuda``,
-            ``onnxruntime`` or ``openvino`` (see :mod:`darknet_py.infer.backends.base`).
+        backend: ``auto`` (default: the rule of
+            :func:`~darknet_py.infer.backends.base.auto_backend`; ``self.backend.auto_reason``
+            says why it chose what it did), ``exact``, ``fast``, ``cuda``, ``onnxruntime`` or
+            ``openvino`` (see :mod:`darknet_py.infer.backends.base`).
         device: ``None`` = a CUDA GPU when available, else the CPU; or ``"cpu"``, ``"cuda:1"``.
         precision: ``fp32`` (default), ``fp16`` (CUDA) or ``bf16``; ``half=True`` means ``fp16``.
         letter_box: ``None`` = the model's ``[net] letter_box``; ``True``/``False`` force it.

@@ -113,15 +113,33 @@ def test_auto_rule():
     """``auto``: ONNX Runtime on the CPU when installed (it is what the oracle test above runs),
     OpenVINO for bf16 when installed, else the fast plan; cuda on a GPU; onnxruntime for .onnx."""
     import importlib.util
-    from darknet_py.infer.backends.base import default_backend_name
+    from darknet_py.infer.backends.base import auto_backend
     cpu = torch.device("cpu")
     have = lambda *m: all(importlib.util.find_spec(x) is not None for x in m)  # noqa: E731
-    assert default_backend_name("m.onnx", cpu) == "onnxruntime"
-    assert default_backend_name("m.cfg", torch.device("cuda")) == "cuda"
-    assert default_backend_name("m.cfg", cpu) == ("onnxruntime" if have("onnxruntime", "onnx")
-                                                  else "fast")
-    assert default_backend_name("m.cfg", cpu, "bf16") == ("openvino" if have("openvino", "onnx")
-                                                          else "fast")
+    name = lambda *a: auto_backend(*a)[0]  # noqa: E731
+    assert name("m.onnx", cpu) == "onnxruntime"
+    assert name("m.cfg", torch.device("cuda")) == "cuda"
+    assert name("m.cfg", cpu) == ("onnxruntime" if have("onnxruntime", "onnx") else "fast")
+    assert name("m.cfg", cpu, "bf16") == ("openvino" if have("openvino", "onnx") else "fast")
+    assert name("m.cfg", cpu, "fp16") == "fast"
+    assert auto_backend("m.cfg", cpu)[1].startswith("the CPU")
+
+
+def test_auto_choice_is_printed_with_its_reason(capsys):
+    """The ``Using backend`` line of ``-backend auto`` says which clause of the rule applied;
+    a backend named on the command line gets no reason."""
+    from darknet_py.commands._common import open_backend
+    from darknet_py.infer.backends.base import auto_backend
+    o = _oracle("yolo-fastest-1.1")
+    cfg, weights = _shared(o["cfg"]), _shared(o["weights"])
+    name, reason = auto_backend(cfg, torch.device("cpu"))
+    be = open_backend(cfg, weights, quiet=True, gpu_index=-1)
+    assert be.name == name and be.auto_reason == reason
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"Using backend {name} on cpu") and \
+        line.endswith(f"(-backend auto: {reason})")
+    be = open_backend(cfg, weights, backend="fast", quiet=True, gpu_index=-1)
+    assert be.auto_reason is None and "-backend auto" not in capsys.readouterr().err
 
 
 def test_auto_falls_back_to_fast_when_the_export_fails(monkeypatch):
@@ -135,7 +153,7 @@ def test_auto_falls_back_to_fast_when_the_export_fails(monkeypatch):
     o = _oracle("yolo-fastest-1.1")
     be = base.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="auto", device="cpu",
                            network=_network("yolo-fastest-1.1"))
-    assert be.name == "fast"
+    assert be.name == "fast" and be.auto_reason.startswith("onnxruntime cannot take this model")
     with pytest.raises(UsageError):
         base.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="onnxruntime",
                           device="cpu", network=_network("yolo-fastest-1.1"))

@@ -25,19 +25,17 @@ Every backend may be called from several threads at once and gives each call its
 ``openvino`` gives each concurrent call its own infer request); ``tests/cli/test_reliability.py``
 compares multi-threaded runs of every installed backend with single-threaded ones.
 
-``auto`` (the default) is ``cuda`` when the device is a GPU and ``onnxruntime`` for an ``.onnx``
-file. On the CPU, for a cfg: ``onnxruntime`` (fp32) when ``onnxruntime`` and ``onnx`` are
-installed — measured faster than ``fast`` on every benchmarked model at 1 and 2 threads
-(docs/benchmarks.md), and its detections equal the exact path's and Darknet's on the oracle set
-(``tests/infer/test_backends.py``) — falling back to ``fast`` when they are missing or the export
-fails; ``fast`` otherwise. With ``-precision bf16`` on the CPU ``auto`` is ``openvino`` when
-installed (the fastest bf16 measured), else ``fast``.
+``auto`` (the default) is the rule of :func:`auto_backend`, in words :data:`AUTO_BACKEND_RULE`
+(``-backend``'s help text). Why: on the CPU ONNX Runtime (fp32) was measured faster than ``fast``
+on every benchmarked model at 1 and 2 threads (docs/benchmarks.md) and its detections equal the
+exact path's and Darknet's on the oracle set (``tests/infer/test_backends.py``); OpenVINO is the
+fastest bf16 measured.
 """
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -45,8 +43,8 @@ from ...errors import DarknetError, DataError, UsageError
 from ...files import PathLike
 from ...structures.heads import HeadSpec
 
-__all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
-           "load_network"]
+__all__ = ["Backend", "BACKENDS", "PRECISIONS", "AUTO_BACKEND_RULE", "make_backend",
+           "auto_backend", "load_network"]
 
 #: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
 #: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
@@ -56,6 +54,12 @@ BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 #: backends that run on the CPU only (no device rule needed when one is asked for by name)
 CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: :func:`auto_backend`'s rule in words, first match wins (``-backend``'s help and the docs show
+#: this text; keep it in step with the function right below it)
+AUTO_BACKEND_RULE = ("onnxruntime for an .onnx file; cuda on a GPU; on the CPU onnxruntime when "
+                     "onnxruntime and onnx are installed (with -precision bf16: openvino when "
+                     "openvino and onnx are installed), else fast; fast also when the ONNX export "
+                     "or runtime cannot take the model")
 
 
 class Backend(ABC):
@@ -80,6 +84,9 @@ class Backend(ABC):
     names: Optional[List[str]] = None
     #: where the model came from (cfg or .onnx path)
     source: str = ""
+    #: why ``-backend auto`` chose this backend (the clause of :data:`AUTO_BACKEND_RULE` that
+    #: applied); None when the backend was asked for by name
+    auto_reason: Optional[str] = None
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], torch.Tensor]:
@@ -115,17 +122,27 @@ def _installed(*modules: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-def default_backend_name(model: PathLike, device: torch.device, precision: str = "fp32") -> str:
-    """What ``-backend auto`` runs (see the module docstring for the measurements behind it)."""
+def auto_backend(model: PathLike, device: torch.device, precision: str = "fp32"
+                 ) -> Tuple[str, str]:
+    """What ``-backend auto`` runs, and why: ``(backend name, the clause that applied)``.
+
+    The rule is :data:`AUTO_BACKEND_RULE` (the module docstring has the measurements behind it);
+    its last clause, the fall-back to ``fast`` when the ONNX export or runtime fails, is
+    :func:`make_backend`'s, since only building the backend finds that out.
+    """
     if _is_onnx(model):
-        return "onnxruntime"
+        return "onnxruntime", "an .onnx file"
     if device.type == "cuda":
-        return "cuda"
-    if precision == "fp32" and _installed("onnxruntime", "onnx"):
-        return "onnxruntime"
-    if precision == "bf16" and _installed("openvino", "onnx"):
-        return "openvino"
-    return "fast"
+        return "cuda", "a GPU"
+    if precision == "fp32":
+        if _installed("onnxruntime", "onnx"):
+            return "onnxruntime", "the CPU, onnxruntime installed"
+        return "fast", "the CPU, onnxruntime or onnx not installed"
+    if precision == "bf16":
+        if _installed("openvino", "onnx"):
+            return "openvino", "the CPU, bf16, openvino installed"
+        return "fast", "the CPU, bf16, openvino or onnx not installed"
+    return "fast", f"the CPU, {precision}"
 
 
 def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: int = 1,
@@ -159,7 +176,7 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
     else:
         from ...devices import select_device
         dev = select_device(device=device)
-    name = default_backend_name(model, dev, precision) if backend == "auto" else backend
+    name, reason = auto_backend(model, dev, precision) if backend == "auto" else (backend, None)
     if onnx_file:
         if weights is not None or width or height:
             raise UsageError("an ONNX export already holds its weights and input size: give no "
@@ -167,23 +184,24 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         if name not in ("onnxruntime", "openvino"):
             raise UsageError(f"an .onnx file runs with -backend onnxruntime or openvino, not "
                              f"'{name}'", value=os.fspath(model))
-        return _onnx_backend(name, os.fspath(model), precision, threads)
+        return _chosen(_onnx_backend(name, os.fspath(model), precision, threads), reason)
     if name in ("onnxruntime", "openvino"):
         from .onnxruntime import cached_export
         try:
             path = cached_export(model, weights, width=width, height=height, network=network)
             try:
-                return _onnx_backend(name, path, precision, threads)
+                return _chosen(_onnx_backend(name, path, precision, threads), reason)
             except DataError:
                 # the cached file cannot be loaded (cut short by a full disk or a killed
                 # process, damaged): it is ours to rebuild, once
                 path = cached_export(model, weights, width=width, height=height,
                                      network=network, rebuild=True)
-                return _onnx_backend(name, path, precision, threads)
-        except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError):
+                return _chosen(_onnx_backend(name, path, precision, threads), reason)
+        except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError) as e:
             if backend != "auto":
                 raise
-            name = "fast"   # auto: a model the export or the runtime cannot take runs on fast
+            # auto: a model the export or the runtime cannot take runs on fast
+            name, reason = "fast", f"{name} cannot take this model ({_first_line(e)})"
     net = network if network is not None else load_network(model, weights, width=width,
                                                            height=height)
     if name == "exact":
@@ -193,12 +211,22 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
         if dev.type != "cpu":
             raise UsageError("-backend fast is the CPU plan; on a GPU use -backend cuda")
         from .fast import FastBackend
-        return FastBackend(net, precision, threads)
+        return _chosen(FastBackend(net, precision, threads), reason)
     if dev.type != "cuda":
         raise UsageError("-backend cuda needs a CUDA GPU (torch.cuda.is_available() is False); "
                          "use -backend fast or exact on the CPU")
     from .cuda import CudaBackend
-    return CudaBackend(net, dev, precision)
+    return _chosen(CudaBackend(net, dev, precision), reason)
+
+
+def _chosen(backend: Backend, auto_reason: Optional[str]) -> Backend:
+    backend.auto_reason = auto_reason
+    return backend
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _onnx_backend(name: str, path: str, precision: str, threads: Optional[int]) -> Backend:

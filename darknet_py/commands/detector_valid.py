@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import distributed as dist
 from ..errors import DataError, UsageError
+from ..structures.boxes import xywh_to_xyxy
 from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
 from ._tiling import tile_flags, tile_options
 
@@ -37,13 +38,11 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
     """(class, line) pairs of ``print_detector_detections`` for one image (pixel boxes)."""
     boxes = dets.boxes.detach().cpu().numpy().astype(np.float32)
     probs = dets.probs.detach().cpu().numpy().astype(np.float32)
+    # Darknet: float xmin = b.x - b.w / 2. + 1 (double arithmetic, stored as float)
+    corners = (xywh_to_xyxy(boxes.astype(np.float64)) + 1).astype(np.float32)
     out = []
     for i in range(boxes.shape[0]):
-        x, y, w, h = (float(v) for v in boxes[i])
-        xmin = np.float32(x - w / 2.0 + 1)
-        xmax = np.float32(x + w / 2.0 + 1)
-        ymin = np.float32(y - h / 2.0 + 1)
-        ymax = np.float32(y + h / 2.0 + 1)
+        xmin, ymin, xmax, ymax = corners[i]
         xmin, ymin = max(xmin, np.float32(1)), max(ymin, np.float32(1))
         xmax, ymax = min(xmax, np.float32(width)), min(ymax, np.float32(height))
         for j in np.nonzero(probs[i])[0]:

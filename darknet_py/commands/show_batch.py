@@ -18,6 +18,7 @@ from ..data.augment import AugmentConfig
 from ..data.datacfg import read_data_cfg, read_list, read_names
 from ..data.dataset import DetectionDataset
 from ..errors import DataError, UsageError
+from ..structures.boxes import xywh_to_xyxy
 
 GROUP = "detector"
 
@@ -41,9 +42,8 @@ def draw_truth(image_chw: np.ndarray, truth: np.ndarray, names: Optional[List[st
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.45, min(h, w) / 900)
     classes = max(len(names) if names else 0, int(truth[:, 4].max()) + 1 if truth.size else 1)
     n = int(np.argmax(truth[:, 0] == 0)) if (truth[:, 0] == 0).any() else truth.shape[0]
-    for x, y, bw, bh, cls in truth[:n]:
-        left, right = int((x - bw / 2) * w), int((x + bw / 2) * w)
-        top, bot = int((y - bh / 2) * h), int((y + bh / 2) * h)
+    corners = xywh_to_xyxy(truth[:n, :4]) * np.array([w, h, w, h], np.float32)
+    for (left, top, right, bot), cls in zip(corners.astype(int).tolist(), truth[:n, 4]):
         rgb = class_color(int(cls), classes)
         color = tuple(int(round(255 * v)) for v in rgb[::-1])
         cv2.rectangle(bgr, (left, top), (right, bot), color, thickness)

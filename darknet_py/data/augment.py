@@ -60,6 +60,7 @@ import cv2
 import numpy as np
 
 from ..errors import CfgError
+from ..structures.boxes import xywh_to_ltwh, xywh_to_xyxy, xyxy_to_xywh
 from ..infer.image import decode_image
 from ..model.network import Network
 
@@ -325,12 +326,9 @@ def correct_boxes(boxes: np.ndarray, dx: float, dy: float, sx: float, sy: float,
     entirely outside [0,1] before the transform) get x = y = w = h = 999999.
     """
     b = boxes.astype(F32, copy=False)
-    cls, x, y, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3], b[:, 4]
-    half = F32(2)
-    left, right = x - w / half, x + w / half
-    top, bottom = y - h / half, y + h / half
-    invalid = ((x == 0) & (y == 0)) | ((x + w / half) < 0) | ((y + h / half) < 0) \
-        | ((x - w / half) > 1) | ((y - h / half) > 1)
+    x, y = b[:, 1], b[:, 2]
+    left, top, right, bottom = xywh_to_xyxy(b[:, 1:5]).T
+    invalid = ((x == 0) & (y == 0)) | (right < 0) | (bottom < 0) | (left > 1) | (top > 1)
     sx, sy, dx, dy = F32(sx), F32(sy), F32(dx), F32(dy)
     left, right = left * sx - dx, right * sx - dx
     top, bottom = top * sy - dy, bottom * sy - dy
@@ -339,11 +337,9 @@ def correct_boxes(boxes: np.ndarray, dx: float, dy: float, sx: float, sy: float,
     left, right = np.clip(left, 0, 1), np.clip(right, 0, 1)
     top, bottom = np.clip(top, 0, 1), np.clip(bottom, 0, 1)
     out = np.empty_like(b)
-    out[:, 0] = cls
-    out[:, 1] = (left + right) / half
-    out[:, 2] = (top + bottom) / half
-    out[:, 3] = np.clip(right - left, 0, 1)
-    out[:, 4] = np.clip(bottom - top, 0, 1)
+    out[:, 0] = b[:, 0]
+    out[:, 1:5] = xyxy_to_xywh(np.stack([left, top, right, bottom], axis=1))
+    out[:, 3:5] = np.clip(out[:, 3:5], 0, 1)
     out[invalid, 1:] = F32(999999)
     return out
 
@@ -408,10 +404,10 @@ def blend_truth_mosaic(acc: np.ndarray, truth: np.ndarray, w: int, h: int, cut_x
     half = F32(2)
 
     def edges(xb, yb, wb, hb):
-        return (np.trunc((xb - wb / half) * fw).astype(np.int64),
-                np.trunc((xb + wb / half) * fw).astype(np.int64),
-                np.trunc((yb - hb / half) * fh).astype(np.int64),
-                np.trunc((yb + hb / half) * fh).astype(np.int64))
+        """(left, right, top, bottom) pixels: ``(int)((x - w/2)*w)``, ... in float."""
+        l, t, r, b = xywh_to_xyxy(np.stack([xb, yb, wb, hb], axis=1)).T
+        return (np.trunc(l * fw).astype(np.int64), np.trunc(r * fw).astype(np.int64),
+                np.trunc(t * fh).astype(np.int64), np.trunc(b * fh).astype(np.int64))
 
     left, right, top, bot = edges(xb, yb, wb, hb)
     if mosaic_bound:
@@ -447,11 +443,9 @@ def blend_truth_mosaic(acc: np.ndarray, truth: np.ndarray, w: int, h: int, cut_x
 def _box_cover_mask(truth: np.ndarray, cols: int, rows: int) -> np.ndarray:
     """Pixels inside any truth box (Darknet's ROIs of the background blur), vectorised with a
     2-D difference array instead of one copy per box."""
-    x, y, w, h = (truth[:, k].astype(np.float64) for k in range(4))
-    left = np.trunc((x - w / 2.0) * cols).astype(np.int64)
-    width = np.trunc(w * cols).astype(np.int64)
-    top = np.trunc((y - h / 2.0) * rows).astype(np.int64)
-    height = np.trunc(h * rows).astype(np.int64)
+    # Darknet: (b.x - b.w / 2.)*cols in double, truncated to int
+    ltwh = xywh_to_ltwh(truth[:, :4].astype(np.float64)) * np.array([cols, rows, cols, rows])
+    left, top, width, height = np.trunc(ltwh).astype(np.int64).T
     x0, y0 = np.clip(left, 0, cols), np.clip(top, 0, rows)
     x1, y1 = np.clip(left + width, 0, cols), np.clip(top + height, 0, rows)
     ok = (x1 > x0) & (y1 > y0)

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..structures.boxes import xywh_to_xyxy, xyxy_to_xywh
 from .anchors import kmeans_anchors
 from .datacfg import DataConfig, read_data_cfg, read_list_lines, read_names
 from .labels import LabelFile, read_labels
@@ -579,15 +580,19 @@ def format_report(rep: CheckReport, limit: int = 20) -> str:
 # --------------------------------------------------------------------------- fixed copy
 def _clean_label_text(lf: LabelFile, drop_lines: set) -> str:
     rows, linenos = lf.rows, lf.linenos
+    if rows is None or rows.shape[0] == 0:
+        return ""
+    # each box clipped to the image: left/top at least 0, right/bottom at most 1
+    corners = xywh_to_xyxy(rows[:, 1:5].astype(np.float64))
+    corners[:, :2] = np.fmax(corners[:, :2], 0.0)
+    corners[:, 2:] = np.fmin(corners[:, 2:], 1.0)
+    clipped = xyxy_to_xywh(corners)
     out = []
-    for r in range(0 if rows is None else rows.shape[0]):
+    for r in range(rows.shape[0]):
         if int(linenos[r]) in drop_lines:
             continue
-        c, x, y, w, h = (float(v) for v in rows[r])
-        x0, x1 = max(0.0, x - w / 2), min(1.0, x + w / 2)
-        y0, y1 = max(0.0, y - h / 2), min(1.0, y + h / 2)
-        out.append(f"{int(c)} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} "
-                   f"{y1 - y0:.6f}")
+        x, y, w, h = clipped[r]
+        out.append(f"{int(rows[r, 0])} {x:.6f} {y:.6f} {w:.6f} {h:.6f}")
     return "".join(s + "\n" for s in out)
 
 

@@ -36,6 +36,7 @@ from typing import List, Optional, Set
 import numpy as np
 
 from ..errors import DataError
+from ..structures.boxes import xywh_to_xyxy
 
 log = logging.getLogger("darknet_py.data")
 
@@ -138,13 +139,14 @@ def validate_boxes(arr: np.ndarray, linenos: np.ndarray, classes: Optional[int],
     cls, x, y, w, h = b.T
     finite = np.isfinite(b).all(axis=1)
     with np.errstate(invalid="ignore"):
+        left, top, right, bottom = xywh_to_xyxy(b[:, 1:5]).T   # float32, as Darknet's float
         bad_cls = (cls < 0) if classes is None else ((cls < 0) | (cls >= classes))
         nonpos = (w <= 0) | (h <= 0)
         zero_xy = (x == 0) & (y == 0)
-        outside = ((x + w / 2) < 0) | ((y + h / 2) < 0) | ((x - w / 2) > 1) | ((y - h / 2) > 1)
+        outside = (right < 0) | (bottom < 0) | (left > 1) | (top > 1)
         tol = EDGE_TOLERANCE
-        sticks_out = ((x - w / 2) < -tol) | ((y - h / 2) < -tol) | ((x + w / 2) > 1 + tol) \
-            | ((y + h / 2) > 1 + tol) | (x <= 0) | (x > 1) | (y <= 0) | (y > 1) | (w > 1) | (h > 1)
+        sticks_out = (left < -tol) | (top < -tol) | (right > 1 + tol) | (bottom > 1 + tol) \
+            | (x <= 0) | (x > 1) | (y <= 0) | (y > 1) | (w > 1) | (h > 1)
     drop = ~finite | bad_cls | nonpos | zero_xy | outside
     flagged = np.nonzero(drop | sticks_out)[0]
     for r in flagged:   # only rows with problems: reporting, not the hot path

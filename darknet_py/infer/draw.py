@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..structures.boxes import xywh_to_ltwh, xywh_to_xyxy
 from ..structures.detections import Detection, DetectionSet, ImageDetections
 
 __all__ = [
@@ -86,13 +87,18 @@ def _c_round(v: float) -> float:
 
 
 def _pixel_box(box: np.ndarray, im_w: int, im_h: int) -> Tuple[float, float, float, float]:
-    x, y, w, h = (np.float32(v) for v in box)
-    two = np.float32(2)
-    left = np.float32((x - w / two) * np.float32(im_w))
-    top = np.float32((y - h / two) * np.float32(im_h))
-    return (_c_round(float(left)), _c_round(float(top)),
-            _c_round(float(np.float32(w * np.float32(im_w)))),
-            _c_round(float(np.float32(h * np.float32(im_h)))))
+    """``-ext_output``'s ``round((b.x - b.w/2)*im.w)``, ... of one float32 box: float arithmetic
+    as in Darknet, then C ``round``."""
+    size = np.array([im_w, im_h, im_w, im_h], np.float32)
+    return tuple(_c_round(float(v)) for v in xywh_to_ltwh(box.astype(np.float32)) * size)
+
+
+def _printout_order(boxes: np.ndarray, selected: List[Tuple[int, int]]) -> np.ndarray:
+    """Indices into ``selected`` in ``qsort(compare_by_lefts)`` order: by the float32 left edge,
+    ties in array order (glibc's qsort is a merge sort)."""
+    rows = [i for i, _ in selected]
+    lefts = xywh_to_ltwh(boxes[rows].astype(np.float32))[:, 0]
+    return np.argsort(lefts, kind="stable")
 
 
 def _percent(p: float) -> str:
@@ -109,12 +115,9 @@ def detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float = 0.
         return []
     boxes = dets.boxes.detach().to(torch.float32).cpu().numpy()
     probs = dets.probs.detach().to(torch.float32).cpu().numpy()
-    lefts = np.array([np.float32(boxes[i, 0] - boxes[i, 2] / np.float32(2)) for i, _ in selected],
-                     dtype=np.float32)
-    order = np.argsort(lefts, kind="stable")  # qsort(compare_by_lefts); glibc's is a merge sort
     thr = np.float32(thresh)
     lines: List[str] = []
-    for o in order:
+    for o in _printout_order(boxes, selected):
         i, best = selected[o]
         tail = ""
         if ext_output:
@@ -158,10 +161,8 @@ def to_detections(path: str, dets: DetectionSet, names: Sequence[str], thresh: f
     if selected:
         boxes = dets.boxes.detach().to(torch.float32).cpu().numpy()
         probs = dets.probs.detach().to(torch.float32).cpu().numpy()
-        lefts = np.array([np.float32(boxes[i, 0] - boxes[i, 2] / np.float32(2)) for i, _ in selected],
-                         dtype=np.float32)
         thr = np.float32(thresh)
-        for o in np.argsort(lefts, kind="stable"):
+        for o in _printout_order(boxes, selected):
             i, best = selected[o]
             l, t, w, h = _pixel_box(boxes[i], im_w, im_h)
             others = [int(j) for j in np.nonzero(probs[i] > thr)[0] if j != best]
@@ -224,14 +225,14 @@ def draw_detections(image: torch.Tensor, dets: DetectionSet, names: Sequence[str
     best_probs = np.array([probs[i, b] for i, b in selected], dtype=np.float32)
     width = max(1, int(im_h * 0.002))
     thr = np.float32(thresh)
+    corners = xywh_to_xyxy(boxes.astype(np.float64))  # Darknet: (b.x - b.w / 2.)*im.w, double
     for o in np.argsort(best_probs, kind="stable"):  # qsort(compare_by_probs): ascending
         i, best = selected[o]
         red, green, blue = class_color(best, classes)
-        x, y, w, h = (float(v) for v in boxes[i])
-        left = int((x - w / 2.0) * im_w)
-        right = int((x + w / 2.0) * im_w)
-        top = int((y - h / 2.0) * im_h)
-        bot = int((y + h / 2.0) * im_h)
+        left = int(corners[i, 0] * im_w)
+        right = int(corners[i, 2] * im_w)
+        top = int(corners[i, 1] * im_h)
+        bot = int(corners[i, 3] * im_h)
         left = max(left, 0)
         right = min(right, im_w - 1)
         top = max(top, 0)

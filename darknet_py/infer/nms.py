@@ -31,7 +31,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
-from ..structures.boxes import box_diounms, box_iou, pairwise_diounms, pairwise_iou
+from ..structures.boxes import (box_diounms, box_iou, pairwise_diounms, pairwise_iou,
+                                xywh_to_xyxy)
 from ..structures.detections import DetectionSet
 from ..errors import UsageError
 from ..structures.heads import NMS_KINDS, nms_params  # noqa: F401  (re-exported)
@@ -189,8 +190,9 @@ def _candidate_pairs(boxes: torch.Tensor, thresh: float,
     with a small slack for Darknet's float32 rounding. Chunked; ``None`` once more than
     ``limit`` pairs pass (boxes that nearly all overlap: the caller then takes the row-by-row
     path, whose memory does not grow with the pairs)."""
-    x, y, w, h = (boxes[:, i].numpy().astype(np.float64) for i in range(4))
-    left, right, top, bottom = x - w / 2, x + w / 2, y - h / 2, y + h / 2
+    xywh = boxes.numpy().astype(np.float64)
+    x, y, w, h = xywh.T
+    left, top, right, bottom = xywh_to_xyxy(xywh).T
     area = w * h
     # a box of no width overlaps nothing; a NaN/inf box gives a NaN criterion, never above
     usable = np.flatnonzero((w > 0) & (h > 0) & np.isfinite(x) & np.isfinite(y)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..structures.boxes import xywh_to_xyxy
 from ..structures.detections import Detection, DetectionSet, ImageDetections
 from .draw import actual_detections, detection_to_json, draw_detections, to_detections
 
@@ -130,8 +131,7 @@ class ByteTracker:
             best = np.array([c for _, c in selected], dtype=np.int64)
             b = dets.boxes.detach().to(torch.float32).cpu().numpy()[rows]
             probs = dets.probs.detach().to(torch.float32).cpu().numpy()
-            xyxy = np.stack([(b[:, 0] - b[:, 2] / 2) * w, (b[:, 1] - b[:, 3] / 2) * h,
-                             (b[:, 0] + b[:, 2] / 2) * w, (b[:, 1] + b[:, 3] / 2) * h], axis=1)
+            xyxy = xywh_to_xyxy(b) * np.array([w, h, w, h], np.float32)
             det = sv.Detections(xyxy=xyxy.astype(np.float32),
                                 confidence=probs[rows, best].astype(np.float32),
                                 class_id=best, data={"row": rows})

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..structures.detections import scale_to_pixels  # noqa: F401  (re-exported)
 from ..errors import DataError
+from ..structures.boxes import xywh_to_xyxy
 
 #: COCO category id of each of the 80 Darknet classes (coco.names order); Darknet's ``coco_ids``
 COCO_IDS: Tuple[int, ...] = (
@@ -96,13 +97,8 @@ def coco_result_lines(image_path: str, detections, image_width: Optional[int] = 
     w32, h32 = np.float32(image_width), np.float32(image_height)
     if relative:
         boxes = boxes * np.array([w32, h32, w32, h32], np.float32)
-    x, y, bw, bh = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     # corners in double (C's `/ 2.`), stored as float
-    x64, y64, w64, h64 = (v.astype(np.float64) for v in (x, y, bw, bh))
-    xmin = (x64 - w64 / 2.0).astype(np.float32)
-    xmax = (x64 + w64 / 2.0).astype(np.float32)
-    ymin = (y64 - h64 / 2.0).astype(np.float32)
-    ymax = (y64 + h64 / 2.0).astype(np.float32)
+    xmin, ymin, xmax, ymax = xywh_to_xyxy(boxes.astype(np.float64)).astype(np.float32).T
     zero = np.float32(0)
     xmin = np.where(xmin < 0, zero, xmin)
     ymin = np.where(ymin < 0, zero, ymin)

@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import DataError
+from ..structures.boxes import xywh_to_ltwh
 from .coco import COCO_IDS, CocoStats, coco_image_id, coco_result_lines
 
 
@@ -74,12 +75,11 @@ def yolo_ground_truth(paths: Sequence[str], truths: Sequence[np.ndarray],
         images.append({"id": int(iid), "file_name": os.path.basename(path), "width": w,
                        "height": h})
         t = np.asarray(t, np.float64).reshape(-1, 5)
-        for cls, cx, cy, bw, bh in t:
-            pw, ph = bw * w, bh * h
+        pixel_ltwh = xywh_to_ltwh(t[:, 1:5] * np.array([w, h, w, h], np.float64))
+        for cls, (left, top, pw, ph) in zip(t[:, 0], pixel_ltwh.tolist()):
             anns.append({"id": len(anns) + 1, "image_id": int(iid),
                          "category_id": int(category_ids[int(cls)]),
-                         "bbox": [cx * w - pw / 2, cy * h - ph / 2, pw, ph], "area": pw * ph,
-                         "iscrowd": 0})
+                         "bbox": [left, top, pw, ph], "area": pw * ph, "iscrowd": 0})
     cats = [{"id": int(cid), "name": str(n)} for cid, n in zip(category_ids, names)]
     return {"images": images, "annotations": anns, "categories": cats}
 

@@ -2,7 +2,13 @@
 
 Darknet boxes are ``(x, y, w, h)``: centre and size, in whatever unit the caller uses (relative to
 the image for detections). All functions broadcast over leading dimensions; the last dimension holds
-the 4 coordinates. ``box_*`` functions are element-wise (``a`` and ``b`` broadcast against each
+the 4 coordinates.
+
+The conversions (:func:`xywh_to_xyxy`, :func:`xyxy_to_xywh`, :func:`xywh_to_ltwh`,
+:func:`ltwh_to_xywh`) are the package's only ``x - w/2``: they take a torch tensor or a numpy array
+and compute in its dtype, so a caller chooses Darknet's precision by the dtype it passes: float32
+where the C code computes in ``float`` (``b.x - b.w/2``), float64 where it computes in double
+(``b.x - b.w/2.``, e.g. ``draw_detections_v3``'s box corners and ``print_detector_detections``). ``box_*`` functions are element-wise (``a`` and ``b`` broadcast against each
 other); ``pairwise_*`` give the ``(N, M)`` matrix for ``(N, 4)`` x ``(M, 4)``.
 
 The formulas are Darknet's own, including its particular choices:
@@ -22,8 +28,9 @@ They are computed in the input dtype (float32 normally, like Darknet's ``float``
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Sequence, Tuple, TypeVar
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -36,33 +43,42 @@ __all__ = [
 #: Darknet's M_PI fallback is 3.141592, but math.h defines the full value on the oracle's platform
 _PI = math.pi
 
+#: a torch tensor or a numpy array (the conversions return the same kind, in the same dtype)
+Boxes = TypeVar("Boxes", torch.Tensor, np.ndarray)
+
 
 def _split(b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return b[..., 0], b[..., 1], b[..., 2], b[..., 3]
 
 
-def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+def _stack(parts: Sequence[Boxes], like: Boxes) -> Boxes:
+    if isinstance(like, np.ndarray):
+        return np.stack(parts, axis=-1)
+    return torch.stack(list(parts), dim=-1)
+
+
+def xywh_to_xyxy(b: Boxes) -> Boxes:
     """Centre/size -> corners ``(left, top, right, bottom)`` (Darknet's ``to_tblr`` order differs)."""
     x, y, w, h = _split(b)
-    return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=-1)
+    return _stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], b)
 
 
-def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
+def xyxy_to_xywh(b: Boxes) -> Boxes:
     """Corners ``(left, top, right, bottom)`` -> centre/size."""
     l, t, r, bt = _split(b)
-    return torch.stack([(l + r) / 2, (t + bt) / 2, r - l, bt - t], dim=-1)
+    return _stack([(l + r) / 2, (t + bt) / 2, r - l, bt - t], b)
 
 
-def xywh_to_ltwh(b: torch.Tensor) -> torch.Tensor:
+def xywh_to_ltwh(b: Boxes) -> Boxes:
     """Centre/size -> ``(left, top, width, height)`` (COCO / ``-ext_output`` style)."""
     x, y, w, h = _split(b)
-    return torch.stack([x - w / 2, y - h / 2, w, h], dim=-1)
+    return _stack([x - w / 2, y - h / 2, w, h], b)
 
 
-def ltwh_to_xywh(b: torch.Tensor) -> torch.Tensor:
+def ltwh_to_xywh(b: Boxes) -> Boxes:
     """``(left, top, width, height)`` -> centre/size."""
     l, t, w, h = _split(b)
-    return torch.stack([l + w / 2, t + h / 2, w, h], dim=-1)
+    return _stack([l + w / 2, t + h / 2, w, h], b)
 
 
 def box_area(b: torch.Tensor) -> torch.Tensor:

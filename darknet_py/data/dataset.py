@@ -39,8 +39,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .augment import (AugmentConfig, draw_augmentation, load_detection_sample, load_image,
-                      rand_scale)
+from .augment import (AugmentConfig, draw_augmentation, load_detection_sample,
+                      load_image_hwc_uint8, rand_scale)
 from .labels import read_labels, report_once
 from .paths import label_path
 
@@ -133,10 +133,10 @@ class DetectionDataset(Dataset):
 
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` as ``(H, W, C)`` uint8 RGB; raises :class:`DataError` for a file that
-        inference would refuse too (see :func:`darknet_py.data.augment.load_image`)."""
+        inference would refuse too (see :func:`darknet_py.data.augment.load_image_hwc_uint8`)."""
         img = self._images.get(index)
         if img is None:
-            img = load_image(self.paths[index], self.cfg.channels)
+            img = load_image_hwc_uint8(self.paths[index], self.cfg.channels)
             if self.cache_images:
                 self._images[index] = img
         return img

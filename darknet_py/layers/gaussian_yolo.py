@@ -32,7 +32,8 @@ import torch
 from ..errors import CfgError
 from ..structures.heads import HeadSpec
 from .base import FLT_MAX, MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
-from .head import BoxT, DetectionHead, box_giou, box_iou, darknet_ratio, dx_box_iou, fix_nan_inf
+from .head import (BoxT, DetectionHead, box_giou_tuples, box_iou_tuples, darknet_ratio, dx_box_iou,
+                   fix_nan_inf)
 from .parse_helpers import DefaultsLog, loud_float, loud_int, loud_str, option_line, read_map
 from .yolo import (IOU_LOSSES, IOU_LOSSES_CODES, YoloFamily, YoloLossStats, prediction_grid,
                    yolo_family_delta)
@@ -246,8 +247,8 @@ def _delta_gaussian_yolo_box(opt, truth: BoxT, out: torch.Tensor, cell, anchor: 
     pred = get_gaussian_yolo_box(x_mu, y_mu, w_mu, h_mu, gi, gj, anchor[:, 0], anchor[:, 1],
                                  lw, lh, net_w, net_h, opt.yolo_point)
     tx_, ty_, tw_, th_ = truth
-    iou = box_iou(pred, truth)
-    giou = box_giou(pred, truth)
+    iou = box_iou_tuples(pred, truth)
+    giou = box_giou_tuples(pred, truth)
     px, py, pw, ph = pred
     pw = torch.where(pw == 0, torch.ones_like(pw), pw)
     ph = torch.where(ph == 0, torch.ones_like(ph), ph)

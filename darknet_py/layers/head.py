@@ -24,7 +24,8 @@ Darknet's ``l.cost``, the backward hands ``-delta`` (times ``delta_normalizer`` 
 one) to the raw input, exactly what Darknet's ``backward_*_layer`` adds to the previous layer's
 delta.
 
-Also here, shared by the heads: ``box.c``'s IoU family on ``(x, y, w, h)`` tuples and its
+Also here, shared by the heads: ``box.c``'s IoU family on ``(x, y, w, h)`` tuples of tensors
+(``*_tuples``: :mod:`darknet_py.structures.boxes` computes them, on stacked boxes) and its
 gradient :func:`dx_box_iou`, the truth-row preparation and ``get_classes_multipliers``.
 """
 from __future__ import annotations
@@ -42,9 +43,9 @@ from .base import FLT_MAX, Layer
 
 BoxT = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-__all__ = ["DetectionHead", "HeadLossFunction", "BoxT", "box_iou", "box_giou",
-           "box_diou", "box_ciou", "box_iou_kind", "dx_box_iou", "classes_multipliers",
-           "prepare_truth", "f32", "fix_nan_inf", "darknet_ratio"]
+__all__ = ["DetectionHead", "HeadLossFunction", "BoxT", "box_iou_tuples", "box_giou_tuples",
+           "box_iou_kind_tuples", "dx_box_iou", "classes_multipliers", "prepare_truth", "f32",
+           "fix_nan_inf", "darknet_ratio"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -54,25 +55,20 @@ def _stacked(b: BoxT) -> torch.Tensor:
     return torch.stack(torch.broadcast_tensors(*b), dim=-1)
 
 
-def box_iou(a: BoxT, b: BoxT) -> torch.Tensor:
-    """``box_iou`` on (x, y, w, h) tuples (the one implementation is :mod:`darknet_py.structures.boxes`)."""
+def box_iou_tuples(a: BoxT, b: BoxT) -> torch.Tensor:
+    """``box_iou`` on (x, y, w, h) tuples (:func:`darknet_py.structures.boxes.box_iou` on the
+    stacked boxes)."""
     return _boxes.box_iou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
 
 
-def box_giou(a: BoxT, b: BoxT) -> torch.Tensor:
+def box_giou_tuples(a: BoxT, b: BoxT) -> torch.Tensor:
+    """``box_giou`` on (x, y, w, h) tuples."""
     return _boxes.box_giou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
 
 
-def box_diou(a: BoxT, b: BoxT) -> torch.Tensor:
-    return _boxes.box_diou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
-
-
-def box_ciou(a: BoxT, b: BoxT) -> torch.Tensor:
-    return _boxes.box_ciou(*torch.broadcast_tensors(_stacked(a), _stacked(b)))
-
-
-def box_iou_kind(a: BoxT, b: BoxT, kind: str) -> torch.Tensor:
-    """``box_iou_kind``: iou / giou / diou / ciou by name (anything else: iou)."""
+def box_iou_kind_tuples(a: BoxT, b: BoxT, kind: str) -> torch.Tensor:
+    """``box_iou_kind`` on (x, y, w, h) tuples: iou / giou / diou / ciou by name (anything else:
+    iou)."""
     return _boxes.box_iou_kind(*torch.broadcast_tensors(_stacked(a), _stacked(b)), kind)
 
 

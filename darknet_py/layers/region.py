@@ -54,7 +54,7 @@ import torch
 from ..errors import CfgError, UsageError
 from ..structures.heads import HeadSpec
 from .base import MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
-from .head import BoxT, DetectionHead, box_iou, darknet_ratio, f32, prepare_truth
+from .head import BoxT, DetectionHead, box_iou_tuples, darknet_ratio, f32, prepare_truth
 from .parse_helpers import (DefaultsLog, SoftmaxTree, group_softmax, loud_float, loud_int,
                             loud_str, read_map, read_tree)
 
@@ -240,7 +240,7 @@ def _box_delta(rec: torch.Tensor, truth: BoxT, gx: torch.Tensor, gy: torch.Tenso
     dtype = rec.dtype
     x, y, w, h = rec[..., 0], rec[..., 1], rec[..., 2], rec[..., 3]
     pred = get_region_box(x, y, w, h, gx, gy, aw, ah, lw, lh)
-    iou = box_iou(pred, truth)
+    iou = box_iou_tuples(pred, truth)
     t_x, t_y, t_w, t_h = truth
     tx = t_x * lw - gx
     ty = t_y * lh - gy
@@ -328,7 +328,7 @@ def region_delta(output: torch.Tensor, truth, layer: "RegionLayer", seen: int = 
                           aw.view(1, 1, 1, n), ah.view(1, 1, 1, n), w, h)
     if t.shape[1]:
         tb = tuple(v.view(B, 1, 1, 1, -1) for v in t_box)
-        ious = box_iou(tuple(v.unsqueeze(-1) for v in pred), tb)     # (B, h, w, n, T)
+        ious = box_iou_tuples(tuple(v.unsqueeze(-1) for v in pred), tb)     # (B, h, w, n, T)
         ious = ious.masked_fill(~usable.view(B, 1, 1, 1, -1), 0)
         best_iou, best_t = ious.max(dim=-1)
     else:
@@ -389,8 +389,9 @@ def region_delta(output: torch.Tensor, truth, layer: "RegionLayer", seen: int = 
                                           ei.view(-1, 1).to(dtype), ej.view(-1, 1).to(dtype),
                                           aw.view(1, n), ah.view(1, n), w, h)
         zero = torch.zeros_like(cw)
-        shape_iou = box_iou((zero, zero, cw, ch),
-                            (zero, zero, tw.view(-1, 1).expand(E, n), th.view(-1, 1).expand(E, n)))
+        shape_iou = box_iou_tuples((zero, zero, cw, ch),
+                                   (zero, zero, tw.view(-1, 1).expand(E, n),
+                                    th.view(-1, 1).expand(E, n)))
         best_n = shape_iou.argmax(dim=1)          # first maximum; all zero -> anchor 0
         rec = out[eb, ej, ei, best_n]                                     # (E, size)
         d, iou = _box_delta(rec, (tx, ty, tw, th), ei.to(dtype), ej.to(dtype), aw[best_n],

@@ -54,7 +54,7 @@ import torch
 from ..errors import CfgError
 from ..structures.heads import HeadSpec
 from .base import FLT_MAX, MAX_ANCHORS, MAX_BOXES, BuildContext, check_range
-from .head import (BoxT, DetectionHead, box_giou, box_iou, box_iou_kind,
+from .head import (BoxT, DetectionHead, box_giou_tuples, box_iou_kind_tuples, box_iou_tuples,
                    classes_multipliers, dx_box_iou, f32, fix_nan_inf, prepare_truth)
 from .parse_helpers import option_line, read_map
 
@@ -538,7 +538,7 @@ def _best_truth_iou(opt: _YoloOptions, tr: _Truths, pred: BoxT
         sl = slice(b0, b0 + chunk)
         p = tuple(v[sl].unsqueeze(-1) for v in pred)
         t = tuple(v[sl].view(-1, 1, 1, 1, T) for v in (tr.t_x, tr.t_y, tr.t_w, tr.t_h))
-        ious = box_iou(p, t)  # type: ignore[arg-type]
+        ious = box_iou_tuples(p, t)  # type: ignore[arg-type]
         ious = ious.masked_fill(~tr.usable[sl].view(-1, 1, 1, 1, T), 0)
         bi, bt = ious.max(dim=-1)  # first maximum, like Darknet's strict '>'
         best_iou_parts.append(bi)
@@ -608,7 +608,7 @@ def _truth_events(opt: _YoloOptions, tr: _Truths):
     zero_a = torch.zeros(total, device=device, dtype=dtype)
     abox = tuple(v.view(1, 1, total) for v in
                  (zero_a, zero_a, opt.anchors[:, 0] / opt.net_w, opt.anchors[:, 1] / opt.net_h))
-    shape_iou = box_iou(abox, tshift)  # type: ignore[arg-type]  (B, T, total)
+    shape_iou = box_iou_tuples(abox, tshift)  # type: ignore[arg-type]  (B, T, total)
     best_n = shape_iou.argmax(dim=-1)  # first maximum (all-zero -> 0, as Darknet)
     in_mask = (_mask_positions(opt) >= 0).view(1, 1, total)
     anchor_ids = torch.arange(total, device=device)
@@ -616,7 +616,7 @@ def _truth_events(opt: _YoloOptions, tr: _Truths):
     usable = (tr.in_list if opt.geo.trains_unknown_class else tr.usable).unsqueeze(-1)
     events = usable & in_mask & is_best
     if opt.iou_thresh < 1.0:
-        kind_iou = box_iou_kind(abox, tshift, opt.iou_thresh_kind)  # type: ignore[arg-type]
+        kind_iou = box_iou_kind_tuples(abox, tshift, opt.iou_thresh_kind)  # type: ignore[arg-type]
         events = events | (usable & in_mask & ~is_best & (kind_iou > opt.iou_thresh))
     eb, et, en = events.nonzero(as_tuple=True)
     if eb.numel():
@@ -832,8 +832,8 @@ def _delta_yolo_box(opt: _YoloOptions, truth: BoxT, out: torch.Tensor, cell,
                         anchor[:, 1], lw, lh, net_w, net_h, new_coords)
     px, py, pw, ph = pred
     tbox = (tx, ty, tw, th)
-    iou = box_iou(pred, tbox)
-    giou = box_giou(pred, tbox)
+    iou = box_iou_tuples(pred, tbox)
+    giou = box_giou_tuples(pred, tbox)
     if iou_loss == "mse":
         scale = 2 - tw * th
         gx = tx * lw - i_.to(tx.dtype)

@@ -156,7 +156,7 @@ def test_header_bombs_are_refused_before_decoding(tmp_path, no_decoding):
     """Every format whose header is read: the file is refused from its header (the decoder is
     never called) with one message naming the size and the cap; training's loader, inference's
     loader and voc2yolo's size reader agree."""
-    from darknet_py.data.augment import load_image as train_load
+    from darknet_py.data.augment import load_image_hwc_uint8 as train_load
     from darknet_py.errors import DataError
     from darknet_py.infer.image import load_image
     from darknet_py.prep.voc import read_image_size

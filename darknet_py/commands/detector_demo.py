@@ -64,7 +64,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
+    from ..infer.draw import detection_lines
+    from ..infer.results import JsonOutWriter, detection_to_json
     from ..infer.image import frame_to_input, image_from_array, image_to_bgr_uint8
     from ..infer.stream import open_capture
     from ..serve import DemoStreams

@@ -24,9 +24,10 @@ import torch
 from ..files import PathLike
 from ..structures.detections import DetectionSet, ImageDetections
 from .backends.base import Backend, make_backend
-from .draw import draw_detections, image_stdout, to_detections
+from .draw import draw_detections, image_stdout
 from .image import image_from_array
 from .pipeline import ImageInput, Pipeline, _is_path
+from .results import to_detections
 
 __all__ = ["Detector"]
 

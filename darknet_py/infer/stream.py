@@ -162,7 +162,7 @@ def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     """Per-frame results of ``detector`` on ``source`` (see the module text; a
     :class:`FrameReader` is used as it is); frames go through the network
     ``detector.batch_size`` at a time."""
-    from .draw import to_detections
+    from .results import to_detections
     pipeline = detector.pipeline
     reader = source if isinstance(source, FrameReader) else \
         FrameReader(source, lambda f: pipeline.load(f)[1], queue_size=queue_size)

@@ -33,7 +33,8 @@ import torch
 from ..errors import UsageError
 from ..structures.boxes import xywh_to_xyxy
 from ..structures.detections import Detection, DetectionSet, ImageDetections
-from .draw import actual_detections, detection_to_json, draw_detections, to_detections
+from .draw import actual_detections, draw_detections
+from .results import detection_to_json, to_detections
 
 __all__ = ["ByteTracker", "TrackedFrame", "track", "require_supervision"]
 

@@ -697,7 +697,7 @@ def test_class_names_with_quotes_and_backslashes_give_valid_json(work):
     them raw and its JSON is invalid for such names."""
     import json
 
-    from darknet_py.infer.draw import detection_to_json
+    from darknet_py.infer.results import detection_to_json
     from darknet_py.structures.detections import DetectionSet
     import torch
     (work / "good" / "tiny.names").write_text('a "quoted" \\name\n')

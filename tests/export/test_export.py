@@ -189,7 +189,7 @@ def test_onnx_detections_equal_darknet(model, real_onnx):
 
 def _json_objects(det, image):
     """The ``objects`` list Darknet's ``-out`` JSON writes for one image."""
-    from darknet_py.infer.draw import detection_to_json
+    from darknet_py.infer.results import detection_to_json
     (_, _, dets), = det.detect_sets([image])
     return json.loads(detection_to_json(dets, det.names, 1))["objects"]
 
@@ -278,7 +278,7 @@ def test_decoded_onnx_detections_equal_darknet(v4tiny_nms):
 def test_detector_runs_onnx_files(variant, real_onnx, v4tiny_nms):
     """``Detector("model.onnx")`` (darknet_py.infer.detector) gives Darknet's detections."""
     detect = pytest.importorskip("darknet_py.infer.detector")
-    from darknet_py.infer.draw import detection_to_json
+    from darknet_py.infer.results import detection_to_json
     path = real_onnx("yolov4-tiny")[0] if variant == "heads" else v4tiny_nms[0]
     det = detect.Detector(path)
     assert det.names[16] == "dog" and det.nms_kind == "greedynms"

@@ -15,9 +15,9 @@ import torch
 from conftest import refpath, require
 from darknet_py.model.cfg import read_cfg
 from darknet_py.structures.detections import DetectionSet
-from darknet_py.infer.draw import (JsonOutWriter, class_color, detection_lines,
-                             detection_to_json, draw_detections, get_color, image_stdout,
-                             label_lines, to_detections)
+from darknet_py.infer.draw import (class_color, detection_lines, draw_detections, get_color,
+                                   image_stdout)
+from darknet_py.infer.results import JsonOutWriter, detection_to_json, label_lines, to_detections
 from darknet_py.layers.base import BuildContext
 from darknet_py.layers.yolo import YoloLayer
 from darknet_py.model.netconfig import NetConfig, find_net_section

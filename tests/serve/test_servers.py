@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.infer.draw import detection_to_json
+from darknet_py.infer.results import detection_to_json
 from darknet_py.serve import Broadcaster, JsonServer, MjpegServer, ServeError, TrainStreams
 from darknet_py.structures.detections import DetectionSet
 

@@ -29,7 +29,7 @@ import torch
 from ..errors import DataError, UsageError
 from ..files import refuse_output_onto_inputs
 from ._common import backend_flags, flag, preflight
-from ._detect_common import make_detector
+from ._detect_common import HIER_THRESH_HELP, make_detector
 from ._http import http_flags
 from ._tiling import tile_flags, tile_options
 
@@ -43,7 +43,7 @@ GROUP = "detector"
 @click.argument("video", required=False)
 @flag("c", "cam_index", type=int, default=0, show_default=True, help="Camera index when no video.")
 @flag("thresh", type=float, default=0.25, show_default=True)
-@flag("hier", "hier_thresh", type=float, default=0.5, show_default=True)
+@flag("hier", "hier_thresh", type=float, default=0.5, show_default=True, help=HIER_THRESH_HELP)
 @flag("out_filename", type=click.Path(dir_okay=False), default=None,
       help="Write the annotated video here (.avi = MJPG like Darknet; .mp4 = mp4v).")
 @flag("ext_output", is_flag=True, help="Print box coordinates.")

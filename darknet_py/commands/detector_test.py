@@ -22,7 +22,7 @@ from .. import distributed as dist
 from ..errors import DataError
 from ..files import refuse_output_onto_inputs, same_file
 from ._common import backend_flags, flag, preflight
-from ._detect_common import make_detector, split_model_args
+from ._detect_common import HIER_THRESH_HELP, make_detector, split_model_args
 from ._tiling import tile_flags, tile_options
 
 GROUP = "detector"
@@ -34,7 +34,7 @@ GROUP = "detector"
 @click.argument("weights", required=False)
 @click.argument("image", required=False)
 @flag("thresh", type=float, default=0.25, show_default=True, help="Detection threshold.")
-@flag("hier", "hier_thresh", type=float, default=0.5, show_default=True, help="Hierarchy threshold.")
+@flag("hier", "hier_thresh", type=float, default=0.5, show_default=True, help=HIER_THRESH_HELP)
 @flag("ext_output", is_flag=True, help="Print box coordinates (left_x, top_y, width, height).")
 @flag("dont_show", is_flag=True, help="Do not open a window (darknet-py never does; accepted).")
 @flag("letter_box", is_flag=True, help="Letterbox the image instead of stretching it.")

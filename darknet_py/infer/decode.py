@@ -273,8 +273,11 @@ def get_network_boxes(heads: Sequence[Tuple[Any, torch.Tensor]], net_w: int, net
     a batch: ``heads`` pairs each head (a :class:`HeadSpec` or head layer) with its output; one
     :class:`DetectionSet` per image, candidates of all heads in layer order.
 
-    ``hier_thresh`` only matters for hierarchical-softmax region heads, which are refused; it is
-    accepted for Darknet's signature.
+    ``hier_thresh`` (``-hier``) is accepted for Darknet's signature and, as in AlexeyAB's Darknet,
+    has no effect: its ``get_network_boxes`` hands ``hier`` to ``custom_get_region_detections``,
+    which never reads it (its tree-softmax branch, ``get_region_boxes``, uses a fixed 0.5). Only
+    ``get_region_detections`` (``region_layer.c``, which that build no longer calls) used it,
+    for hierarchical (``tree=``) ``[region]`` heads, and darknet-py refuses to decode those.
     """
     specs = [as_spec(h) for h, _ in heads]
     classes = _same_classes(specs)

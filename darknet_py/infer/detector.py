@@ -48,7 +48,8 @@ class Detector:
         device: ``None`` = a CUDA GPU when available, else the CPU; or ``"cpu"``, ``"cuda:1"``.
         precision: ``fp32`` (default), ``fp16`` (CUDA) or ``bf16``; ``half=True`` means ``fp16``.
         letter_box: ``None`` = the model's ``[net] letter_box``; ``True``/``False`` force it.
-        thresh, hier_thresh, nms: as ``-thresh``, ``-hier``, and Darknet's fixed ``nms=.45``.
+        thresh, hier_thresh, nms: as ``-thresh``, ``-hier`` (no effect, as in Darknet: see
+            :func:`~darknet_py.infer.decode.get_network_boxes`), and Darknet's fixed ``nms=.45``.
         batch_size: images per forward pass.
         width, height: override the network input size (like editing ``[net]``).
         threads: CPU threads for the backend (``None``: torch's / the runtime's default).

@@ -134,14 +134,16 @@ class EvaluationStopped(Exception):
 
 def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: int,
                          thresh: float = 0.25, iou_thresh: float = 0.5, map_points: int = 0,
-                         letter_box: Optional[bool] = None, difficult: Optional[str] = None,
-                         batch_size: int = 4, out: Optional[TextIO] = None,
+                         difficult: Optional[str] = None, batch_size: int = 4,
+                         out: Optional[TextIO] = None,
                          should_stop: Optional[Callable[[], bool]] = None,
                          progress_delay: Optional[float] = None):
     """mAP of ``net`` (a :class:`~darknet_py.model.network.Network`, used as it is: not fused,
     not moved) on the images of ``valid_list``, printing Darknet's report to ``out``.
 
-    ``letter_box`` is accepted for symmetry but, as in Darknet, the cfg's ``letter_box`` decides.
+    Images are letterboxed when the cfg's ``[net] letter_box`` says so, stretched otherwise:
+    Darknet's ``validate_detector_map`` takes a ``letter_box`` argument but replaces it with
+    ``net.letter_box``, so there is no argument for it here.
     ``should_stop`` is asked after every batch of images and every matched image: when it says
     yes, :class:`EvaluationStopped` is raised (the trainer's signal handling: a cluster's grace
     period is shorter than a long evaluation). Progress goes to stderr once a stage has taken

@@ -18,9 +18,10 @@ itself as a label file when the extension is not one of the above; we raise
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Optional
 
 from ..errors import DataError
+from ..files import PathLike
 
 FOLDER_REPLACEMENTS = (
     ("/images/train2017/", "/labels/train2017/"),
@@ -62,7 +63,7 @@ def _label_path_darknet(image_path: str) -> str:
     return out
 
 
-def label_path(image_path: Union[str, "os.PathLike[str]"], strict: bool = True) -> Optional[str]:
+def label_path(image_path: PathLike, strict: bool = True) -> Optional[str]:
     """The YOLO label file Darknet reads for ``image_path``.
 
     With ``strict`` (default) an image whose extension Darknet cannot map to ``.txt`` raises a

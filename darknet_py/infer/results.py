@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import PathLike
 from ..structures.detections import Detection, DetectionSet, ImageDetections
 from .draw import _class_name, _pixel_box, _printout_order, _shown, actual_detections
 
@@ -93,7 +94,7 @@ class JsonOutWriter:
     :meth:`add` numbers frames from 1 like Darknet's ``json_image_id``.
     """
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: PathLike):
         from ..files import AtomicTextWriter
         self.path = os.fspath(path)
         self._out = AtomicTextWriter(self.path)
@@ -155,7 +156,7 @@ def label_lines(dets: DetectionSet, thresh: float = 0.25) -> List[str]:
     return lines
 
 
-def write_labels(path: Union[str, os.PathLike], dets: DetectionSet, thresh: float = 0.25) -> None:
+def write_labels(path: PathLike, dets: DetectionSet, thresh: float = 0.25) -> None:
     """Write ``-save_labels`` lines to ``path`` (the label path of the image), atomically."""
     from ..files import atomic_write_bytes
     text = "".join(line + "\n" for line in label_lines(dets, thresh))

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..structures.detections import scale_to_pixels  # noqa: F401  (re-exported)
 from ..errors import DataError
+from ..files import PathLike
 from ..structures.boxes import xywh_to_xyxy
 
 #: COCO category id of each of the 80 Darknet classes (coco.names order); Darknet's ``coco_ids``
@@ -125,7 +126,7 @@ def format_coco_results(lines: Iterable[str]) -> str:
     return "[\n" + ",\n".join(lines) + "\n]\n"
 
 
-def write_coco_results(path: Union[str, Path], lines: Iterable[str]) -> Path:
+def write_coco_results(path: PathLike, lines: Iterable[str]) -> Path:
     """Write :func:`format_coco_results` to ``path`` (e.g. ``<results>/coco_results.json``)."""
     path = Path(path)
     try:
@@ -151,7 +152,7 @@ class CocoStats:
         return float(self.stats[key])
 
 
-def coco_evaluate(results: Union[str, Path, List[dict]], instances_json: Union[str, Path],
+def coco_evaluate(results: Union[PathLike, List[dict]], instances_json: PathLike,
                   image_ids: Optional[Sequence[int]] = None, verbose: bool = False) -> CocoStats:
     """Evaluate a COCO results file (or list) against a COCO ``instances_*.json`` (bbox).
 

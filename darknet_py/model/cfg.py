@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import List, Optional
 
 from ..errors import CfgError
-from ..files import read_bounded
+from ..files import PathLike, read_bounded
 
 _MISSING = object()
 
@@ -183,7 +183,7 @@ def parse_cfg_text(text: str, file: str = "<cfg>") -> List[Section]:
 MAX_CFG_BYTES = 64 << 20
 
 
-def read_cfg(path: Union[str, os.PathLike]) -> List[Section]:
+def read_cfg(path: PathLike) -> List[Section]:
     """Read and parse a cfg file; errors name the file (and line)."""
     path = os.fspath(path)
     data = read_bounded(path, MAX_CFG_BYTES, CfgError, "cfg file")

@@ -23,12 +23,12 @@ import stat
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Union
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 
 from ..errors import WeightsError
-from ..files import atomic_write_bytes
+from ..files import PathLike, atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import Network
@@ -102,7 +102,7 @@ class WeightsReader:
     of the rest is taken from the file system (``body_bytes``; ``None`` for a pipe).
     """
 
-    def __init__(self, path: Union[str, os.PathLike], max_floats: Optional[int] = None):
+    def __init__(self, path: PathLike, max_floats: Optional[int] = None):
         self.path = os.fspath(path)
         try:
             with open(self.path, "rb") as f:
@@ -176,7 +176,7 @@ class WeightsWriter:
     def getvalue(self) -> bytes:
         return self.header.pack() + b"".join(self.chunks)
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: PathLike) -> None:
         atomic_write_bytes(os.fspath(path), self.getvalue())
 
 
@@ -201,7 +201,7 @@ class LoadReport:
     bytes_left: int
 
 
-def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional[int] = None,
+def load_weights(net: "Network", path: PathLike, cutoff: Optional[int] = None,
                  strict_tail: bool = False) -> LoadReport:
     """Load a Darknet weights file into ``net`` up to layer ``cutoff`` (exclusive).
 
@@ -354,7 +354,7 @@ def weights_bytes(net: "Network", cutoff: Optional[int] = None,
     return writer.getvalue()
 
 
-def save_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional[int] = None,
+def save_weights(net: "Network", path: PathLike, cutoff: Optional[int] = None,
                  header: Optional[WeightsHeader] = None) -> None:
     """Write ``net`` (layers ``0..cutoff-1``) as a Darknet weights file, atomically."""
     data = weights_bytes(net, cutoff, header)

@@ -1,9 +1,5 @@
-"""Messages for the user on stderr (notes, progress, the backend line), apart from stdout's
-Darknet-format results.
-
-:func:`eprint` flushes after every message, so notes interleave in order with what subprocesses
-and the other stream print, and a log shows them even when the process is then killed.
-"""
+"""Messages for the user on stderr (notes, warnings, the backend line), apart from stdout's
+Darknet-format results: :func:`eprint`, the one helper every module uses for them."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +8,6 @@ __all__ = ["eprint"]
 
 
 def eprint(*args) -> None:
-    """``print`` to stderr, flushed."""
+    """``print`` to stderr, flushed: the note shows before whatever the program does next."""
     print(*args, file=sys.stderr)
     sys.stderr.flush()

@@ -419,6 +419,8 @@ def blend_truth_mosaic(acc: np.ndarray, truth: np.ndarray, w: int, h: int, cut_x
         right = np.minimum(right, rb)
         top = np.maximum(top, tb)
         bot = np.minimum(bot, bb)
+        # back to centre/size from the int corners, summed as ints before the float conversion
+        # as in Darknet (so not xyxy_to_xywh on floats)
         xb = (F32(1) * (right + left).astype(F32) / half) / fw
         wb = (right - left).astype(F32) / fw
         yb = ((bot + top).astype(F32) / half) / fh

@@ -1,6 +1,8 @@
 """Darknet's IoU family (box.c) on hand-computed cases."""
 import math
 
+import numpy as np
+import pytest
 import torch
 
 from darknet_py.structures.boxes import (box_ciou, box_diou, box_diounms, box_giou, box_intersection, box_iou,
@@ -29,6 +31,22 @@ def test_conversions_roundtrip():
     assert torch.allclose(xyxy_to_xywh(xywh_to_xyxy(b)), b)
     assert torch.allclose(xywh_to_ltwh(b), T(0.4, 0.2, 0.2, 0.1))
     assert torch.allclose(ltwh_to_xywh(xywh_to_ltwh(b)), b)
+
+
+@pytest.mark.parametrize("convert", [xywh_to_xyxy, xyxy_to_xywh, xywh_to_ltwh, ltwh_to_xywh])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conversions_on_numpy_keep_the_dtype(convert, dtype):
+    """numpy in, numpy out, computed in the input's dtype: float32 gives Darknet's float
+    arithmetic (the same bits as torch's float32), float64 its double arithmetic."""
+    rng = np.random.default_rng(0)
+    b = rng.uniform(-1, 2, (50, 4)).astype(dtype)
+    got = convert(b)
+    assert isinstance(got, np.ndarray) and got.dtype == dtype and got.shape == b.shape
+    assert np.array_equal(got, convert(torch.from_numpy(b)).numpy())
+    x, y, w, h = (b[:, k] for k in range(4))
+    if convert is xywh_to_xyxy:     # the C expressions, in the same dtype
+        assert np.array_equal(got, np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], 1))
+    assert np.array_equal(convert(b[0]), got[0])           # one box: shape (4,)
 
 
 def test_iou_hand_cases():

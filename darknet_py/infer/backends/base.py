@@ -54,8 +54,8 @@ BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 #: backends that run on the CPU only (no device rule needed when one is asked for by name)
 CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
-#: :func:`auto_backend`'s rule in words, first match wins (``-backend``'s help and the docs show
-#: this text; keep it in step with the function right below it)
+#: :func:`auto_backend`'s rule in words, first match wins (``-backend``'s help shows this text,
+#: the docs refer to it; a change of the rule changes both)
 AUTO_BACKEND_RULE = ("onnxruntime for an .onnx file; cuda on a GPU; on the CPU onnxruntime when "
                      "onnxruntime and onnx are installed (with -precision bf16: openvino when "
                      "openvino and onnx are installed), else fast; fast also when the ONNX export "

@@ -1,7 +1,8 @@
 """``darknet-py detector demo obj.data cfg weights video.mp4`` (Darknet's ``demo``).
 
 Reads a video file (or camera ``-c N`` when no file is given) with OpenCV, detects objects in
-each frame, prints ``Objects:`` with one line per detection and
+each frame, prints ``Objects:`` with one line per detection as Darknet's demo does
+(``draw_detections_cv_v3``: :func:`~darknet_py.infer.draw.demo_detection_lines`) and
 ``FPS:… AVG_FPS:…`` per frame, and with ``-out_filename`` writes the annotated video (MJPG in an
 .avi like Darknet, or any container OpenCV can write, at the source's FPS). Frames go through
 :meth:`~darknet_py.infer.detector.Detector.detect_frames`: the one pipeline with Darknet's demo
@@ -69,7 +70,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..infer.draw import JsonOutWriter, detection_lines, detection_to_json
+    from ..infer.draw import JsonOutWriter, demo_detection_lines, detection_to_json
     from ..infer.image import image_from_array, image_to_bgr_uint8
     from ..infer.stream import open_capture
     from ..serve import DemoStreams
@@ -125,8 +126,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                     http.detections(tracked.to_json(det.names))
                 else:
                     http.detections(detection_to_json(dets, det.names, frames))
-                lines = detection_lines(dets, det.names, thresh, ext_output,
-                                        (frame.shape[1], frame.shape[0]))
+                lines = demo_detection_lines(dets, det.names, thresh, ext_output,
+                                             (frame.shape[1], frame.shape[0]))
                 for line in lines:
                     print(line)
                 print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")

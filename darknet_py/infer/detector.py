@@ -10,6 +10,11 @@ Per image it does what ``test_detector`` (``detector.c``) does, through
 relative boxes), then ``do_nms_sort`` or, when the last head has ``nms_kind`` set,
 ``diounms_sort`` with its ``beta_nms``. Several images go through the backend as one batch.
 
+Video frames (:meth:`Detector.detect_frames`, :meth:`Detector.stream`, ``detector demo``) go
+through the same pipeline with Darknet's ``demo`` input rule instead (``cv::resize`` of the uint8
+frame, :func:`~darknet_py.infer.image.prepare_frame`); a numpy image given to ``det(image)`` is a
+still image, as ``detector test`` would load it.
+
 Deliberate difference: ``letter_box=False`` switches letterboxing off even if the cfg's ``[net]``
 says ``letter_box=1`` (Darknet can only switch it on); the default ``None`` follows the cfg.
 """
@@ -147,8 +152,16 @@ class Detector:
         ``image_sizes`` are the original (width, height) that boxes are corrected to."""
         return self.pipeline.detect_batch(x, image_sizes)
 
+    def detect_frames(self, frames: Sequence[np.ndarray]) -> List[DetectionSet]:
+        """BGR uint8 video frames (as ``cv2.VideoCapture`` reads them) -> NMS'ed detections per
+        frame, all in one forward pass (tiled when the detector tiles). Each frame's input is made
+        by Darknet's ``demo`` rule (:func:`~darknet_py.infer.image.prepare_frame`), not
+        ``detector test``'s: what ``detector demo`` and :meth:`stream` run."""
+        return self.pipeline.detect_frames(list(frames))
+
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]]) -> List[ImageDetections]:
-        """Detect objects in one image or a list; always returns one entry per image."""
+        """Detect objects in one image or a list (still images, ``detector test``'s rule; video
+        frames: :meth:`detect_frames`); always returns one entry per image."""
         if _is_path(images) or isinstance(images, (torch.Tensor, np.ndarray)):
             images = [images]  # type: ignore[list-item]
         # the original images are not kept: a file is resized from its decoded bytes and never
@@ -162,7 +175,8 @@ class Detector:
         """Per-frame results (:class:`~darknet_py.infer.stream.FrameResult`: ``frame_id``,
         ``frame``, ``detections``) of a video file, a camera index or an iterable of frames;
         frames are decoded on a background thread (``queue_size`` frames ahead) and go through
-        the network :attr:`batch_size` at a time. Each frame gets what ``self(frame)`` gives."""
+        the network :attr:`batch_size` at a time. Each frame gets what
+        ``self.detect_frames([frame])`` gives (Darknet's ``demo`` rule)."""
         from .stream import stream
         return stream(self, source, queue_size=queue_size)
 

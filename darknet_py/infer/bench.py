@@ -211,14 +211,12 @@ class _Context:
 
         from ..model.network import Network
         self.config = config
-        self.net = Network.from_cfg(config.cfg, batch=1, width=config.width,
-                                    height=config.height)
+        self.net = Network.from_files(config.cfg, config.weights, batch=1, width=config.width,
+                                      height=config.height)
         if not self.net.heads:
             raise UsageError("bench needs a detection cfg (with [yolo] or [region] heads)",
                              file=config.cfg)
-        self.net.load_weights(config.weights)
-        self.net.eval()
-        self.net.fuse()
+        self.net.eval().fuse()
         self.width, self.height = self.net.width, self.net.height
         self.image = config.image or _synthetic_image(workdir)
         self.synthetic_image = config.image is None

@@ -41,7 +41,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..devices import usable_cpus
 from ..errors import DataError, UsageError
+from ..timing import interleave
 
 #: runner keys, in the order they are reported
 CPU_VARIANTS = ("auto", "exact", "fast", "fast-bf16", "fast-compile", "onnxruntime", "openvino",
@@ -125,13 +127,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def machine_info() -> Dict[str, Any]:
@@ -494,33 +489,16 @@ def _darknet_measurement(ctx: _Context, binary: str, runs: int, warmup: int, thr
 
 
 # ----------------------------------------------------------------------------- main loop
-def _timed(fn: Callable[[], Any], sync: Callable[[], None]) -> Tuple[float, float]:
-    sync()
-    c0, t0 = time.process_time(), time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
 def measure_interleaved(runners: Sequence[Runner], mode: str, runs: int, warmup: int,
                         batch: int) -> List[Measurement]:
-    """Time every runner ``runs`` times, round-robin (one call each per round)."""
-    calls = [(r, r.network if mode == "network" else r.end_to_end) for r in runners]
-    calls = [(r, fn) for r, fn in calls if fn is not None]
-    for _ in range(warmup):
-        for r, fn in calls:
-            _timed(fn, r.sync)
-    wall: Dict[str, List[float]] = {r.key: [] for r, _ in calls}
-    cpu: Dict[str, List[float]] = {r.key: [] for r, _ in calls}
-    for i in range(runs):
-        # alternate the order each round so no runner always follows the same one
-        order = calls if i % 2 == 0 else calls[::-1]
-        for r, fn in order:
-            w, c = _timed(fn, r.sync)
-            wall[r.key].append(w)
-            cpu[r.key].append(c if r.device == "cpu" else 0.0)
-    return [_summarise(r, mode, batch, wall[r.key], cpu[r.key] if r.device == "cpu" else [])
-            for r, _ in calls]
+    """Time every runner ``runs`` times, round-robin (one call each per round), after
+    ``warmup`` rounds; the CPU time is reported for the CPU runners only."""
+    calls = {r.key: (r, r.network if mode == "network" else r.end_to_end) for r in runners}
+    calls = {k: (r, fn) for k, (r, fn) in calls.items() if fn is not None}
+    samples = interleave({k: fn for k, (_, fn) in calls.items()}, runs, warmup,
+                         sync={k: r.sync for k, (r, _) in calls.items()})
+    return [_summarise(r, mode, batch, samples[k].wall, samples[k].cpu if r.device == "cpu" else [])
+            for k, (r, _) in calls.items()]
 
 
 def _add_ratios(measurements: List[Measurement]) -> None:
@@ -543,7 +521,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
     for path, what in ((config.cfg, "cfg file"), (config.weights, "weights file")):
         if not os.path.exists(path):
             raise DataError(f"{what} not found", file=path)
-    threads = config.threads or min(usable_cpus(), torch.get_num_threads() or usable_cpus())
+    cpus = usable_cpus()
+    threads = config.threads or min(cpus, torch.get_num_threads() or cpus)
     torch.set_num_threads(threads)
     try:
         import cv2

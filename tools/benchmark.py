@@ -69,7 +69,7 @@ def run_suite(argv) -> int:
     import argparse
     import json
 
-    from darknet_py.infer.bench import BenchConfig, format_report, parse_variants, run_benchmark
+    from darknet_py.bench import BenchConfig, format_report, parse_variants, run_benchmark
 
     p = argparse.ArgumentParser(description="darknet-py vs OpenCV DNN on the standard models")
     p.add_argument("--suite", action="store_true")

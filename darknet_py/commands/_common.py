@@ -1,4 +1,4 @@
-"""Pieces shared by the command modules: Darknet-style flags, network loading, messages."""
+"""Pieces shared by the command modules: Darknet-style flags, start-up text, messages."""
 from __future__ import annotations
 
 import os
@@ -20,23 +20,12 @@ def eprint(*args) -> None:
     sys.stderr.flush()
 
 
-def load_network(cfg: str, weights: Optional[str], *, batch: int = 1, cutoff=None,
-                 width=None, height=None, quiet: bool = False, fuse: bool = True,
-                 device: str = "cpu"):
-    """Build the network from a cfg, print Darknet's table, load weights, set eval mode."""
-    from ..model.network import Network
+def print_startup(net) -> None:
+    """Darknet's start-up text on stderr: the layer table, then what the weights load read."""
     from ..model.weights import format_load_report
-    net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
-    if not quiet:
-        net.print_table()
-    if weights is not None:
-        rep = net.load_weights(weights, cutoff=cutoff)
-        if not quiet:
-            eprint(format_load_report(rep))
-    net.eval()
-    if fuse:
-        net.fuse()
-    return net.to(device) if device != "cpu" else net
+    net.print_table()
+    if net.load_report is not None:
+        eprint(format_load_report(net.load_report))
 
 
 def check_file(path: str, what: str) -> str:
@@ -121,19 +110,17 @@ def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
     """The backend a command runs: Darknet's layer table and weights report first (stderr),
     then one line naming the backend and device."""
     from ..devices import select_device
-    from ..infer.backends.base import load_network, make_backend
-    from ..model.weights import format_load_report
+    from ..infer.backends.base import make_backend
+    from ..model.network import Network
     if threads is not None and threads < 1:
         raise UsageError(f"-threads must be >= 1, got {threads}")
     device = None if gpu_index is None else select_device(index=gpu_index)
     precision = "fp16" if half else precision
     network = None
     if not cfg.lower().endswith(".onnx"):
-        network = load_network(cfg, weights, batch=batch)
+        network = Network.from_files(cfg, weights, batch=batch)
         if not quiet:
-            network.print_table()
-            if network.load_report is not None:
-                eprint(format_load_report(network.load_report))
+            print_startup(network)
     result = make_backend(cfg, weights, backend=backend, device=device, precision=precision,
                           threads=threads, network=network)
     eprint(f"Using {result.describe()}")

@@ -1,7 +1,7 @@
 """``darknet-py bench cfg weights``: time darknet-py against OpenCV DNN (and Darknet) in one run.
 
 Prints median latency, images/s and the ratio to each peer, network-only and end-to-end, with the
-machine description; ``--json`` writes the full report for tracking. See :mod:`darknet_py.infer.bench`.
+machine description; ``--json`` writes the full report for tracking. See :mod:`darknet_py.bench`.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ GROUP = None
 def COMMAND(cfg, weights, width, height, batch, runs, warmup, threads, image, variants,
             no_end_to_end, quick, json_path, darknet_binary):
     """Benchmark CFG + WEIGHTS: darknet-py (exact and fast paths) vs OpenCV DNN vs Darknet."""
-    from ..infer.bench import BenchConfig, format_report, parse_variants, run_benchmark, write_json
+    from ..bench import BenchConfig, format_report, parse_variants, run_benchmark, write_json
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     for name, v in (("--width", width), ("--height", height)):

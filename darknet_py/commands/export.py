@@ -118,9 +118,7 @@ def verify_export(cfg, weights, output, fmt, width, height, meta) -> float:
 
     from ..model.network import Network
     from ..export.exporter import ExportedGraph
-    net = Network.from_cfg(cfg, width=width, height=height)
-    net.load_weights(weights)
-    net.eval().fuse()
+    net = Network.from_files(cfg, weights, width=width, height=height).eval().fuse()
     batch = 2 if meta["batch"] == "dynamic" else int(meta["batch"])
     x = torch.rand(batch, *net.input_shape, generator=torch.Generator().manual_seed(0))
     half = meta["dtype"] == "float16"

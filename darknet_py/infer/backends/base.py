@@ -44,8 +44,7 @@ import torch
 from ...errors import DarknetError, DataError, UsageError
 from ...structures.heads import HeadSpec
 
-__all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
-           "load_network"]
+__all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name"]
 
 #: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
 #: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
@@ -128,15 +127,6 @@ def default_backend_name(model: PathLike, device: torch.device, precision: str =
     return "fast"
 
 
-def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: int = 1,
-                 width: Optional[int] = None, height: Optional[int] = None, cutoff=None):
-    """``Network.from_cfg`` + ``load_weights`` (the load report is returned as ``net.load_report``)."""
-    from ...model.network import Network
-    net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
-    net.load_report = net.load_weights(weights, cutoff=cutoff) if weights is not None else None
-    return net
-
-
 def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend: str = "auto",
                  device: Union[None, str, torch.device] = None, precision: str = "fp32",
                  width: Optional[int] = None, height: Optional[int] = None,
@@ -184,8 +174,11 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
             if backend != "auto":
                 raise
             name = "fast"   # auto: a model the export or the runtime cannot take runs on fast
-    net = network if network is not None else load_network(model, weights, width=width,
-                                                           height=height)
+    if network is not None:
+        net = network
+    else:
+        from ...model.network import Network
+        net = Network.from_files(model, weights, batch=1, width=width, height=height)
     if name == "exact":
         from .exact import ExactBackend
         return ExactBackend(net, dev, precision)

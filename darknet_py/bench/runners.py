@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..model.cfg import with_network_size
 from .config import NMS_THRESH, RUNTIME_VARIANTS, THRESH, BenchConfig
 
 
@@ -91,28 +92,13 @@ def synthetic_image(folder: str, w: int = 640, h: int = 480) -> str:
 
 def cfg_with_size(cfg: str, width: int, height: int, folder: str) -> str:
     """A copy of ``cfg`` whose ``[net]`` width/height are replaced (for OpenCV and Darknet),
-    written into ``folder``; returns its path."""
-    with open(cfg, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    out, in_net, done = [], False, set()
-    for line in lines:
-        s = line.strip()
-        if s.startswith("["):
-            if in_net:
-                for key, val in (("width", width), ("height", height)):
-                    if key not in done:
-                        out.append(f"{key}={val}")
-            in_net = s.lower() in ("[net]", "[network]")
-        elif in_net:
-            key = s.split("=", 1)[0].strip().lower()
-            if key in ("width", "height"):
-                out.append(f"{key}={width if key == 'width' else height}")
-                done.add(key)
-                continue
-        out.append(line)
+    written into ``folder``; returns its path. Edited through the one cfg reader
+    (:func:`~darknet_py.model.cfg.with_network_size`), so the rest of the text is kept."""
+    with open(cfg, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        text = with_network_size(f.read(), width, height, cfg)
     path = os.path.join(folder, f"sized_{width}x{height}_" + os.path.basename(cfg))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(out) + "\n")
+    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        f.write(text)
     return path
 
 

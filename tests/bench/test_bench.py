@@ -151,3 +151,14 @@ def test_tools_benchmark_script(tmp_path):
     table = benchmark.markdown_table([rep])
     assert "| yolo-fastest-1.1-96 | 1 | network | darknet-py fast (cpu fp32) |" in table
     assert "1.00x" in table
+
+
+def test_cfg_with_size_edits_only_the_net_size(tmp_path):
+    from darknet_py.bench.runners import cfg_with_size
+    from darknet_py.model.cfg import read_cfg
+    src = tmp_path / "m.cfg"
+    src.write_text("[net]\n# size\nwidth=416\nheight=416\nchannels=3\n[maxpool]\nsize=2\n")
+    out = cfg_with_size(str(src), 320, 256, str(tmp_path))
+    assert open(out).read() == "[net]\n# size\nwidth=320\nheight=256\nchannels=3\n[maxpool]\nsize=2\n"
+    net = read_cfg(out)[0]
+    assert (net.int("width"), net.int("height")) == (320, 256)

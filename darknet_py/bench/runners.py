@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..model.cfg import with_network_size
+from ..formats.cfg import with_network_size
 from .config import NMS_THRESH, RUNTIME_VARIANTS, THRESH, BenchConfig
 
 
@@ -93,7 +93,7 @@ def synthetic_image(folder: str, w: int = 640, h: int = 480) -> str:
 def cfg_with_size(cfg: str, width: int, height: int, folder: str) -> str:
     """A copy of ``cfg`` whose ``[net]`` width/height are replaced (for OpenCV and Darknet),
     written into ``folder``; returns its path. Edited through the one cfg reader
-    (:func:`~darknet_py.model.cfg.with_network_size`), so the rest of the text is kept."""
+    (:func:`~darknet_py.formats.cfg.with_network_size`), so the rest of the text is kept."""
     with open(cfg, encoding="utf-8", errors="surrogateescape", newline="") as f:
         text = with_network_size(f.read(), width, height, cfg)
     path = os.path.join(folder, f"sized_{width}x{height}_" + os.path.basename(cfg))

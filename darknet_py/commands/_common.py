@@ -22,7 +22,7 @@ def eprint(*args) -> None:
 
 def print_startup(net) -> None:
     """Darknet's start-up text on stderr: the layer table, then what the weights load read."""
-    from ..model.weights import format_load_report
+    from ..formats.weights import format_load_report
     net.print_table()
     if net.load_report is not None:
         eprint(format_load_report(net.load_report))

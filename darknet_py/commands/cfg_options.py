@@ -24,7 +24,7 @@ _HEAD = re.compile(r"^\s*\[(yolo|region|Gaussian_yolo)\]", re.M)
 
 def _cfg_files(paths: Tuple[str, ...]) -> List[str]:
     from ..files import read_bounded
-    from ..model.cfg import MAX_CFG_BYTES
+    from ..formats.cfg import MAX_CFG_BYTES
     out: List[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -49,7 +49,7 @@ def _status(o) -> str:
 
 
 def _cfg_lines(path: str, ignored_only: bool) -> List[str]:
-    from ..model.cfg import read_cfg
+    from ..formats.cfg import read_cfg
     from ..train.options import IGNORED, describe_set_options, training_options
     sections = read_cfg(path)
     opts = training_options(sections)
@@ -84,7 +84,7 @@ def _contrastive_lines(path: str, sections) -> List[str]:
 
 
 def _summary(files: List[str]) -> List[str]:
-    from ..model.cfg import read_cfg
+    from ..formats.cfg import read_cfg
     from ..train.options import training_options
     seen: Dict[Tuple[str, str], dict] = {}
     for f in files:

@@ -9,7 +9,7 @@ import click
 
 from ..errors import UsageError
 from ..files import refuse_output_onto_inputs
-from ..model.weights import DARKNET_VERSION, WeightsHeader
+from ..formats.weights import DARKNET_VERSION, WeightsHeader
 from ._common import eprint, preflight, print_startup
 
 GROUP = None

@@ -17,14 +17,14 @@ from typing import Dict, List, Optional, TextIO, Union
 import torch
 from torch import nn
 
-from .cfg import Section, read_cfg
+from ..formats.cfg import Section, read_cfg
 from ..errors import CfgError, WeightsError
 from ..layers.base import BuildContext, Layer, max_alloc_floats
 from ..layers.head import DetectionHead
-from .netconfig import NetConfig, find_net_section
+from ..formats.netconfig import NetConfig, find_net_section
 from ..layers.registry import layer_class
 from ..structures.heads import HeadSpec
-from .weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
+from ..formats.weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
                       save_weights, weights_bytes)
 
 PathLike = Union[str, os.PathLike]
@@ -304,7 +304,7 @@ class Network(nn.Module):
         64-bit from 0.2) into layers ``0..cutoff-1`` (all by default), as Darknet's ``load_weights``.
 
         Sets ``seen``, ``weights_header`` and ``load_report``; returns that
-        :class:`~darknet_py.model.weights.LoadReport` (layers loaded, floats read, bytes left).
+        :class:`~darknet_py.formats.weights.LoadReport` (layers loaded, floats read, bytes left).
         Raises :class:`~darknet_py.errors.WeightsError` naming the file (and the layer) for a
         missing file, a bad header or a file too short for these layers; more data than the
         layers need warns (``strict_tail=True``: raises) unless ``cutoff`` was given.

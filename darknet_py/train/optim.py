@@ -53,7 +53,7 @@ class DarknetSGD(torch.optim.Optimizer):
             ``lr_scale`` [1.0] the layer's ``learning_rate=`` multiplier,
             ``clip`` [0.0] constrain to ``[-clip, clip]`` after the update (0 = off),
             ``dont_update`` / ``burnin_update`` / ``train_only_bn`` [0] Darknet's layer flags.
-        cfg: a :class:`~darknet_py.model.netconfig.NetConfig`: defaults for everything below, and the
+        cfg: a :class:`~darknet_py.formats.netconfig.NetConfig`: defaults for everything below, and the
             schedule :meth:`rate` / ``step(iteration)`` use.
         lr: base rate, normally overwritten each iteration by ``step(lr=...)`` or the schedule.
         momentum, decay: ``[net] momentum`` / ``decay``.
@@ -104,7 +104,7 @@ class DarknetSGD(torch.optim.Optimizer):
     @classmethod
     def from_config(cls, params: Iterable[Any], cfg: Any, gpu: bool = True,
                     fix_nan: bool = True) -> "DarknetSGD":
-        """Build from a :class:`~darknet_py.model.netconfig.NetConfig` (momentum, decay, batch, adam,
+        """Build from a :class:`~darknet_py.formats.netconfig.NetConfig` (momentum, decay, batch, adam,
         and the learning-rate schedule used when ``step`` gets an iteration but no ``lr``)."""
         return cls(params, cfg, gpu=gpu, fix_nan=fix_nan)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from ..model.cfg import Section, _clean_value
+from ..formats.cfg import Section, _clean_value
 
 IMPLEMENTED = "implemented"
 IGNORED = "ignored"

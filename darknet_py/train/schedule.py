@@ -6,7 +6,7 @@ so :func:`learning_rate` reproduces Darknet's numbers to the last bit in ordinar
 
 Policies (``[net] policy=``): ``constant``, ``step`` (``step``, ``scale``), ``steps`` (``steps``,
 ``scales``), ``exp`` (``gamma``), ``poly`` (``power``, ``max_batches``), ``sigmoid`` (written
-``sig`` in :class:`~darknet_py.model.netconfig.NetConfig`; ``gamma``, ``step``), ``random`` (``power``)
+``sig`` in :class:`~darknet_py.formats.netconfig.NetConfig`; ``gamma``, ``step``), ``random`` (``power``)
 and ``sgdr`` (``learning_rate_min``, ``sgdr_cycle``, ``sgdr_mult``). Every policy is preceded by the
 ``burn_in`` warm-up ``learning_rate * (batch_num / burn_in) ** power``.
 """
@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..model.netconfig import NetConfig
+from ..formats.netconfig import NetConfig
 
 __all__ = ["images_per_iteration", "current_batch", "learning_rate", "update_batch",
            "seq_subdivisions", "loader_seq_subdivisions", "check_sequences"]

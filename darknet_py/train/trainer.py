@@ -637,7 +637,7 @@ class _RawHeads(torch.nn.Module):
 
 def _partial_cutoff(net: Network, path: str) -> Optional[int]:
     """Darknet loads a partial file (yolov4.conv.137) silently; find how many layers it holds."""
-    from ..model.weights import WeightsHeader
+    from ..formats.weights import WeightsHeader
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         header = WeightsHeader.unpack(f.read(24), path)

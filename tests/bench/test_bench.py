@@ -155,7 +155,7 @@ def test_tools_benchmark_script(tmp_path):
 
 def test_cfg_with_size_edits_only_the_net_size(tmp_path):
     from darknet_py.bench.runners import cfg_with_size
-    from darknet_py.model.cfg import read_cfg
+    from darknet_py.formats.cfg import read_cfg
     src = tmp_path / "m.cfg"
     src.write_text("[net]\n# size\nwidth=416\nheight=416\nchannels=3\n[maxpool]\nsize=2\n")
     out = cfg_with_size(str(src), 320, 256, str(tmp_path))

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from conftest import refpath, require
-from darknet_py.model.cfg import read_cfg
+from darknet_py.formats.cfg import read_cfg
 from darknet_py.structures.detections import DetectionSet
 from darknet_py.infer.draw import (JsonOutWriter, class_color, demo_detection_lines,
                              detection_lines, detection_to_json, draw_detections, get_color,
                              image_stdout, label_lines, to_detections)
 from darknet_py.layers.base import BuildContext
 from darknet_py.layers.yolo import YoloLayer
-from darknet_py.model.netconfig import NetConfig, find_net_section
+from darknet_py.formats.netconfig import NetConfig, find_net_section
 from darknet_py.infer.nms import apply_nms, nms_params
 from darknet_py.infer.decode import get_network_boxes, head_candidates
 from darknet_py.layers.registry import head_class

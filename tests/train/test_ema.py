@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.model.cfg import parse_cfg_text
+from darknet_py.formats.cfg import parse_cfg_text
 from darknet_py.model.network import Network
 from darknet_py.train.ema import WeightsEMA
 

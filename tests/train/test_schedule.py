@@ -9,7 +9,7 @@ import math
 import pytest
 
 from conftest import REFDATA, require
-from darknet_py.model.netconfig import NetConfig
+from darknet_py.formats.netconfig import NetConfig
 from darknet_py.errors import CfgError
 from darknet_py.train.schedule import (check_sequences, current_batch, images_per_iteration,
                                        learning_rate, loader_seq_subdivisions, seq_subdivisions,
@@ -145,8 +145,8 @@ def test_check_sequences_names_the_cfg_line():
 
 
 def test_yolov4_tiny_cfg_schedule():
-    from darknet_py.model.cfg import read_cfg
-    from darknet_py.model.netconfig import find_net_section
+    from darknet_py.formats.cfg import read_cfg
+    from darknet_py.formats.netconfig import find_net_section
     path = require(REFDATA / "cfg" / "darknet" / "yolov4-tiny.cfg")
     net = NetConfig.from_section(find_net_section(read_cfg(str(path)), str(path)))
     assert (net.policy, net.burn_in, net.steps) == ("steps", 1000, [1600000, 1800000])

@@ -7,7 +7,7 @@ import torch
 
 from darknet_py.errors import WeightsError
 from darknet_py.model.network import Network
-from darknet_py.model.weights import WeightsHeader
+from darknet_py.formats.weights import WeightsHeader
 
 from conftest import REFDATA, require
 

@@ -88,9 +88,9 @@ def backend_flags(fn):
     decorators = [
         flag("backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
              help="What runs the network: auto = cuda on a GPU; on the CPU onnxruntime when "
-                  "installed (openvino for -precision bf16), else fast; exact = the Darknet-exact "
-                  "reference; onnxruntime / openvino run an ONNX export (made once, cached in "
-                  "~/.cache/darknet_py or $DARKNET_PY_CACHE)."),
+                  "installed (openvino for -precision bf16 and int8), else fast; exact = the "
+                  "Darknet-exact reference; onnxruntime / openvino run an ONNX export (made "
+                  "once, cached in ~/.cache/darknet_py or $DARKNET_PY_CACHE)."),
         flag("precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
              help="fp16 (CUDA) and bf16 are fast paths, not Darknet-exact; int8 runs a model "
                   "quantized on your images (OpenVINO + NNCF on the CPU: calibrated once, "

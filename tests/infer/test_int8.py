@@ -41,6 +41,9 @@ def test_sample_is_seeded_order_independent_disjoint_and_capped():
     assert len(a.held_out) == MAX_HELD_OUT_IMAGES and len(a.images) == MAX_CALIBRATION_IMAGES
     assert not set(a.images) & set(a.held_out)
     assert a.images != paths[100:400]                       # a sample, not the list's head
+    moved = sample_calibration("list", [f"/elsewhere/{p}" for p in paths])
+    assert [os.path.basename(p) for p in moved.held_out] == \
+        [os.path.basename(p) for p in a.held_out]
     other_seed = sample_calibration("list", paths, seed=1)
     assert other_seed.held_out != a.held_out
     # adding images keeps most of the chosen ones
@@ -175,10 +178,14 @@ def test_second_run_takes_the_cache(calibrated, coco10, monkeypatch):
     assert again.path == calibrated[0].path
     assert len(lines) == 1 and lines[0].startswith(f"int8: {again.path} from the cache (")
     assert "mAP@0.5 fp32" in lines[0]
-    # the same images given as a list of paths are the same calibration set
+    # the same images given as a list of paths are the same calibration set; the Detector
+    from darknet_py.infer.detector import Detector
     paths = coco10.read_text().split()
-    assert make_backend(CFG, WEIGHTS, precision="int8", calibration=paths, device="cpu",
-                        log=lines.append).path == again.path
+    det = Detector(CFG, WEIGHTS, names=str(REFDATA / "cfg" / "darknet" / "coco.names"),
+                   precision="int8", calibration=paths, device="cpu")
+    assert det.backend.path == again.path and det.describe().startswith(
+        "backend openvino on cpu (int8")
+    assert "dog" in [d.name for d in det(str(DOG))[0]]
 
 
 @NEEDS_TOOLKIT

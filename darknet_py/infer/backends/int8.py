@@ -106,8 +106,11 @@ def read_calibration_images(calibration: Calibration) -> Tuple[str, List[str]]:
     return f"{len(paths)} paths", paths
 
 
-def _sort_key(path: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}\0{path}".encode("utf-8", "surrogateescape")).hexdigest()
+def _sort_key(path: str, seed: int) -> Tuple[str, str]:
+    # the file name, not the path: the same files give the same sample wherever their folder
+    # is and however the list spells it (../data/x.jpg, /home/me/data/x.jpg)
+    name = os.path.basename(path)
+    return hashlib.sha256(f"{seed}\0{name}".encode("utf-8", "surrogateescape")).hexdigest(), path
 
 
 def sample_calibration(source: str, paths: Sequence[str], *,
@@ -116,9 +119,9 @@ def sample_calibration(source: str, paths: Sequence[str], *,
                        seed: int = SAMPLE_SEED) -> CalibrationSet:
     """The held-out and calibration images of a list.
 
-    The distinct paths are ordered by a hash of (seed, path): the same list gives the same
-    sample on every machine and version, in any line order, and adding images to a list moves
-    few of the chosen ones. The first ``round(20 %)`` (at least 1 of 2 or more images, at most
+    The distinct paths are ordered by a hash of (seed, file name), then by path: the same list
+    gives the same sample on every machine and version, in any line order and wherever its
+    folder is, and adding images to a list moves few of the chosen ones. The first ``round(20 %)`` (at least 1 of 2 or more images, at most
     ``max_held_out``) are held out, the next ``max_images`` calibrated on.
     """
     distinct = list(dict.fromkeys(paths))

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 
 #: runner keys, in the order they are reported
 CPU_VARIANTS = ("auto", "exact", "fast", "fast-bf16", "fast-compile", "onnxruntime", "openvino",
-                "openvino-bf16", "opencv", "darknet")
+                "openvino-bf16", "openvino-int8", "opencv", "darknet")
 CUDA_VARIANTS = ("cuda-fp32", "cuda-fp16", "cuda-bf16", "opencv-cuda", "opencv-cuda-fp16")
 DEFAULT_VARIANTS = ("auto", "exact", "fast", "fast-bf16", "onnxruntime", "openvino",
-                    "openvino-bf16", "opencv", "darknet", "cuda-fp32", "cuda-fp16", "cuda-bf16",
+                    "openvino-bf16", "openvino-int8", "opencv", "darknet", "cuda-fp32", "cuda-fp16", "cuda-bf16",
                     "opencv-cuda", "opencv-cuda-fp16")
 #: runners other figures are compared with
 PEERS = ("opencv", "onnxruntime", "openvino-bf16", "opencv-cuda", "opencv-cuda-fp16", "darknet")
@@ -21,6 +21,7 @@ RUNTIME_VARIANTS = {
     "onnxruntime": ("onnxruntime", "fp32", "ONNX Runtime (our export, cpu fp32)"),
     "openvino": ("openvino", "fp32", "OpenVINO (our export, cpu fp32)"),
     "openvino-bf16": ("openvino", "bf16", "OpenVINO (our export, cpu bf16)"),
+    "openvino-int8": ("openvino", "int8", "OpenVINO int8 (NNCF on --calib images)"),
 }
 
 #: the end-to-end figures detect as ``detector test`` does by default
@@ -44,6 +45,8 @@ class BenchConfig:
     variants: Sequence[str] = DEFAULT_VARIANTS
     end_to_end: bool = True
     darknet_binary: Optional[str] = None  # default: ``darknet`` on PATH
+    #: the openvino-int8 runner's calibration images: a list file or paths (None: not run)
+    calibration: Any = None
 
 
 def parse_variants(text: Optional[str]) -> Tuple[str, ...]:

@@ -113,11 +113,16 @@ def runtime_runners(ctx: BenchContext, variants: Sequence[str], skipped: List[Di
         if key not in RUNTIME_VARIANTS:
             continue
         backend, precision, label = RUNTIME_VARIANTS[key]
+        calibration = ctx.config.calibration if precision == "int8" else None
+        if precision == "int8" and calibration is None:
+            skipped.append({"runner": key, "reason": "no calibration images (--calib LIST)"})
+            continue
         t0 = time.perf_counter()
         try:
             be = make_backend(ctx.config.cfg, ctx.config.weights, backend=backend, device="cpu",
                               precision=precision, width=ctx.config.width,
-                              height=ctx.config.height, threads=threads, network=ctx.net)
+                              height=ctx.config.height, threads=threads, network=ctx.net,
+                              calibration=calibration)
             be(x)
         except Exception as e:  # a runtime that is not installed (or cannot run) is skipped
             skipped.append({"runner": key, "reason": f"{type(e).__name__}: {e}"})

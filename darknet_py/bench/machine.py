@@ -6,8 +6,10 @@ import platform
 from typing import Any, Dict
 
 import numpy as np
+import torch
 
 from ..devices import usable_cpus
+from ..infer.backends.fast import runtime_info
 
 
 def cpu_model() -> str:
@@ -24,9 +26,7 @@ def cpu_model() -> str:
 
 def machine_info() -> Dict[str, Any]:
     """CPU, core count, load, library versions and thread settings (for the report)."""
-    import torch
 
-    from ..infer.backends.fast import runtime_info
 
     info: Dict[str, Any] = {
         "cpu": cpu_model(),

@@ -14,10 +14,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import cv2
 import numpy as np
+import torch
 
 from ..errors import DataError, UsageError
 from ..formats.cfg import with_network_size
+from ..infer.backends.base import make_backend
+from ..infer.backends.cuda import CudaBackend
+from ..infer.backends.exact import ExactBackend
+from ..infer.backends.fast import FastBackend
+from ..infer.image import image_size, load_image, prepare_input
+from ..infer.pipeline import Pipeline
+from ..model.network import Network
 from .config import NMS_THRESH, RUNTIME_VARIANTS, THRESH, BenchConfig
 
 
@@ -38,8 +47,6 @@ class BenchContext:
     """Everything the runners share: the loaded network, the prepared input, the image."""
 
     def __init__(self, config: BenchConfig, workdir: str):
-        from ..infer.image import image_size, load_image, prepare_input
-        from ..model.network import Network
 
         self.config = config
         self.workdir = workdir
@@ -70,7 +77,6 @@ class BenchContext:
     def ours_end_to_end(self, backend) -> Callable[[], Any]:
         """darknet-py end to end, as users run it: the pipeline (load + resize + backend +
         decode + NMS)."""
-        from ..infer.pipeline import Pipeline
         pipeline = Pipeline(backend, thresh=THRESH, nms=NMS_THRESH, letter_box=False,
                             batch_size=self.config.batch)
         paths = [self.image] * self.config.batch
@@ -79,7 +85,6 @@ class BenchContext:
 
 def synthetic_image(folder: str, w: int = 640, h: int = 480) -> str:
     """A reproducible noisy gradient JPEG (when no --image is given)."""
-    import cv2
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1),
@@ -106,7 +111,6 @@ def runtime_runners(ctx: BenchContext, variants: Sequence[str], skipped: List[Di
                     build: Dict[str, Any], threads: int) -> List[Runner]:
     """``auto`` and the ONNX runtimes, built by ``make_backend`` exactly as the commands do
     (our own ONNX export of the same Network; ``auto`` is what ``Detector`` runs by default)."""
-    from ..infer.backends.base import make_backend
     runners: List[Runner] = []
     x = ctx.x
     for key in variants:
@@ -140,11 +144,7 @@ def torch_runners(ctx: BenchContext, variants: Sequence[str], notes: List[str],
                   skipped: List[Dict[str, str]], build: Dict[str, Any]) -> List[Runner]:
     """darknet-py's own backends: exact, the fast plan (and its bf16 / torch.compile variants)
     and, when CUDA exists, the CUDA plan in fp32/fp16/bf16."""
-    import torch
 
-    from ..infer.backends.cuda import CudaBackend
-    from ..infer.backends.exact import ExactBackend
-    from ..infer.backends.fast import FastBackend
     runners: List[Runner] = []
     net, x = ctx.net, ctx.x
 

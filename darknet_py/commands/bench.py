@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from ..bench import BenchConfig, format_report, parse_variants, run_benchmark, write_json
 from ..errors import UsageError
 from ._common import eprint
 
@@ -43,7 +44,6 @@ GROUP = None
 def COMMAND(cfg, weights, width, height, batch, runs, warmup, threads, image, variants,
             calibration, no_end_to_end, quick, json_path, darknet_binary):
     """Benchmark CFG + WEIGHTS: darknet-py (exact and fast paths) vs OpenCV DNN vs Darknet."""
-    from ..bench import BenchConfig, format_report, parse_variants, run_benchmark, write_json
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     for name, v in (("--width", width), ("--height", height)):

@@ -10,6 +10,7 @@ import click
 from ..errors import UsageError
 from ..files import refuse_output_onto_inputs
 from ..formats.weights import DARKNET_VERSION, WeightsHeader
+from ..model.network import Network
 from ._common import eprint, preflight, print_startup
 
 GROUP = None
@@ -26,7 +27,6 @@ def COMMAND(cfg, weights, out, layers):
         raise UsageError(f"the layer count must be >= 0, got {layers}")
     preflight(cfg=cfg, weights=weights)
     refuse_output_onto_inputs(out, "the output", [("cfg file", cfg), ("weights file", weights)])
-    from ..model.network import Network
     net = Network.from_files(cfg, weights, batch=1, cutoff=layers)
     print_startup(net)
     eprint(f"Saving weights to {out}")

@@ -29,10 +29,12 @@ import threading
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import atomic_write_bytes
 from .image_header import MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels
 
 ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
@@ -45,7 +47,6 @@ __all__ = [
 
 
 def _cv2():
-    import cv2  # imported lazily: only image I/O needs OpenCV
 
     return cv2
 
@@ -584,7 +585,6 @@ def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int 
         ok = False
     if not ok:
         raise DataError("failed to write image: OpenCV cannot encode this format", file=out)
-    from ..files import atomic_write_bytes
     try:
         atomic_write_bytes(out, buf.tobytes())   # never a half-written file after a crash
     except OSError as e:

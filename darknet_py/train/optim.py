@@ -37,6 +37,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 import torch
 
+from .schedule import learning_rate, update_batch
+
 __all__ = ["DarknetSGD", "darknet_param_groups"]
 
 
@@ -78,7 +80,6 @@ class DarknetSGD(torch.optim.Optimizer):
         self.cfg = cfg
         self.lr_multiplier = float(lr_multiplier)
         if cfg is not None:
-            from .schedule import update_batch
             lr = float(cfg.learning_rate) if lr is None else lr
             momentum = float(cfg.momentum) if momentum is None else momentum
             decay = float(cfg.decay) if decay is None else decay
@@ -112,7 +113,6 @@ class DarknetSGD(torch.optim.Optimizer):
         """``get_current_rate`` (times ``lr_multiplier``) for an iteration; needs ``cfg``."""
         if self.cfg is None:
             raise ValueError("DarknetSGD was built without a NetConfig: pass lr= to step()")
-        from .schedule import learning_rate
         return learning_rate(self.cfg, iteration) * self.lr_multiplier
 
     @torch.no_grad()

@@ -43,7 +43,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+import torch
+
+from ...data.datacfg import read_list
 from ...errors import DataError, UsageError
+from ...export.exporter import METADATA_KEY
+from ...files import atomic_write_bytes
+from ...metrics import darknet_map
+from ...metrics.evaluate import collect_map_inputs
+from ..image import prepare_input
+from .onnxruntime import _cache_key, cache_folder, cached_export, read_onnx_metadata, require_module
+from .openvino import REPORT_RT_KEY, OpenVinoBackend
 
 __all__ = ["CalibrationSet", "read_calibration_images", "sample_calibration", "int8_backend",
            "check_request", "edge_pad_max_pools", "toolkit_versions", "report_summary",
@@ -61,9 +72,6 @@ MAX_HELD_OUT_IMAGES = 100
 SAMPLE_SEED = 0
 #: what makes a cached int8 model; a change here recalibrates
 RECIPE = "nncf-mixed/edge-pad-maxpool/v1"
-#: the ov.Model run-time info key of a cached int8 model's report (its metadata is under the
-#: export's key, :data:`~darknet_py.export.exporter.METADATA_KEY`)
-REPORT_RT_KEY = "darknet_py_int8"
 
 
 def _stderr(text: str) -> None:
@@ -88,7 +96,6 @@ def read_calibration_images(calibration: Calibration) -> Tuple[str, List[str]]:
     """(description, paths) of a calibration argument: a Darknet list file (one image path a
     line, relative paths relative to the working directory as in Darknet) or a list of paths."""
     if isinstance(calibration, (str, os.PathLike)):
-        from ...data.datacfg import read_list
         path = os.fspath(calibration)
         if not os.path.isfile(path):
             raise DataError("calibration list not found", file=path)
@@ -182,7 +189,6 @@ def edge_pad_max_pools(model: Any) -> int:
     this a max pool with padding (yolov3-tiny's ``size=2 stride=1``) and the convolution after it
     stay fp32 (measured: yolov3-tiny's largest convolution ran fp32, 1.3x instead of 1.7x).
     """
-    import numpy as np
     import openvino.opset12 as ops
     from openvino.passes import ConstantFolding, Manager
     manager = Manager()
@@ -230,7 +236,6 @@ def check_request(backend: str = "auto", device: Any = None) -> str:
         raise UsageError(f"-precision int8 runs on -backend openvino (OpenVINO with NNCF), not "
                          f"'{backend}'", value=backend)
     if device is not None:
-        import torch
         if torch.device(device).type != "cpu":
             raise UsageError("-precision int8 runs on the CPU (OpenVINO); give no GPU for it",
                              value=str(device))
@@ -258,7 +263,6 @@ def int8_backend(model: PathLike, weights: Optional[PathLike] = None, *,
     source, paths = read_calibration_images(calibration)
     cs = sample_calibration(source, paths)
     _check_images(cs)
-    from .onnxruntime import _cache_key, cache_folder
     if onnx_file:
         if not os.path.isfile(model):
             raise DataError("ONNX file not found", file=model)
@@ -288,7 +292,6 @@ def int8_backend(model: PathLike, weights: Optional[PathLike] = None, *,
     if onnx_file:
         onnx_path = model
     else:
-        from .onnxruntime import cached_export, read_onnx_metadata
         onnx_path = cached_export(model, weights, width=width, height=height, network=network)
         try:
             read_onnx_metadata(onnx_path)
@@ -308,7 +311,6 @@ def _file_digest(path: str) -> str:
 
 
 def _open(xml: str, threads: Optional[int]):
-    from .openvino import OpenVinoBackend
     return OpenVinoBackend(xml, "int8", threads)
 
 
@@ -316,8 +318,6 @@ def _calibrate(onnx_path: str, cs: CalibrationSet, stem: str, versions: str,
                threads: Optional[int], log: Callable[[str], None]) -> None:
     """Quantize, measure, and write ``stem.xml/.bin`` and the two image lists atomically."""
     import openvino as ov
-    from .onnxruntime import read_onnx_metadata, require_module
-    from .openvino import OpenVinoBackend
     meta = read_onnx_metadata(onnx_path)
     if meta.get("outputs", "heads") != "heads" or meta.get("dtype") == "float16":
         raise UsageError("-precision int8 quantizes an fp32 export with head outputs: export "
@@ -339,7 +339,6 @@ def _calibrate(onnx_path: str, cs: CalibrationSet, stem: str, versions: str,
     channels, letter_box = int(meta.get("input_channels", 3)), bool(int(meta.get("letter_box", 0)))
 
     def prepared(path: str):
-        from ..image import prepare_input
         return prepare_input(path, w, h, letter_box, channels).numpy()[None]
 
     try:
@@ -352,7 +351,6 @@ def _calibrate(onnx_path: str, cs: CalibrationSet, stem: str, versions: str,
     except Exception as e:
         raise DataError(f"int8 quantization failed: {type(e).__name__}: {_first_line(e)}",
                         file=onnx_path) from None
-    from ...export.exporter import METADATA_KEY
     quantized.set_rt_info(json.dumps(meta), METADATA_KEY)
     folder = os.path.dirname(stem)
     try:
@@ -390,8 +388,6 @@ def _calibrate(onnx_path: str, cs: CalibrationSet, stem: str, versions: str,
 
 def _held_out_map(fp32, int8, images: List[str]) -> Dict[str, Any]:
     """Darknet's mAP@0.5 (``detector map`` defaults) of both backends on the held-out images."""
-    from ...metrics import darknet_map
-    from ...metrics.evaluate import collect_map_inputs
     out: Dict[str, Any] = {}
     for key, backend in (("map_fp32", fp32), ("map_int8", int8)):
         inputs = collect_map_inputs(backend, images=images, batch_size=1)
@@ -424,18 +420,7 @@ def report_summary(report: Optional[Dict[str, Any]]) -> str:
     return text + f"; image lists: {stem}{{calibration,heldout}}.txt"
 
 
-def read_report(model: Any) -> Optional[Dict[str, Any]]:
-    """The calibration report stored in an int8 ov.Model (None if there is none)."""
-    if not model.has_rt_info(REPORT_RT_KEY):
-        return None
-    try:
-        return json.loads(model.get_rt_info(REPORT_RT_KEY).astype(str))
-    except (ValueError, RuntimeError):
-        return None
-
-
 def _write_list(path: str, images: Sequence[str]) -> None:
-    from ...files import atomic_write_bytes
     atomic_write_bytes(path, "".join(os.path.abspath(p) + "\n" for p in images).encode())
 
 
@@ -454,6 +439,7 @@ class _quiet_nncf:
     def __enter__(self):
         import contextlib
         import logging
+
         from nncf.common.logging import nncf_logger
         self.level = nncf_logger.level
         self.nncf.set_log_level(logging.ERROR)

@@ -10,16 +10,23 @@ overwritten by the next run), so each call borrows an idle request from a pool (
 all are busy: at most one per concurrent caller) and copies the outputs before returning it."""
 from __future__ import annotations
 
+import json
 import os
 import queue
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ...errors import DataError, UsageError
-from .onnxruntime import OnnxFileBackend, read_onnx_metadata, require_module
+from ...export.exporter import METADATA_KEY
+from .onnxruntime import OnnxFileBackend, metadata_from_props, read_onnx_metadata, require_module
 
-__all__ = ["OpenVinoBackend"]
+__all__ = ["OpenVinoBackend", "read_report"]
+
+#: the ov.Model run-time info key of a cached int8 model's report (its metadata is under the
+#: export's key, :data:`~darknet_py.export.exporter.METADATA_KEY`)
+REPORT_RT_KEY = "darknet_py_int8"
+
 
 #: int8: the quantized layers run int8, the others (heads' sigmoid, concat) fp32, not bf16
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -62,9 +69,6 @@ class OpenVinoBackend(OnnxFileBackend):
     def _read_int8_model(self, core, precision: str):
         """The int8 model of :mod:`.int8` and its metadata (a damaged file is a DataError, which
         makes the int8 cache build it again)."""
-        from ...export.exporter import METADATA_KEY
-        from .int8 import read_report
-        from .onnxruntime import metadata_from_props
         if precision != "int8":
             raise UsageError("an OpenVINO .xml model of darknet-py is int8: run it with "
                              "-precision int8", value=self.path)
@@ -97,3 +101,13 @@ class OpenVinoBackend(OnnxFileBackend):
 
     def details(self) -> str:
         return f"{self.threads or 'default'} threads, {self.outputs_kind}"
+
+
+def read_report(model: Any) -> Optional[Dict[str, Any]]:
+    """The calibration report stored in an int8 ov.Model (None if there is none)."""
+    if not model.has_rt_info(REPORT_RT_KEY):
+        return None
+    try:
+        return json.loads(model.get_rt_info(REPORT_RT_KEY).astype(str))
+    except (ValueError, RuntimeError):
+        return None

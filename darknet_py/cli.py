@@ -26,7 +26,7 @@ import click
 from . import commands
 from .commands._flags import check_args, help_epilog
 from .errors import DarknetError, UsageError, _strip_worker_traceback
-from .infer.image_header import MAX_PIXELS_ENV
+from .imaging.image_header import MAX_PIXELS_ENV
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

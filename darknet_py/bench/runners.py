@@ -24,7 +24,7 @@ from ..infer.backends.base import make_backend
 from ..infer.backends.cuda import CudaBackend
 from ..infer.backends.exact import ExactBackend
 from ..infer.backends.fast import FastBackend
-from ..infer.image import image_size, load_image, prepare_input
+from ..imaging.image import image_size, load_image, prepare_input
 from ..infer.pipeline import Pipeline
 from ..model.network import Network
 from .config import NMS_THRESH, RUNTIME_VARIANTS, THRESH, BenchConfig

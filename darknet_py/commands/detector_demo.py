@@ -7,7 +7,7 @@ each frame, prints ``Objects:`` with one line per detection as Darknet's demo do
 .avi like Darknet, or any container OpenCV can write, at the source's FPS). Frames go through
 :meth:`~darknet_py.infer.detector.Detector.detect_frames`: the one pipeline with Darknet's demo
 rule for video frames (``cv::resize`` bilinear of the uint8 frame, or ``letterbox_image``:
-:func:`~darknet_py.infer.image.prepare_frame`), so detections can differ slightly from
+:func:`~darknet_py.imaging.image.prepare_frame`), so detections can differ slightly from
 ``detector test`` on the same picture, exactly as in Darknet. ``-benchmark`` times the network
 only (no drawing, no output). Frames are batched (``-batch N``) when that helps throughput on a
 GPU. ``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and
@@ -71,7 +71,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
     from ..infer.draw import JsonOutWriter, demo_detection_lines, detection_to_json
-    from ..infer.image import image_from_array, image_to_bgr_uint8
+    from ..imaging.image import image_from_array, image_to_bgr_uint8
     from ..infer.stream import open_capture
     from ..serve import DemoStreams
     parsed = preflight(data, cfg, weights, video=video, names=True)

@@ -56,7 +56,7 @@ from torch import nn
 
 from ..errors import DarknetError, UsageError
 from ..files import atomic_write_files
-from ..infer.decode import HeadDecoder
+from ..model.decode import HeadDecoder
 
 PathLike = Union[str, os.PathLike]
 

@@ -12,7 +12,7 @@ relative boxes), then ``do_nms_sort`` or, when the last head has ``nms_kind`` se
 
 Video frames (:meth:`Detector.detect_frames`, :meth:`Detector.stream`, ``detector demo``) go
 through the same pipeline with Darknet's ``demo`` input rule instead (``cv::resize`` of the uint8
-frame, :func:`~darknet_py.infer.image.prepare_frame`); a numpy image given to ``det(image)`` is a
+frame, :func:`~darknet_py.imaging.image.prepare_frame`); a numpy image given to ``det(image)`` is a
 still image, as ``detector test`` would load it.
 
 Deliberate difference: ``letter_box=False`` switches letterboxing off even if the cfg's ``[net]``
@@ -29,7 +29,7 @@ import torch
 from ..structures.detections import DetectionSet, ImageDetections
 from .backends.base import Backend, make_backend
 from .draw import draw_detections, image_stdout, to_detections
-from .image import image_from_array
+from ..imaging.image import image_from_array
 from .pipeline import ImageInput, Pipeline, _is_path
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -160,7 +160,7 @@ class Detector:
     def detect_frames(self, frames: Sequence[np.ndarray]) -> List[DetectionSet]:
         """BGR uint8 video frames (as ``cv2.VideoCapture`` reads them) -> NMS'ed detections per
         frame, all in one forward pass (tiled when the detector tiles). Each frame's input is made
-        by Darknet's ``demo`` rule (:func:`~darknet_py.infer.image.prepare_frame`), not
+        by Darknet's ``demo`` rule (:func:`~darknet_py.imaging.image.prepare_frame`), not
         ``detector test``'s: what ``detector demo`` and :meth:`stream` run."""
         return self.pipeline.detect_frames(list(frames))
 
@@ -207,7 +207,7 @@ class Detector:
         if raw is None:
             raise TypeError("these ImageDetections carry no raw DetectionSet to draw")
         if isinstance(image, np.ndarray):
-            from .image import image_to_bgr_uint8
+            from ..imaging.image import image_to_bgr_uint8
             drawn = draw_detections(image_from_array(image), raw, self.names, self.thresh,
                                     self.classes)
             return image_to_bgr_uint8(drawn)

@@ -228,7 +228,7 @@ class Network(nn.Module):
         """Run the graph; one output tensor per detection head, in layer order.
 
         ``x``: a float tensor ``(B, channels, H, W)``, RGB in ``[0, 1]`` as Darknet's
-        ``load_image`` gives (``darknet_py.infer.image.prepare_input`` letterboxes or stretches
+        ``load_image`` gives (``darknet_py.imaging.image.prepare_input`` letterboxes or stretches
         an image to the cfg size); ``H, W`` are normally the cfg's ``height, width`` (other
         multiples of the total stride work, as Darknet's ``random=1`` resizing does), on the
         network's device and dtype. Returns a list with each head's ``l.output`` in Darknet's

@@ -138,9 +138,9 @@ def test_unknown_image_ids_are_a_data_error(tmp_path):
 @pytest.mark.slow
 def test_valid_coco_results_equal_oracle_file():
     try:
-        from darknet_py.infer.image import load_image, prepare_input
+        from darknet_py.imaging.image import load_image, prepare_input
         from darknet_py.infer.nms import apply_nms, nms_params
-        from darknet_py.infer.decode import get_network_boxes
+        from darknet_py.model.decode import get_network_boxes
         from darknet_py.model.network import Network
     except ImportError:
         pytest.skip("network / postprocess not available")

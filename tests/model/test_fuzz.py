@@ -336,8 +336,8 @@ def test_damaged_image_headers_are_refused_or_decoded_within_the_cap(tmp_path_fa
     Files whose header is not read are left out (OpenCV's own limit, not ours, applies to
     them, and a fuzzed one could announce a billion pixels)."""
     from darknet_py.errors import DataError
-    from darknet_py.infer.image import decode_image
-    from darknet_py.infer.image_header import MAX_PIXELS_ENV, header_of_bytes
+    from darknet_py.imaging.image import decode_image
+    from darknet_py.imaging.image_header import MAX_PIXELS_ENV, header_of_bytes
     header = header_of_bytes(data)
     if header is None:
         event("no header read")

@@ -3,7 +3,7 @@
 A backend runs the network and nothing else: it takes the prepared batch (``(B, C, H, W)``
 float32, RGB in [0, 1], the size :attr:`Backend.width` x :attr:`Backend.height`, on the CPU) and
 returns either one ``l.output`` tensor per head (``decoded = False``) or, for an ONNX file exported
-``--with-decode``, the decoded rows of :class:`~darknet_py.infer.decode.HeadDecoder`. Loading,
+``--with-decode``, the decoded rows of :class:`~darknet_py.model.decode.HeadDecoder`. Loading,
 resizing, decoding, NMS and reporting are the pipeline's (:mod:`darknet_py.infer.pipeline`), the
 same for every backend. Each backend describes its heads with
 :class:`~darknet_py.structures.heads.HeadSpec`, so decoding never looks at layer objects.

@@ -52,7 +52,7 @@ from ...export.exporter import METADATA_KEY
 from ...files import atomic_write_bytes
 from ...metrics import darknet_map
 from ...metrics.evaluate import collect_map_inputs
-from ..image import prepare_input
+from ...imaging.image import prepare_input
 from .onnxruntime import _cache_key, cache_folder, cached_export, read_onnx_metadata, require_module
 from .openvino import REPORT_RT_KEY, OpenVinoBackend
 

@@ -27,9 +27,10 @@ from ..errors import TrainingStopped
 
 
 def basecfg(cfg_path: str) -> str:
-    """Darknet's ``basecfg``: the cfg file name without folder and extension."""
-    name = os.path.basename(cfg_path)
-    return name.rsplit(".", 1)[0] if "." in name else name
+    """Darknet's ``basecfg``, the ``<cfg>`` of the file names: the name after the folders, cut
+    at its first ``.`` (``yolov4-tiny.custom.cfg`` trains into ``yolov4-tiny_last.weights``)."""
+    from ..metrics.coco import darknet_basecfg
+    return darknet_basecfg(cfg_path)
 
 
 @dataclass

@@ -45,6 +45,14 @@ def test_file_names_are_darknets():
         "backup/yolov4-tiny-custom_ema.weights"]
 
 
+def test_cfg_base_name_is_darknets_basecfg():
+    # after the last / (and \\), cut at the FIRST dot, as utils.c basecfg does
+    assert basecfg("cfg/yolov4-tiny.cfg") == "yolov4-tiny"
+    assert basecfg("/abs/dir.v2/my.model.cfg") == "my"
+    assert basecfg("C:\\nets\\tiny.cfg") == "tiny"
+    assert basecfg("noext") == "noext"
+
+
 def _darknet_saves(start, end, save_after, save_last_after):
     """``train_detector``'s two save conditions, written out: (numbered, last) per iteration."""
     iter_save = iter_save_last = start

@@ -10,7 +10,13 @@ from __future__ import annotations
 import os
 from typing import Callable, List, Optional, Tuple
 
+from .. import distributed as dist
+from ..data.augment import AugmentConfig
+from ..data.datacfg import read_list
+from ..data.dataset import (DetectionDataset, MultiScaleSchedule, make_loader, make_sequence_loader,
+                            shutdown_loader_iterator)
 from ..errors import DataError
+from .schedule import images_per_iteration, loader_seq_subdivisions
 
 __all__ = ["read_train_list", "BatchSource"]
 
@@ -18,7 +24,6 @@ __all__ = ["read_train_list", "BatchSource"]
 def read_train_list(data_cfg, data_path: str) -> Tuple[str, List[str]]:
     """The ``train=`` list of obj.data (Darknet's default ``data/train.txt`` without one) and
     its image paths; a missing default or an empty list is a one-line data error."""
-    from ..data.datacfg import read_list
     train_list = data_cfg.train_or_default()
     if data_cfg.train is None and not os.path.exists(train_list):
         raise DataError(f"no train= line, and Darknet's default list {train_list} does "
@@ -43,10 +48,6 @@ class BatchSource:
                     world: int = 1, log: Callable[[str], None] = print) -> "BatchSource":
         """The mini-batches ``net`` trains on from iteration ``start_iteration`` on, with the
         cfg's augmentation and multi-scale schedule (``random=``)."""
-        from .. import distributed as dist
-        from ..data.augment import AugmentConfig
-        from ..data.dataset import DetectionDataset, MultiScaleSchedule, make_loader
-        from .schedule import images_per_iteration
         cfgc = net.config
         aug = AugmentConfig.from_network(net)
         seed = dist.shared_seed(seed)   # one seed: every rank shards the same batches
@@ -60,8 +61,6 @@ class BatchSource:
                       rank=rank, world=world)
         if cfgc.track:
             import functools
-            from ..data.dataset import make_sequence_loader
-            from .schedule import loader_seq_subdivisions
             log(f"\n Tracking! batch = {cfgc.net_batch}, subdiv = {cfgc.subdivisions}, "
                 f"time_steps = {cfgc.time_steps}, mini_batch = {cfgc.mini_batch} ")
             loader = make_sequence_loader(
@@ -83,6 +82,5 @@ class BatchSource:
             return next(self._it)
 
     def close(self) -> None:
-        from ..data.dataset import shutdown_loader_iterator
         it, self._it = self._it, None
         shutdown_loader_iterator(it)

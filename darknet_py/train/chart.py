@@ -20,6 +20,8 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
+from ..files import atomic_write_bytes
+
 IMG_SIZE = 1000
 OFFSET = 60
 LINES = 100
@@ -106,7 +108,6 @@ class TrainChart:
         return img
 
     def save(self, folder: str, base: str, hours_left: Optional[float] = None) -> List[str]:
-        from ..files import atomic_write_bytes
         ok, buf = cv2.imencode(".png", self.render(hours_left))
         paths = []
         if ok:

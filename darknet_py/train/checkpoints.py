@@ -24,12 +24,12 @@ from typing import Callable, ContextManager, Optional
 import torch
 
 from ..errors import TrainingStopped
+from ..metrics.coco import darknet_basecfg
 
 
 def basecfg(cfg_path: str) -> str:
     """Darknet's ``basecfg``, the ``<cfg>`` of the file names: the name after the folders, cut
     at its first ``.`` (``yolov4-tiny.custom.cfg`` trains into ``yolov4-tiny_last.weights``)."""
-    from ..metrics.coco import darknet_basecfg
     return darknet_basecfg(cfg_path)
 
 

@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, List, TextIO
 
+from ..data.datacfg import read_names
 from ..errors import DarknetError
+from ..metrics.evaluate import evaluate_network_map
+from ..metrics.plots import write_map_plots
 
 __all__ = ["next_map_iteration", "MapSchedule", "BestMap", "TrainEvaluation", "class_names"]
 
@@ -75,7 +78,6 @@ class BestMap:
 
 def class_names(data_cfg, classes: int) -> List[str]:
     """The names= file of obj.data, or the class numbers when it does not exist."""
-    from ..data.datacfg import read_names
     path = data_cfg.names_or_default()
     return read_names(path) if os.path.exists(path) else [str(i) for i in range(classes)]
 
@@ -105,7 +107,6 @@ class TrainEvaluation:
         """mAP on ``valid=`` in eval mode (the training mode is restored); raises
         :class:`~darknet_py.metrics.evaluate.EvaluationStopped` when ``should_stop`` turns
         true."""
-        from ..metrics.evaluate import evaluate_network_map
         # asked at the first evaluation: without valid= that is when the fallback is announced
         valid = self.data_cfg.valid_or_default(self.train_list)
         was_training = self.net.training
@@ -122,7 +123,6 @@ class TrainEvaluation:
 
     def write_plots(self) -> None:
         """``-plots`` of ``detector map`` for the last result, into ``plots_dir``."""
-        from ..metrics.plots import write_map_plots
         try:
             write_map_plots(self.result, self.plots_dir)
         except DarknetError as e:     # pictures must not stop training

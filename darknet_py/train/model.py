@@ -19,7 +19,11 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import DataError, UsageError
+from ..formats.weights import WeightsHeader
+from ..layers.convolutional import BN_MOMENTUM_CPU, BN_MOMENTUM_GPU
 from ..model.network import Network
+from .options import training_warning
+from .schedule import check_sequences
 
 __all__ = ["build_network", "load_start_weights", "partial_cutoff", "place_network",
            "RawHeads", "distributed_model"]
@@ -34,7 +38,6 @@ def build_network(cfg_path: str, data_cfg, data_path: str, max_batches: Optional
     cfgc = net.config
     if max_batches is not None:
         cfgc.max_batches = max_batches
-    from .schedule import check_sequences
     check_sequences(cfgc)       # track=1: sequences that would straddle forward passes
     if cfgc.batch * cfgc.subdivisions == 1 and cfgc.batch == 1:
         raise UsageError("batch=1 cannot train: set batch=64 subdivisions=16 (or similar) in "
@@ -47,7 +50,6 @@ def build_network(cfg_path: str, data_cfg, data_path: str, max_batches: Optional
     if data_classes != classes:
         raise DataError(f"classes={data_classes} in {data_path} but classes={classes} in the "
                         f"last detection layer of {cfg_path}", file=data_path)
-    from .options import training_warning
     warning = training_warning(net) if warn else None
     if warning:
         warnings.warn(warning, stacklevel=2)
@@ -65,7 +67,6 @@ def partial_cutoff(net: Network, path: str) -> Optional[int]:
     the weights of ``path`` when they end at a layer boundary (for a whole file: past the last
     layer with weights), else ``None`` (:meth:`Network.load_weights` then says where it does not
     fit)."""
-    from ..formats.weights import WeightsHeader
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         header = WeightsHeader.unpack(f.read(24), path)
@@ -84,7 +85,6 @@ def place_network(net: Network, device: torch.device, precision) -> None:
     net.to(device)
     # BN rolling statistics move like the Darknet build for this device: 0.1 in its CPU
     # path, 0.01 (cuDNN's exponentialAverageFactor) on GPU
-    from ..layers.convolutional import BN_MOMENTUM_CPU, BN_MOMENTUM_GPU
     for layer in net.layers:
         if hasattr(layer, "bn_momentum"):
             layer.bn_momentum = BN_MOMENTUM_GPU if device.type == "cuda" else BN_MOMENTUM_CPU

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import CfgError
 from ..formats.netconfig import NetConfig
 
 __all__ = ["images_per_iteration", "current_batch", "learning_rate", "update_batch",
@@ -89,7 +90,6 @@ def check_sequences(cfg: NetConfig, max_batches: Optional[int] = None) -> None:
     of a forward pass and that pass gets a broken step-major layout (Darknet does not check and
     trains the recurrent layers on frames of unrelated sequences).
     """
-    from ..errors import CfgError
     if not cfg.track:
         return
     if cfg.sequential_subdivisions < 0:

@@ -30,17 +30,25 @@ from typing import List, Optional
 
 import torch
 
+from .. import distributed as dist
+from ..data.datacfg import read_data_cfg
+from ..devices import describe, select_device
 from ..errors import TrainingStopped
 from ..metrics.evaluate import EvaluationStopped
-from .. import distributed as dist
 from ..serve.streams import TrainStreams
 from .batches import BatchSource, read_train_list
 from .chart import TrainChart, TrainDisplay
 from .checkpoints import CheckpointPolicy, CheckpointWriter, basecfg, remove_stale_temp_files
+from .ema import WeightsEMA
 from .evaluation import BestMap, MapSchedule, TrainEvaluation, class_names
+from .freeze import BackwardStops
 from .lock import open_backup_folder
 from .log import IterationTimer, LossAverage, TrainLogs, iteration_line
+from .loss import heads_loss
 from .model import build_network, distributed_model, load_start_weights, place_network
+from .optim import DarknetSGD
+from .precision import choose_precision
+from .schedule import images_per_iteration, short_run_warning
 from .signals import StopSignals
 
 __all__ = ["TrainOptions", "Trainer", "TrainingStopped"]
@@ -103,7 +111,6 @@ class Trainer:
     def _pick_device(self) -> torch.device:
         """:func:`darknet_py.devices.select_device`: CUDA when available, else the CPU; ``-gpus``
         / ``-i`` choose the GPU (a DDP process takes its ``LOCAL_RANK`` entry of ``-gpus``)."""
-        from ..devices import describe, select_device
         device = select_device(self.opts.gpus, self.opts.gpu_index, nogpu=self.opts.nogpu)
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -124,7 +131,6 @@ class Trainer:
     def setup(self) -> None:
         """Everything :meth:`run` needs, checked and printed in Darknet's order; a user error
         is raised before the backup folder is touched where it can be."""
-        from ..data.datacfg import read_data_cfg
         o = self.opts
         self.data_cfg = read_data_cfg(o.data)
         self.train_list, self.train_paths = read_train_list(self.data_cfg, o.data)
@@ -147,7 +153,6 @@ class Trainer:
         if o.clear:
             self.net.seen = 0
         self._place_network()
-        from .schedule import images_per_iteration, short_run_warning
         # Darknet's imgs = net.batch * net.subdivisions, net.batch counting time_steps
         self.images_per_iter = images_per_iteration(cfgc)
         self.iteration = int(self.net.seen) // max(1, self.images_per_iter)
@@ -158,7 +163,6 @@ class Trainer:
             iter_save=self.iteration, iter_save_last=self.iteration)
         self.log(f"Weights are saved after: {policy.save_every} iterations. Last weights "
                  f"(*_last.weight) are stored every {policy.save_last_every} iterations. ")
-        from .optim import DarknetSGD
         # batch= is the global batch: no Darknet learning_rate *= ngpus
         self.optimizer = DarknetSGD(self.net, cfgc)
         self.log(f"Learning Rate: {cfgc.learning_rate:g}, Momentum: {cfgc.momentum:g}, "
@@ -168,7 +172,6 @@ class Trainer:
             warnings.warn(warning, stacklevel=2)
         for h in self.net.heads:
             self.log(f" Detection layer: {h.index} - type = {h.type_code} ")
-        from .freeze import BackwardStops
         #: stopbackward / onlyforward: where Darknet's backward stops (None without them)
         self.stops = BackwardStops.for_network(self.net)
         self.model = self.net
@@ -176,7 +179,6 @@ class Trainer:
             self.model = distributed_model(self.net, self.device, self.stops)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.needs_grad_scaler)
         self.chart = TrainChart(cfgc.max_batches, cfgc.max_chart_loss)
-        from .ema import WeightsEMA
         #: [net] ema_alpha: Darknet's average of the conv weights (None without it)
         self.ema = WeightsEMA.for_network(
             self.net, train0_below=self.stops.train0_below if self.stops is not None else 0)
@@ -197,7 +199,6 @@ class Trainer:
     def _place_network(self) -> None:
         """The precision of ``-amp``/``-bf16``/``-channels_last`` on this device, and the
         network moved there."""
-        from .precision import choose_precision
         o = self.opts
         self.precision = choose_precision(self.device, o.amp, o.bf16, o.channels_last)
         if self.is_main:
@@ -208,7 +209,6 @@ class Trainer:
     def _forward_loss(self, x: torch.Tensor, truth: torch.Tensor, seen: int):
         """The heads' losses on one mini-batch; ``seen`` is Darknet's ``*net.seen`` during this
         forward (``train_network_datum`` adds the mini-batch before it)."""
-        from .loss import heads_loss
         w, h = x.shape[3], x.shape[2]
         with self.precision.autocast():
             raw = self.model(x, raw_heads=True) if self.world == 1 else self.model(x)

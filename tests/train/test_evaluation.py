@@ -79,12 +79,12 @@ def test_best_map_ties_are_a_new_best():
 
 
 def test_plots_that_cannot_be_written_do_not_stop_training(tmp_path, monkeypatch):
-    import darknet_py.metrics.plots as plots
+    import darknet_py.train.evaluation as evaluation
     said = []
 
     def refuse(result, folder):
         raise DataError("cannot write the plots", file=folder)
-    monkeypatch.setattr(plots, "write_map_plots", refuse)
+    monkeypatch.setattr(evaluation, "write_map_plots", refuse)
     ev = TrainEvaluation(net=None, data_cfg=None, train_list="train.txt", names=["a"],
                          classes=1, thresh=0.25, iou_thresh=0.5,
                          plots_dir=str(tmp_path / "plots"), out=io.StringIO(), log=said.append)

@@ -1,17 +1,24 @@
 """``darknet-py detector demo obj.data cfg weights video.mp4`` (Darknet's ``demo``).
 
 Reads a video file (or camera ``-c N`` when no file is given) with OpenCV, detects objects in
-each frame, prints ``Objects:`` with one line per detection and ``FPS:… AVG_FPS:…`` per frame, and
-with ``-out_filename`` writes the annotated video (MJPG in an .avi like Darknet, or any container
-OpenCV can write, at the source's FPS). Frames are resized like Darknet's demo does
-(``cv::resize`` bilinear, or letterbox), so detections can differ slightly from ``detector test``
-on the same picture, exactly as in Darknet. ``-benchmark`` times the network only (no drawing, no
-output). Frames are batched (``-batch N``) when that helps throughput on a GPU.
-``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and ``-json_port N``
-each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
+each frame, prints ``Objects:`` with one line per detection as Darknet's demo does
+(``draw_detections_cv_v3``: :func:`~darknet_py.infer.draw.demo_detection_lines`) and
+``FPS:… AVG_FPS:…`` per frame, and with ``-out_filename`` writes the annotated video (MJPG in an
+.avi like Darknet, or any container OpenCV can write, at the source's FPS). Frames go through
+:meth:`~darknet_py.infer.detector.Detector.detect_frames`: the one pipeline with Darknet's demo
+rule for video frames (``cv::resize`` bilinear of the uint8 frame, or ``letterbox_image``:
+:func:`~darknet_py.imaging.image.prepare_frame`), so detections can differ slightly from
+``detector test`` on the same picture, exactly as in Darknet. ``-benchmark`` times the network
+only (no drawing, no output). Frames are batched (``-batch N``) when that helps throughput on a
+GPU. ``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and
+``-json_port N`` each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
+
+Deliberate difference: every frame is printed, from the first to the last. Darknet's demo
+detects one frame while it prints the previous one, so its printout starts at frame
+``1 + avgframes/2`` (frame 2 by default) and the last frame is detected but never printed.
 
 darknet-py additions: ``-tiles CxR`` (``-tile_overlap``, ``-tiles_full``) detects on tiles of each
-frame (:mod:`darknet_py.infer.tiling`; frames are then converted like ``detector test`` images);
+frame (:mod:`darknet_py.infer.tiling`; each tile is prepared by the same video-frame rule);
 ``-track`` follows objects with ByteTrack (:mod:`darknet_py.infer.tracking`, needs the
 ``track`` extra): drawn labels start with ``#id``, ``-out`` and ``-json_port`` objects carry
 ``track_id`` (only boxes on a confirmed track are reported), and the end prints the number of
@@ -24,7 +31,6 @@ import sys
 import time
 
 import click
-import torch
 
 from ..errors import DataError, UsageError
 from ..files import refuse_output_onto_inputs
@@ -64,9 +70,9 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     import cv2
-    from ..infer.draw import detection_lines
+    from ..imaging.image import image_from_array, image_to_bgr_uint8
+    from ..infer.draw import demo_detection_lines
     from ..infer.results import JsonOutWriter, detection_to_json
-    from ..infer.image import frame_to_input, image_from_array, image_to_bgr_uint8
     from ..infer.stream import open_capture
     from ..serve import DemoStreams
     parsed = preflight(data, cfg, weights, video=video, names=True)
@@ -107,12 +113,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             if not batch_frames:
                 break
             t0 = time.perf_counter()
-            if tiling["tiles"] is not None:
-                sets = det.pipeline.detect_images([image_from_array(f) for f in batch_frames])
-            else:
-                x = torch.stack([frame_to_input(f, *det.input_size, det.letter_box)
-                                 for f in batch_frames])
-                sets = det.detect_batch(x, [(f.shape[1], f.shape[0]) for f in batch_frames])
+            sets = det.detect_frames(batch_frames)
             fps = len(batch_frames) / max(1e-9, time.perf_counter() - t0)
             for frame, dets in zip(batch_frames, sets):
                 frames += 1
@@ -126,8 +127,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                     http.detections(tracked.to_json(det.names))
                 else:
                     http.detections(detection_to_json(dets, det.names, frames))
-                lines = detection_lines(dets, det.names, thresh, ext_output,
-                                        (frame.shape[1], frame.shape[0]))
+                lines = demo_detection_lines(dets, det.names, thresh, ext_output,
+                                             (frame.shape[1], frame.shape[0]))
                 for line in lines:
                     print(line)
                 print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}")

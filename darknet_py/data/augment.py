@@ -60,9 +60,9 @@ import cv2
 import numpy as np
 
 from ..errors import CfgError
-from ..structures.boxes import xywh_to_ltwh, xywh_to_xyxy, xyxy_to_xywh
-from ..infer.image import decode_image
+from ..imaging.image import decode_image
 from ..model.network import Network
+from ..structures.boxes import xywh_to_ltwh, xywh_to_xyxy, xyxy_to_xywh
 
 log = logging.getLogger("darknet_py.data")
 
@@ -178,10 +178,10 @@ def _trunc(v: float) -> int:
 def load_image_hwc_uint8(path: str, channels: int = 3) -> np.ndarray:
     """The training image (Darknet's ``load_image_mat_cv``) as the ``(H, W, C)`` uint8 RGB array
     the augmentation works on, not inference's ``(C, H, W)`` float
-    :func:`darknet_py.infer.image.load_image`. Decoded by
-    :func:`darknet_py.infer.image.decode_image` (the one decoder, so training refuses exactly the
-    files inference refuses: it raises :class:`~darknet_py.errors.DataError`). ``channels`` >= 3
-    reads in colour (``IMREAD_COLOR``), fewer in greyscale."""
+    :func:`darknet_py.imaging.image.load_image`. Decoded by
+    :func:`darknet_py.imaging.image.decode_image` (the one decoder, so training refuses exactly
+    the files inference refuses: it raises :class:`~darknet_py.errors.DataError`). ``channels``
+    >= 3 reads in colour (``IMREAD_COLOR``), fewer in greyscale."""
     mat = decode_image(path, 3 if channels >= 3 else 1)
     if mat.ndim == 2:
         return mat[:, :, None]

@@ -10,6 +10,11 @@ Per image it does what ``test_detector`` (``detector.c``) does, through
 relative boxes), then ``do_nms_sort`` or, when the last head has ``nms_kind`` set,
 ``diounms_sort`` with its ``beta_nms``. Several images go through the backend as one batch.
 
+Video frames (:meth:`Detector.detect_frames`, :meth:`Detector.stream`, ``detector demo``) go
+through the same pipeline with Darknet's ``demo`` input rule instead (``cv::resize`` of the uint8
+frame, :func:`~darknet_py.imaging.image.prepare_frame`); a numpy image given to ``det(image)`` is a
+still image, as ``detector test`` would load it.
+
 Deliberate difference: ``letter_box=False`` switches letterboxing off even if the cfg's ``[net]``
 says ``letter_box=1`` (Darknet can only switch it on); the default ``None`` follows the cfg.
 """
@@ -22,10 +27,10 @@ import numpy as np
 import torch
 
 from ..files import PathLike
+from ..imaging.image import image_from_array
 from ..structures.detections import DetectionSet, ImageDetections
 from .backends.base import Backend, make_backend
 from .draw import draw_detections, image_stdout
-from .image import image_from_array
 from .pipeline import ImageInput, Pipeline, _is_path
 from .results import to_detections
 
@@ -46,7 +51,11 @@ class Detector:
             says why it chose what it did), ``exact``, ``fast``, ``cuda``, ``onnxruntime`` or
             ``openvino`` (see :mod:`darknet_py.infer.backends.base`).
         device: ``None`` = a CUDA GPU when available, else the CPU; or ``"cpu"``, ``"cuda:1"``.
-        precision: ``fp32`` (default), ``fp16`` (CUDA) or ``bf16``; ``half=True`` means ``fp16``.
+        precision: ``fp32`` (default), ``fp16`` (CUDA), ``bf16`` or ``int8``; ``half=True`` means
+            ``fp16``. ``int8`` quantizes the model on ``calibration`` images (OpenVINO + NNCF on
+            the CPU; once, then cached) and prints the fp32 and int8 mAP@0.5 of held-out images
+            on stderr (:mod:`darknet_py.infer.backends.int8`).
+        calibration: with ``precision="int8"``, a Darknet list file or a list of image paths.
         letter_box: ``None`` = the model's ``[net] letter_box``; ``True``/``False`` force it.
         thresh, hier_thresh, nms: as ``-thresh``, ``-hier`` (no effect, as in Darknet: see
             :func:`~darknet_py.infer.decode.get_network_boxes`), and Darknet's fixed ``nms=.45``.
@@ -70,13 +79,14 @@ class Detector:
                  width: Optional[int] = None, height: Optional[int] = None,
                  threads: Optional[int] = None, network: Any = None,
                  tiles: Union[None, str, Tuple[int, int]] = None, tile_overlap: float = 0.2,
-                 tiles_full: bool = False):
+                 tiles_full: bool = False, calibration: Any = None):
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             self.backend = make_backend(cfg, weights, backend=backend, device=device,
                                         precision="fp16" if half else precision, width=width,
-                                        height=height, threads=threads, network=network)
+                                        height=height, threads=threads, network=network,
+                                        calibration=calibration)
         options = dict(thresh=thresh, hier_thresh=hier_thresh, nms=nms, letter_box=letter_box,
                        batch_size=batch_size)
         from .tiling import TiledPipeline, parse_tiles
@@ -149,8 +159,16 @@ class Detector:
         ``image_sizes`` are the original (width, height) that boxes are corrected to."""
         return self.pipeline.detect_batch(x, image_sizes)
 
+    def detect_frames(self, frames: Sequence[np.ndarray]) -> List[DetectionSet]:
+        """BGR uint8 video frames (as ``cv2.VideoCapture`` reads them) -> NMS'ed detections per
+        frame, all in one forward pass (tiled when the detector tiles). Each frame's input is made
+        by Darknet's ``demo`` rule (:func:`~darknet_py.imaging.image.prepare_frame`), not
+        ``detector test``'s: what ``detector demo`` and :meth:`stream` run."""
+        return self.pipeline.detect_frames(list(frames))
+
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]]) -> List[ImageDetections]:
-        """Detect objects in one image or a list; always returns one entry per image."""
+        """Detect objects in one image or a list (still images, ``detector test``'s rule; video
+        frames: :meth:`detect_frames`); always returns one entry per image."""
         if _is_path(images) or isinstance(images, (torch.Tensor, np.ndarray)):
             images = [images]  # type: ignore[list-item]
         # the original images are not kept: a file is resized from its decoded bytes and never
@@ -164,7 +182,8 @@ class Detector:
         """Per-frame results (:class:`~darknet_py.infer.stream.FrameResult`: ``frame_id``,
         ``frame``, ``detections``) of a video file, a camera index or an iterable of frames;
         frames are decoded on a background thread (``queue_size`` frames ahead) and go through
-        the network :attr:`batch_size` at a time. Each frame gets what ``self(frame)`` gives."""
+        the network :attr:`batch_size` at a time. Each frame gets what
+        ``self.detect_frames([frame])`` gives (Darknet's ``demo`` rule)."""
         from .stream import stream
         return stream(self, source, queue_size=queue_size)
 
@@ -190,7 +209,7 @@ class Detector:
         if raw is None:
             raise TypeError("these ImageDetections carry no raw DetectionSet to draw")
         if isinstance(image, np.ndarray):
-            from .image import image_to_bgr_uint8
+            from ..imaging.image import image_to_bgr_uint8
             drawn = draw_detections(image_from_array(image), raw, self.names, self.thresh,
                                     self.classes)
             return image_to_bgr_uint8(drawn)

@@ -7,6 +7,11 @@ files) are :mod:`darknet_py.infer.results`.
   edge, ``name: NN%`` for the best class then for every other class above ``thresh``, with
   ``-ext_output`` the tab and ``(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)``
   in pixels of the original image (C ``round``, so -0 prints as ``-0`` like Darknet).
+* :func:`demo_detection_lines` = the text part of ``draw_detections_cv_v3``
+  (``image_opencv.cpp``), what ``detector demo`` prints per frame: detections in array order,
+  one line each, ``name: NN% `` for the first class above ``thresh`` then ``, other: NN% `` for
+  the next ones, with ``-ext_output`` the same tab and box text, the corners truncated to ints
+  and clamped to the frame, the width and height unrounded floats.
 * :func:`image_stdout` = one image's whole stdout block of ``detector test`` (the
   ``Detection layer`` lines, ``<path>: Predicted in ... milli-seconds.`` and the lines above).
 * :func:`draw_detections` = the drawing part of ``draw_detections_v3`` on a Darknet image
@@ -28,8 +33,8 @@ from ..structures.boxes import xywh_to_ltwh, xywh_to_xyxy
 from ..structures.detections import DetectionSet
 
 __all__ = [
-    "get_color", "class_color", "actual_detections", "detection_lines", "detection_layer_lines",
-    "predicted_line", "image_stdout", "draw_detections",
+    "get_color", "class_color", "actual_detections", "detection_lines", "demo_detection_lines",
+    "detection_layer_lines", "predicted_line", "image_stdout", "draw_detections",
 ]
 
 _COLORS = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]],
@@ -125,9 +130,46 @@ def detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float = 0.
     return lines
 
 
+def demo_detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float = 0.25,
+                         ext_output: bool = True, frame_size: Optional[Tuple[int, int]] = None
+                         ) -> List[str]:
+    """The per-detection stdout lines of ``draw_detections_cv_v3`` (``image_opencv.cpp``), which
+    ``detector demo`` prints for every frame (without newlines).
+
+    Unlike ``detector test``'s :func:`detection_lines`: rows in the array order NMS left them in
+    (not sorted by left edge), one line per row with every class above ``thresh`` in class order
+    (``name: NN% `` for the first, ``, name: NN% `` for the others; each with its trailing
+    space); the box from the relative box clamped to at most 1 (NaN/inf -> 0.5), ``left`` and
+    ``top`` computed in double, truncated to int and clamped at 0, ``width``/``height`` the
+    float32 ``w * cols`` and ``h * rows``, all printed ``%4.0f``."""
+    frame_w, frame_h = frame_size if frame_size is not None else dets.image_size
+    if len(dets) == 0:
+        return []
+    boxes = dets.boxes.detach().to(torch.float32).cpu().numpy()
+    probs = dets.probs.detach().to(torch.float32).cpu().numpy()
+    shown = _shown(names)
+    if shown.size < probs.shape[1]:
+        shown = np.concatenate([shown, np.ones(probs.shape[1] - shown.size, dtype=bool)])
+    above = (probs > np.float32(thresh)) & shown[None, :probs.shape[1]]
+    lines: List[str] = []
+    for i in np.nonzero(above.any(axis=1))[0]:
+        text = ", ".join(f"{_class_name(names, int(j))}: {_percent(probs[i, j])} "
+                         for j in np.nonzero(above[i])[0])
+        if ext_output:
+            x, y, w, h = (np.float32(v) if math.isfinite(v) else np.float32(0.5)
+                          for v in boxes[i])
+            x, y, w, h = (min(v, np.float32(1)) for v in (x, y, w, h))
+            left = max(0, int((float(x) - float(w) / 2.0) * frame_w))
+            top = max(0, int((float(y) - float(h) / 2.0) * frame_h))
+            text += "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)" % (
+                left, top, float(w * np.float32(frame_w)), float(h * np.float32(frame_h)))
+        lines.append(text)
+    return lines
+
+
 def detection_layer_lines(heads: Sequence[Any]) -> List[str]:
     """`` Detection layer: <index> - type = <LAYER_TYPE> `` for every head (``test_detector``)."""
-    from .decode import as_spec
+    from ..model.decode import as_spec
 
     specs = [as_spec(h[0] if isinstance(h, tuple) else h) for h in heads]
     return [f" Detection layer: {s.index} - type = {s.type_code} " for s in specs]

@@ -2,10 +2,12 @@
 
 >>> pipe = Pipeline(make_backend("yolov4-tiny.cfg", "yolov4-tiny.weights"))
 >>> (name, image, dets), = pipe.run(["dog.jpg"])      # DetectionSet after NMS
+>>> dets, = pipe.detect_frames([frame])              # a BGR uint8 video frame (demo's rule)
 
-Every user of inference goes through it: :class:`~darknet_py.infer.detector.Detector`,
-``detector test``/``demo``/``map``/``valid``, ``train -map``, the benchmark. What differs between
-them is only Darknet's settings, given as arguments:
+Every user of inference goes through it: :class:`~darknet_py.infer.detector.Detector` (and
+``Detector.stream``/``track``), ``detector test``/``demo``/``map``/``valid``, ``train -map``,
+tiling (:class:`~darknet_py.infer.tiling.TiledPipeline` is a ``Pipeline``), the benchmark. What
+differs between them is only Darknet's settings, given as arguments:
 
 ================ ====== ======= ====== ====================================================
 caller           thresh hier    nms    boxes NMS runs on
@@ -15,12 +17,21 @@ caller           thresh hier    nms    boxes NMS runs on
 ``valid``        0.001  0.5     0.6    pixels (``relative=0``; matters for DIoU-NMS kinds)
 ================ ====== ======= ====== ====================================================
 
-Stages: :func:`~darknet_py.infer.image.load_image` (OpenCV decode, Darknet's float RGB),
+Stages: :func:`~darknet_py.imaging.image.load_image` (OpenCV decode, Darknet's float RGB),
 ``resize_image`` or ``letterbox_image`` (the model's ``letter_box`` unless overridden), the
-backend, :mod:`~darknet_py.infer.decode` (thresholding and ``correct_yolo_boxes``), then
+backend, :mod:`~darknet_py.model.decode` (thresholding and ``correct_yolo_boxes``), then
 ``do_nms_sort``/``diounms_sort`` with the last head's ``nms_kind``/``beta_nms``
 (:func:`~darknet_py.infer.nms.apply_nms`). Lists of images are decoded ahead on a thread pool
 (OpenCV releases the GIL) while the backend runs the previous batch.
+
+Two rules make the network input, chosen by what the source is, never by the caller:
+
+* still images (files, and arrays or tensors given as images): ``detector test``'s
+  ``load_image`` + ``resize_image``/``letterbox_image``;
+* video frames (:class:`~darknet_py.imaging.image.VideoFrame`: what :meth:`frame_source` makes of a
+  BGR uint8 frame; ``detector demo``, :meth:`detect_frames`, ``Detector.stream``): ``demo``'s
+  ``cv::resize`` rule, :func:`~darknet_py.imaging.image.prepare_frame`. A tile of a frame is a
+  frame, so tiled video gets the same rule.
 """
 from __future__ import annotations
 
@@ -37,9 +48,9 @@ from ..files import PathLike
 from ..structures.detections import DetectionSet, scale_to_pixels
 from ..structures.heads import nms_params
 from .backends.base import Backend
-from .decode import decoded_candidates, get_network_boxes
-from .image import (DecodedImage, as_image_tensor, image_from_array, image_size, load_decoded,
-                    load_image, prepare_input)
+from ..model.decode import decoded_candidates, get_network_boxes
+from ..imaging.image import (DecodedImage, VideoFrame, as_image_tensor, image_from_array, image_size,
+                    load_decoded, load_image, prepare_input)
 from .nms import apply_nms
 
 __all__ = ["Pipeline", "ImageInput", "Result"]
@@ -109,17 +120,34 @@ class Pipeline:
 
     def source(self, image: ImageInput) -> Tuple[str, Source]:
         """:meth:`load` without converting a decoded file to float: an image file or a uint8
-        array stays a :class:`~darknet_py.infer.image.DecodedImage` (1 byte per value), which
+        array stays a :class:`~darknet_py.imaging.image.DecodedImage` (1 byte per value), which
         :meth:`prepare` resizes directly (the float image of a large photo is 4 times its
         bytes, and only the network-sized input is needed)."""
         if _is_path(image):
             return os.fspath(image), load_decoded(image, self.backend.channels)  # type: ignore[arg-type]
+        if isinstance(image, VideoFrame):
+            return "<frame>", image
+        if isinstance(image, DecodedImage):
+            return "<array>", image
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
             return "<array>", DecodedImage(np.ascontiguousarray(image))
         return self.load(image)
 
+    def frame_source(self, frame: ImageInput) -> Tuple[str, Source]:
+        """A video frame as a source: a uint8 array (BGR as ``VideoCapture`` reads it; grey and
+        BGRA are made BGR) becomes a :class:`~darknet_py.imaging.image.VideoFrame`, prepared by
+        the demo rule. Anything else an iterable of frames may hold (an image path, a float
+        tensor or array) is a still image (:meth:`source`)."""
+        if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim in (2, 3):
+            try:
+                return "<frame>", VideoFrame(frame)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        return self.source(frame)
+
     def prepare(self, originals: Sequence[Source]) -> torch.Tensor:
-        """The network input ``(B, C, h, w)`` for loaded images."""
+        """The network input ``(B, C, h, w)`` for loaded images and frames (each by its rule:
+        :func:`~darknet_py.imaging.image.prepare_input`)."""
         if not originals:
             return torch.zeros(0, self.backend.channels, self.height, self.width)
         return torch.stack([prepare_input(im, self.width, self.height, self.letter_box)
@@ -161,6 +189,13 @@ class Pipeline:
         originals = [im for _, im in loaded]
         sets = self.detect_batch(self.prepare(originals), [image_size(im) for im in originals])
         return _results(loaded, sets, keep_images)
+
+    def detect_frames(self, frames: Sequence[ImageInput]) -> List[DetectionSet]:
+        """Video frames (BGR uint8 arrays as ``VideoCapture`` reads them) -> detections after
+        NMS, boxes relative to each frame, all frames in one backend call: what ``detector demo``
+        runs per batch. Each frame's input is made by the demo rule (:meth:`frame_source`)."""
+        loaded = [self.frame_source(f) for f in frames]
+        return [dets for _, _, dets in self._run_loaded(loaded, keep_images=False)]
 
     def run(self, images: Sequence[ImageInput], keep_images: bool = True) -> List[Result]:
         """Every image through the pipeline, :attr:`batch_size` at a time. ``keep_images``

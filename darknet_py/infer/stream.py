@@ -6,11 +6,13 @@
 :class:`FrameReader` decodes frames on a background thread into a bounded queue (so a slow
 consumer holds at most ``queue_size`` decoded frames in memory): an OpenCV ``VideoCapture`` of a
 video file or camera index, or any iterable of frames (BGR ``uint8`` arrays as OpenCV gives
-them, ``(C, H, W)`` float tensors, or image paths). Each frame is converted to Darknet's float
-RGB image on that thread too, so the consumer only runs the network. :func:`stream` then sends
-the frames through the detector's :class:`~darknet_py.infer.pipeline.Pipeline` ``batch_size``
-frames per forward pass, in order; every frame gets exactly what ``detector(frame)`` gives it
-(same loading, resize and NMS; tiling too when the detector tiles).
+them, ``(C, H, W)`` float tensors, or image paths). :func:`stream` then sends the frames through
+the detector's :class:`~darknet_py.infer.pipeline.Pipeline` ``batch_size`` frames per forward
+pass, in order, exactly as ``detector demo`` does: every frame gets what
+``detector.detect_frames([frame])`` gives it (Darknet's ``demo`` rule for video frames,
+:func:`~darknet_py.imaging.image.prepare_frame`, then the same decoding and NMS; tiling too when the
+detector tiles). An image path or a float tensor in an iterable is a still image and gets what
+``detector(image)`` gives it.
 
 A batch is filled before it runs (deterministic results); with a live camera and ``batch_size``
 above 1 that delays each result by up to ``batch_size - 1`` frames.
@@ -29,7 +31,7 @@ import torch
 from ..errors import DataError, UsageError
 from ..structures.detections import DetectionSet, ImageDetections
 
-__all__ = ["FrameReader", "FrameResult", "stream"]
+__all__ = ["FrameReader", "FrameResult", "frame_reader", "stream"]
 
 _END = object()
 
@@ -66,7 +68,7 @@ def open_capture(source: Union[str, int, "os.PathLike[str]"]):
     # first frame is decoded (each frame is decoded, converted and drawn at full size)
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     if w > 0 and h > 0:
-        from .image_header import check_pixels
+        from ..imaging.image_header import check_pixels
         try:
             check_pixels(w, h, where)
         except DataError as e:
@@ -79,10 +81,11 @@ def open_capture(source: Union[str, int, "os.PathLike[str]"]):
 
 class FrameReader:
     """Frames of ``source`` decoded on a background thread: iterate to get
-    ``(frame_id, frame, image)`` with ``image`` the Darknet ``(C, H, W)`` float RGB tensor.
+    ``(frame_id, frame, image)`` with ``image`` what ``load(frame)`` makes of it.
 
-    ``load`` converts a frame (default :meth:`Pipeline.load`-like conversion of arrays/tensors/
-    paths); ``fps`` is the video's frame rate (25 when unknown or for iterators)."""
+    ``load`` is run on the reader thread (:func:`frame_reader` gives the pipeline's
+    :meth:`~darknet_py.infer.pipeline.Pipeline.frame_source`); ``fps`` is the video's frame rate
+    (25 when unknown or for iterators)."""
 
     def __init__(self, source, load, queue_size: int = 8):
         if queue_size < 1:
@@ -158,6 +161,14 @@ class FrameReader:
             self._cap = None
 
 
+def frame_reader(detector, source, queue_size: int = 8) -> FrameReader:
+    """A :class:`FrameReader` of ``source`` whose items are the sources ``detector``'s pipeline
+    runs: :meth:`~darknet_py.infer.pipeline.Pipeline.frame_source` (a uint8 frame becomes a
+    :class:`~darknet_py.imaging.image.VideoFrame`)."""
+    pipeline = detector.pipeline
+    return FrameReader(source, lambda f: pipeline.frame_source(f)[1], queue_size=queue_size)
+
+
 def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     """Per-frame results of ``detector`` on ``source`` (see the module text; a
     :class:`FrameReader` is used as it is); frames go through the network
@@ -165,11 +176,11 @@ def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     from .results import to_detections
     pipeline = detector.pipeline
     reader = source if isinstance(source, FrameReader) else \
-        FrameReader(source, lambda f: pipeline.load(f)[1], queue_size=queue_size)
+        frame_reader(detector, source, queue_size=queue_size)
     size = pipeline.batch_size
 
     def run(batch):
-        results = pipeline.run([image for _, _, image in batch])
+        results = pipeline.run([image for _, _, image in batch], keep_images=False)
         for (frame_id, frame, _), (_, _, dets) in zip(batch, results):
             yield FrameResult(frame_id, frame,
                               to_detections(f"frame {frame_id}", dets, detector.names,

@@ -16,9 +16,11 @@ What exactly happens to one image of ``W x H`` pixels (network input ``w x h``):
    only change the overlap. Tiles that come out identical (a grid too fine for a small image)
    are run once.
 2. **Detection**. Each tile is a crop of the loaded image that goes through the normal stages
-   (:meth:`Pipeline.prepare` at the network size: the same stretch or letterbox, ``forward``,
-   ``decode`` against the tile's own size); the tiles of an image (and of the images of a
-   batch) go through the backend ``batch_size`` tiles at a time (at least one image's tiles).
+   (:meth:`Pipeline.prepare` at the network size: the same stretch or letterbox, by the rule
+   of the whole image: a crop of a still image is resized like ``detector test`` does, a crop of
+   a video frame like ``demo`` does, :func:`~darknet_py.imaging.image.prepare_frame`; ``forward``,
+   ``decode`` against the tile's own size); the tiles of an image (and of the images of a batch)
+   go through the backend ``batch_size`` tiles at a time (at least one image's tiles).
 3. **Mapping**. Candidate boxes, relative to their tile, become relative to the whole image
    (``x = (x_t * tw + x0) / W``, ``w = w_t * tw / W``; likewise y and h).
 4. **Merge**. The candidates of all tiles (plus, with ``full=True``, the candidates of the whole
@@ -43,8 +45,8 @@ import torch
 
 from ..errors import UsageError
 from ..structures.detections import DetectionSet
-from .image import crop_image, image_size
-from .pipeline import Pipeline, _results
+from ..imaging.image import crop_image, image_size
+from .pipeline import Pipeline, Source, _results
 
 __all__ = ["TiledPipeline", "tile_grid", "parse_tiles", "map_tile_boxes", "tiled"]
 
@@ -129,7 +131,7 @@ class TiledPipeline(Pipeline):
         tile_overlap: fraction of a tile shared with its neighbour (0 <= overlap < 1).
         tiles_full: also detect on the whole image; its candidates join the merge.
 
-    :meth:`run`, :meth:`iterate` and :meth:`detect_images` tile; :meth:`detect_batch` (inputs
+    :meth:`run`, :meth:`iterate` and :meth:`detect_frames` tile; :meth:`detect_batch` (inputs
     already resized to the network) cannot and says so.
     """
 
@@ -147,8 +149,9 @@ class TiledPipeline(Pipeline):
                          self.width, self.height)
 
     @torch.no_grad()
-    def candidates(self, originals: Sequence[torch.Tensor]) -> List[DetectionSet]:
-        """Pooled candidates (before NMS) of every image, boxes relative to the image."""
+    def candidates(self, originals: Sequence[Source]) -> List[DetectionSet]:
+        """Pooled candidates (before NMS) of every loaded image or frame (:meth:`source`,
+        :meth:`frame_source`), boxes relative to the image."""
         jobs = []          # (image index, tile or None for the whole image, crop)
         for k, im in enumerate(originals):
             w, h = image_size(im)
@@ -173,17 +176,14 @@ class TiledPipeline(Pipeline):
         return [DetectionSet.concat(p, self.backend.classes, image_size(im))
                 for p, im in zip(pooled, originals)]
 
-    def detect_images(self, originals: Sequence[torch.Tensor]) -> List[DetectionSet]:
-        """Loaded images ``(C, H, W)`` -> merged detections after NMS."""
-        return self.suppress(self.candidates(originals))
-
     def _run_loaded(self, loaded, keep_images: bool = True):
         originals = [im for _, im in loaded]
-        return _results(loaded, self.detect_images(originals), keep_images)
+        return _results(loaded, self.suppress(self.candidates(originals)), keep_images)
 
     def detect_batch(self, x, image_sizes):
         raise UsageError("tiled detection needs the original images, not network inputs: use "
-                         "run/iterate/detect_images (Detector: __call__/detect_sets)")
+                         "run/iterate/detect_frames (Detector: __call__/detect_sets/"
+                         "detect_frames)")
 
     def __repr__(self) -> str:
         c, r = self.tiles

@@ -187,9 +187,9 @@ def track(detector, source, tracker: Optional[ByteTracker] = None, **tracker_opt
     """:meth:`Detector.stream` with a :class:`ByteTracker`: one :class:`TrackedFrame` per frame.
     ``source`` is a video file, a camera index or an iterable of frames; ``frame_rate`` defaults
     to the video's."""
-    from .stream import FrameReader, stream
+    from .stream import frame_reader, stream
     require_supervision()
-    reader = FrameReader(source, lambda f: detector.pipeline.load(f)[1])
+    reader = frame_reader(detector, source)
     if tracker is None:
         tracker_options.setdefault("frame_rate", reader.fps)
         tracker = ByteTracker(detector.names, detector.thresh, **tracker_options)

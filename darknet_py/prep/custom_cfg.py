@@ -32,28 +32,26 @@ keeps the template's batch and burn_in (the README's ``batch=64`` and the templa
 its rate. ``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
 :data:`SAFE_BURN_IN` gives a warning.
 
-The section and option reading follows Darknet's ``read_cfg`` (all whitespace of a line is
-ignored; ``#`` and ``;`` start comment lines; ``[type]`` opens a section; an option is found by
-its first occurrence). If an option appears twice in a section every occurrence is edited, so the
-value Darknet reads is the new one whichever occurrence it takes.
+The cfg is read and edited through :class:`darknet_py.formats.cfg.EditableCfg`: the network's
+own reader (Darknet's ``read_cfg`` rules and errors), keeping the user's text. If an option
+appears twice in a section every occurrence is edited, so the value Darknet reads is the new one
+whichever occurrence it takes.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 from ..errors import CfgError, UsageError
 from ..files import PathLike, atomic_write_bytes, refuse_output_onto_inputs
+from ..formats.cfg import EditableCfg, Section
 
 #: Head sections whose ``classes`` is set, and how ``filters`` of the conv before them is computed.
-YOLO_HEADS = ("[yolo]", "[Gaussian_yolo]")
-REGION_HEADS = ("[region]",)
-NET_SECTIONS = ("[net]", "[network]")
-CONV_SECTIONS = ("[convolutional]", "[conv]")
-
-_WS = re.compile(r"\s")
+YOLO_HEADS = ("yolo", "Gaussian_yolo")
+REGION_HEADS = ("region",)
+CONV_SECTIONS = ("convolutional", "conv")
 
 #: the learning rate ``cfg custom`` writes unless told otherwise (yolov4-custom.cfg's value)
 SAFE_LEARNING_RATE = 0.001
@@ -75,131 +73,13 @@ def custom_steps(max_batches: int) -> Tuple[int, int]:
     return (max_batches * 8 // 10, max_batches * 9 // 10)
 
 
-@dataclass
-class _Section:
-    type: str                      # "[net]", as Darknet sees it (whitespace removed)
-    header: int                    # line index of the [type] line
-    options: Dict[str, List[int]] = field(default_factory=dict)  # key -> line indexes
-    last: int = -1                 # index of the last option line (header if none)
-
-    def first(self, key: str) -> Optional[int]:
-        idx = self.options.get(key)
-        return idx[0] if idx else None
-
-
-class _CfgLines:
-    """A cfg as lines that can be edited in place and written back byte for byte."""
-
-    def __init__(self, text: str, source: str):
-        self.source = source
-        self.lines: List[str] = text.splitlines(keepends=True)
-        self.sections: List[_Section] = []
-        for i, line in enumerate(self.lines):
-            s = _WS.sub("", line)
-            if not s:
-                continue
-            if s[0] == "[":
-                self.sections.append(_Section(s, i, last=i))
-            elif s[0] in "#;":
-                continue
-            else:
-                if not self.sections:
-                    raise CfgError("option before the first [section]", file=source, line=i + 1,
-                                   value=line.rstrip("\r\n"))
-                if "=" not in s:
-                    raise CfgError(f"line is neither '[section]' nor 'key=value': '{line.strip()}'",
-                                   file=source, line=i + 1, value=line.strip())
-                key = s.split("=", 1)[0]
-                sec = self.sections[-1]
-                sec.options.setdefault(key, []).append(i)
-                sec.last = i
-
-    # -------------------------------------------------------------- reading
-    def value(self, idx: int) -> str:
-        """The option value of line ``idx`` as Darknet reads it (whitespace removed)."""
-        return _WS.sub("", self.lines[idx]).split("=", 1)[1]
-
-    def get(self, sec: _Section, key: str) -> Optional[str]:
-        idx = sec.first(key)
-        return None if idx is None else self.value(idx)
-
-    def get_int(self, sec: _Section, key: str, default: int) -> int:
-        idx = sec.first(key)
-        if idx is None:
-            return default
-        text = self.value(idx).split("#", 1)[0]
-        try:
-            return int(float(text))
-        except ValueError:
-            raise CfgError(f"{sec.type} option '{key}' expects an integer, got '{text}'",
-                           file=self.source, line=idx + 1, value=text) from None
-
-    def count_list(self, sec: _Section, key: str) -> Optional[int]:
-        val = self.get(sec, key)
-        if val is None:
-            return None
-        items = [v for v in val.split("#", 1)[0].split(",")]
-        if items and items[-1] == "":
-            items = items[:-1]
-        return len(items)
-
-    # -------------------------------------------------------------- editing
-    def set(self, sec: _Section, key: str, value: str, changes: List[str]) -> None:
-        """Set ``key=value`` in a section, in place on every line holding the key, or as a new
-        line after the section's last option."""
-        idxs = sec.options.get(key)
-        if not idxs:
-            at = sec.last
-            self.insert_after(at, f"{key}={value}")
-            sec.options[key] = [at + 1]
-            sec.last = max(sec.last, at + 1)
-            changes.append(f"line {at + 2}: {sec.type} added {key}={value}")
-            return
-        for idx in idxs:
-            old = self.lines[idx]
-            new = _replace_value(old, value)
-            if new != old:
-                self.lines[idx] = new
-                changes.append(f"line {idx + 1}: {sec.type} {old.strip()} -> {new.strip()}")
-
-    def insert_after(self, at: int, text: str) -> None:
-        """Insert the line ``text`` after line ``at`` (its line ending), moving the indexes of
-        every later line."""
-        eol = _eol(self.lines[at]) or "\n"
-        if not self.lines[at].endswith(("\n", "\r")):
-            self.lines[at] += eol
-        self.lines.insert(at + 1, f"{text}{eol}")
-        for other in self.sections:
-            other.header += other.header > at
-            other.last += other.last > at
-            for k, lst in other.options.items():
-                other.options[k] = [j + (j > at) for j in lst]
-
-    def text(self) -> str:
-        return "".join(self.lines)
-
-
 def _line_of(change: str) -> int:
     return int(change.split(":", 1)[0].split()[1])
 
 
-def _eol(line: str) -> str:
-    body = line.rstrip("\r\n")
-    return line[len(body):]
-
-
-def _replace_value(line: str, value: str) -> str:
-    """Swap the value of a ``key = value  # comment`` line, keeping spacing and the comment."""
-    eol = _eol(line)
-    body = line[: len(line) - len(eol)]
-    eq = body.index("=")
-    after = body[eq + 1:]
-    lead = after[: len(after) - len(after.lstrip(" \t"))]
-    rest = after[len(lead):]
-    hash_at = rest.find("#")
-    val_part, comment = (rest, "") if hash_at < 0 else (rest[:hash_at], rest[hash_at:])
-    trail = val_part[len(val_part.rstrip(" \t")):]
-    return body[: eq + 1] + lead + value + trail + comment + eol
+def _list_len(sec: Section, key: str) -> Optional[int]:
+    """How many comma-separated values ``key`` has (``None`` when absent)."""
+    return len(sec.float_list(key)) if sec.has(key) else None
 
 
 @dataclass
@@ -276,12 +156,8 @@ def make_custom_cfg(
     if mosaic is not None and int(mosaic) not in (0, 1):
         raise UsageError(f"--mosaic must be 0 or 1, got {mosaic}", value=mosaic)
 
-    cfg = _CfgLines(text, source)
-    nets = [s for s in cfg.sections if s.type in NET_SECTIONS]
-    if not nets or cfg.sections[0] not in nets:
-        raise CfgError("the cfg must start with a [net] section", file=source,
-                       line=cfg.sections[0].header + 1 if cfg.sections else None)
-    net = nets[0]
+    cfg = EditableCfg(text, source)
+    net = cfg.net()
     changes: List[str] = []
     warnings: List[str] = []
 
@@ -303,48 +179,44 @@ def make_custom_cfg(
         warnings.append(f"max_batches {max_batches} is below the README's rule "
                         f"(classes*2000, >= training images, >= 6000 = "
                         f"{custom_max_batches(classes, train_images)})")
-    scales_n = None if keep_schedule else cfg.count_list(net, "scales")
-    policy = cfg.get(net, "policy")
-    if policy is not None and policy.split("#", 1)[0] == "steps" and scales_n is not None \
+    scales_n = None if keep_schedule else _list_len(net, "scales")
+    if net.str("policy", "steps").split("#", 1)[0] == "steps" and scales_n is not None \
             and scales_n != len(step_values):
-        raise CfgError(f"steps would have {len(step_values)} values but 'scales' has {scales_n}; "
-                       "Darknet needs one scale per step", file=source,
-                       line=net.first("scales") + 1)  # type: ignore[operator]
+        raise net.error(f"steps would have {len(step_values)} values but 'scales' has "
+                        f"{scales_n}; Darknet needs one scale per step", net.first("scales"))
 
     # plan the head edits first, so that errors name lines of the source
-    plan: List[Tuple[_Section, _Section, int]] = []
+    plan: List[Tuple[Section, Section, int]] = []
     for pos, sec in enumerate(cfg.sections):
         if sec.type not in YOLO_HEADS + REGION_HEADS:
             continue
         if sec.type in YOLO_HEADS:
-            masks = cfg.count_list(sec, "mask")
-            n = masks if masks is not None else (
-                n_anchors if n_anchors is not None else cfg.get_int(sec, "num", 1))
+            masks = sec.int_list("mask", None)
+            n = len(masks) if masks is not None else (
+                n_anchors if n_anchors is not None else sec.int("num", 1))
             if n_anchors is not None and masks is not None:
-                mask_text = (cfg.get(sec, "mask") or "").split("#", 1)[0]
-                bad = [int(v) for v in mask_text.split(",") if v.strip().lstrip("-").isdigit()
-                       and not 0 <= int(v) < n_anchors]
+                bad = [m for m in masks if not 0 <= m < n_anchors]
                 if bad:
-                    raise UsageError(f"--anchors gives {n_anchors} anchors but {sec.type} at "
-                                     f"{source}:{sec.header + 1} has mask index {bad[0]}: "
+                    raise UsageError(f"--anchors gives {n_anchors} anchors but [{sec.type}] at "
+                                     f"{source}:{sec.line} has mask index {bad[0]}: "
                                      f"give at least {max(bad) + 1} anchors", value=n_anchors)
-            per_anchor = classes + (9 if sec.type == "[Gaussian_yolo]" else 5)
-            cpc = sec.first("counters_per_class")
-            if cpc is not None:
-                warnings.append(f"{source}:{cpc + 1}: {sec.type} has counters_per_class, which "
-                                "must list one count per class: update or remove it")
+            per_anchor = classes + (9 if sec.type == "Gaussian_yolo" else 5)
+            if sec.has("counters_per_class"):
+                cpc = sec.first("counters_per_class")
+                warnings.append(f"{source}:{cpc.line}: [{sec.type}] has counters_per_class, "
+                                "which must list one count per class: update or remove it")
         else:
             if anchors is not None:
-                raise UsageError(f"--anchors: {sec.type} at {source}:{sec.header + 1} takes "
+                raise UsageError(f"--anchors: [{sec.type}] at {source}:{sec.line} takes "
                                  "anchors in grid cells, not network pixels; edit it by hand",
-                                 value=sec.type)
-            n = cfg.get_int(sec, "num", 1)
-            per_anchor = classes + cfg.get_int(sec, "coords", 4) + 1
+                                 value=f"[{sec.type}]")
+            n = sec.int("num", 1)
+            per_anchor = classes + sec.int("coords", 4) + 1
         prev = cfg.sections[pos - 1] if pos > 0 else None
         if prev is None or prev.type not in CONV_SECTIONS:
-            raise CfgError(f"{sec.type} must follow a [convolutional] whose filters give its "
-                           f"inputs, but it follows {prev.type if prev else 'nothing'}",
-                           file=source, line=sec.header + 1)
+            raise CfgError(f"[{sec.type}] must follow a [convolutional] whose filters give its "
+                           f"inputs, but it follows {f'[{prev.type}]' if prev else 'nothing'}",
+                           file=source, line=sec.line)
         plan.append((sec, prev, per_anchor * n))
     if not plan:
         raise CfgError("no [yolo], [Gaussian_yolo] or [region] section: not a detection cfg",
@@ -353,70 +225,57 @@ def make_custom_cfg(
     # [net]; the rate first: its comment line moves the lines after it
     if not keep_schedule:
         _set_rate(cfg, net, learning_rate, burn_in, batch, changes, warnings)
-    if batch is not None:
-        cfg.set(net, "batch", str(int(batch)), changes)
-    if subdivisions is not None:
-        cfg.set(net, "subdivisions", str(int(subdivisions)), changes)
-    if width is not None:
-        cfg.set(net, "width", str(int(width)), changes)
-    if height is not None:
-        cfg.set(net, "height", str(int(height)), changes)
+    for key, value in (("batch", batch), ("subdivisions", subdivisions), ("width", width),
+                       ("height", height)):
+        if value is not None:
+            changes += cfg.set(net, key, int(value))
     if keep_schedule:
-        mb = cfg.get_int(net, "max_batches", 0)
-        steps_text = cfg.get(net, "steps")
-        step_values = tuple(int(float(v)) for v in steps_text.split("#", 1)[0].split(",")
-                            if v) if steps_text else ()
+        mb = net.int("max_batches", 0)
+        step_values = tuple(net.int_list("steps", []))
     else:
-        cfg.set(net, "max_batches", str(mb), changes)
-        cfg.set(net, "steps", ",".join(str(s) for s in step_values), changes)
+        changes += cfg.set(net, "max_batches", mb)
+        changes += cfg.set(net, "steps", ",".join(str(s) for s in step_values))
     if mosaic is not None:
-        cfg.set(net, "mosaic", str(int(mosaic)), changes)
+        changes += cfg.set(net, "mosaic", int(mosaic))
 
     for key in ("width", "height"):
-        v = cfg.get_int(net, key, 0)
+        v = net.int(key, 0)
         if v % 32:
             warnings.append(f"[net] {key}={v} is not a multiple of 32")
 
-    # heads and the conv before each: edit the sections planned above (their line indexes
+    # heads and the conv before each: edit the sections planned above (their line numbers
     # follow any insertion), report lines of the written cfg
     heads: List[Tuple[str, int, int]] = []
     for sec, conv, filters in plan:
-        cfg.set(sec, "classes", str(classes), changes)
+        changes += cfg.set(sec, "classes", classes)
         if anchors_text is not None:
-            cfg.set(sec, "anchors", anchors_text, changes)
-            cfg.set(sec, "num", str(n_anchors), changes)
-        cfg.set(conv, "filters", str(filters), changes)
-        heads.append((sec.type, sec.header + 1, filters))
+            changes += cfg.set(sec, "anchors", anchors_text)
+            changes += cfg.set(sec, "num", n_anchors)
+        changes += cfg.set(conv, "filters", filters)
+        heads.append((f"[{sec.type}]", sec.line, filters))
     return CustomCfgResult(text=cfg.text(), classes=classes, max_batches=mb, steps=step_values,
                            heads=heads, changes=sorted(changes, key=_line_of), warnings=warnings)
 
 
-def _set_rate(cfg: _CfgLines, net: _Section, learning_rate: Optional[float],
+def _set_rate(cfg: EditableCfg, net: Section, learning_rate: Optional[float],
               burn_in: Optional[int], batch: Optional[int], changes: List[str],
               warnings: List[str]) -> None:
     """``learning_rate`` / ``burn_in`` of [net] (see the module docstring)."""
-    def number(key: str, default: float) -> float:
-        text = (cfg.get(net, key) or "").split("#", 1)[0]
-        try:
-            return float(text) if text else default
-        except ValueError:
-            raise CfgError(f"[net] option '{key}' expects a number, got '{text}'",
-                           file=cfg.source, line=net.first(key) + 1, value=text) from None
-    old_rate = number("learning_rate", 0.001)     # Darknet's default
+    old_rate = net.float("learning_rate", 0.001)     # Darknet's default
     # the source's rate is tuned for its own batch and burn_in: only a smaller one makes it unsafe
-    shrunk = (batch is not None and int(batch) < number("batch", 1)) or \
-        (burn_in is not None and int(burn_in) < number("burn_in", 0))
+    shrunk = (batch is not None and int(batch) < net.float("batch", 1)) or \
+        (burn_in is not None and int(burn_in) < net.float("burn_in", 0))
     rate = float(learning_rate) if learning_rate is not None else \
         min(old_rate, SAFE_LEARNING_RATE) if shrunk else old_rate
     if burn_in is not None:
-        cfg.set(net, "burn_in", str(int(burn_in)), changes)
+        changes += cfg.set(net, "burn_in", int(burn_in))
     if rate != old_rate:
         at = net.first("learning_rate")
         if learning_rate is None and at is not None:     # the comment first: lines move
-            cfg.insert_after(at - 1, LEARNING_RATE_COMMENT)
-            changes.append(f"line {at + 1}: [net] added a comment on learning_rate")
-        cfg.set(net, "learning_rate", f"{rate:g}", changes)
-    bi = number("burn_in", 0)
+            cfg.insert_after(at.line - 1, LEARNING_RATE_COMMENT)
+            changes.append(f"line {at.line - 1}: [net] added a comment on learning_rate")
+        changes += cfg.set(net, "learning_rate", f"{rate:g}")
+    bi = net.float("burn_in", 0)
     if rate > SAFE_LEARNING_RATE and bi < SAFE_BURN_IN:
         warnings.append(f"learning_rate={rate:g} with burn_in={bi:g} can diverge in a short "
                         f"fine-tune; use burn_in>={SAFE_BURN_IN} or learning_rate<="

@@ -106,6 +106,77 @@ def test_detector_demo_writes_annotated_video(workdir):
     assert r.returncode == 1 and "none.mp4" in r.stderr
 
 
+DEMO_ORACLE = REPO / "tests" / "fixtures" / "files" / "demo_oracle"
+
+
+def demo_blocks(stdout):
+    """The per-frame detection lines of a demo's stdout: what lies between ``Objects:`` and the
+    ``FPS:`` line of each frame (Darknet clears the screen before each ``Objects:``)."""
+    blocks = []
+    for part in stdout.split("Objects:\n\n")[1:]:
+        body = part.split("\nFPS:")[0].rstrip("\n")
+        blocks.append(body.split("\n") if body else [])
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    """darknet-py's demo on the oracle video, once per (model, flags)."""
+    runs = {}
+
+    def run(model, *flags):
+        if (model, flags) not in runs:
+            cwd = tmp_path_factory.mktemp("demo")
+            (cwd / "coco.names").write_text((REPO / "cfg" / "coco.names").read_text())
+            (cwd / "coco.data").write_text("classes=80\nnames=coco.names\n")
+            cfg, weights = model
+            r = run_cli("detector", "demo", "coco.data", cfg, weights, DEMO_ORACLE / "demo.avi",
+                        "-dont_show", "-ext_output", "-backend", "exact", "-out", "frames.json",
+                        *flags, cwd=cwd)
+            assert r.returncode == 0, r.stderr[-2000:]
+            runs[model, flags] = (demo_blocks(r.stdout),
+                                  json.loads((cwd / "frames.json").read_text()))
+        return runs[model, flags]
+    return run
+
+
+@pytest.mark.parametrize("recording, first_frame, flags", [
+    ("yolo-fastest-1.1__avgframes1", 1, ()),
+    ("yolov4-tiny__avgframes1", 1, ()),
+    ("yolov4-tiny__default", 2, ()),
+    ("yolov4-tiny__letter_box", 1, ("-letter_box",)),
+])
+def test_detector_demo_matches_darknets_demo(demo_runs, recording, first_frame, flags):
+    """Per frame: the printed lines (classes, confidences and boxes as Darknet's
+    ``draw_detections_cv_v3`` prints them) and the JSON objects (same order, %f values) of a
+    real Darknet demo on the same video (see the oracle's README for which frame is which)."""
+    if recording.startswith("yolo-fastest"):
+        model = (CFG, WEIGHTS)
+    else:
+        model = (require(REFDATA / "cfg" / "darknet" / "yolov4-tiny.cfg"),
+                 require(REFDATA / "weights" / "yolov4-tiny.weights"))
+    ours, ours_json = demo_runs(model, *flags)
+    assert len(ours) == 6 and [e["frame_id"] for e in ours_json] == list(range(1, 7))
+    theirs = demo_blocks((DEMO_ORACLE / f"{recording}.stdout.txt").read_text())
+    theirs_json = json.loads((DEMO_ORACLE / f"{recording}.darknet_out.json").read_text())
+    # Darknet prints frames first_frame..5: never the last one, and its first block is empty
+    assert len(theirs) == len(theirs_json) == 6 - first_frame and theirs[0] == []
+    for k, lines in enumerate(theirs[1:], first_frame + 1):
+        assert ours[k - 1] == [l for l in lines if l != "Stream closed."], f"frame {k}"
+    compared = 0
+    for entry in theirs_json:
+        mine = ours_json[entry["frame_id"] + first_frame - 2]["objects"]
+        want = entry["objects"]
+        assert [(o["class_id"], o["name"]) for o in mine] == \
+            [(o["class_id"], o["name"]) for o in want], f"frame {entry['frame_id']}"
+        for a, b in zip(mine, want):
+            assert abs(a["confidence"] - b["confidence"]) <= 2e-5
+            for key, v in b["relative_coordinates"].items():
+                assert abs(a["relative_coordinates"][key] - v) <= 2e-5
+            compared += 1
+    assert compared >= 10
+
+
 def test_detect_shortcut_is_detector_test_with_coco_data(tmp_path):
     """Darknet's `detect cfg weights image`: `detector test cfg/coco.data ...` at -thresh 0.24,
     run where cfg/coco.data is (the repository's copied to a scratch folder, as in a checkout)."""

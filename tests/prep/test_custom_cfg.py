@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import refpath, require
 
-from darknet_py.model.cfg import parse_cfg_text, read_cfg
+from darknet_py.formats.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError, UsageError
 from darknet_py.prep.custom_cfg import (LEARNING_RATE_COMMENT, custom_max_batches, custom_steps,
                                          make_custom_cfg, write_custom_cfg)
@@ -180,9 +180,13 @@ def test_errors():
         make_custom_cfg("[net]\nbatch=1\n[convolutional]\nfilters=3\n[route]\nlayers=-1\n[yolo]\n", 3,
                         source="x.cfg")
     assert e.value.file == "x.cfg" and e.value.line == 7
-    with pytest.raises(CfgError, match="neither") as e:
+    # the editor reads through the network's tokenizer: the same errors as read_cfg
+    with pytest.raises(CfgError, match=r"cannot parse line 'batch' \(expected key=value\)") as e:
         make_custom_cfg("[net]\nbatch\n", 3)
     assert e.value.line == 2
+    with pytest.raises(CfgError, match="malformed section header") as e:
+        make_custom_cfg("[net]\nbatch=1\n[yolo\n", 3)
+    assert e.value.line == 3
 
 
 def test_cli_writes_the_template(tmp_path):

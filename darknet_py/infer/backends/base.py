@@ -3,7 +3,7 @@
 A backend runs the network and nothing else: it takes the prepared batch (``(B, C, H, W)``
 float32, RGB in [0, 1], the size :attr:`Backend.width` x :attr:`Backend.height`, on the CPU) and
 returns either one ``l.output`` tensor per head (``decoded = False``) or, for an ONNX file exported
-``--with-decode``, the decoded rows of :class:`~darknet_py.infer.decode.HeadDecoder`. Loading,
+``--with-decode``, the decoded rows of :class:`~darknet_py.model.decode.HeadDecoder`. Loading,
 resizing, decoding, NMS and reporting are the pipeline's (:mod:`darknet_py.infer.pipeline`), the
 same for every backend. Each backend describes its heads with
 :class:`~darknet_py.structures.heads.HeadSpec`, so decoding never looks at layer objects.
@@ -29,13 +29,14 @@ compares multi-threaded runs of every installed backend with single-threaded one
 (``-backend``'s help text). Why: on the CPU ONNX Runtime (fp32) was measured faster than ``fast``
 on every benchmarked model at 1 and 2 threads (docs/benchmarks.md) and its detections equal the
 exact path's and Darknet's on the oracle set (``tests/infer/test_backends.py``); OpenVINO is the
-fastest bf16 measured.
+fastest bf16 measured. ``-precision int8`` is always ``openvino`` on the CPU, with a model
+quantized on the user's calibration images (:mod:`.int8`); int8 is never picked unless asked for.
 """
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -44,7 +45,7 @@ from ...files import PathLike
 from ...structures.heads import HeadSpec
 
 __all__ = ["Backend", "BACKENDS", "PRECISIONS", "AUTO_BACKEND_RULE", "make_backend",
-           "auto_backend", "load_network"]
+           "auto_backend"]
 
 #: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
 #: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
@@ -53,13 +54,13 @@ CALIBRATE_MAX_SECONDS = 0.4
 BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 #: backends that run on the CPU only (no device rule needed when one is asked for by name)
 CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: :func:`auto_backend`'s rule in words, first match wins (``-backend``'s help shows this text,
 #: the docs refer to it; a change of the rule changes both)
-AUTO_BACKEND_RULE = ("onnxruntime for an .onnx file; cuda on a GPU; on the CPU onnxruntime when "
-                     "onnxruntime and onnx are installed (with -precision bf16: openvino when "
-                     "openvino and onnx are installed), else fast; fast also when the ONNX export "
-                     "or runtime cannot take the model")
+AUTO_BACKEND_RULE = ("openvino for -precision int8; onnxruntime for an .onnx file; cuda on a GPU; "
+                     "on the CPU onnxruntime when onnxruntime and onnx are installed (with "
+                     "-precision bf16: openvino when openvino and onnx are installed), else fast; "
+                     "fast also when the ONNX export or runtime cannot take the model")
 
 
 class Backend(ABC):
@@ -68,7 +69,7 @@ class Backend(ABC):
     #: ``exact``, ``fast``, ``cuda``, ``onnxruntime`` or ``openvino``
     name: str = "?"
     device: torch.device = torch.device("cpu")
-    #: ``fp32``, ``fp16`` or ``bf16``
+    #: ``fp32``, ``fp16``, ``bf16`` or ``int8``
     precision: str = "fp32"
     width: int
     height: int
@@ -130,6 +131,8 @@ def auto_backend(model: PathLike, device: torch.device, precision: str = "fp32"
     its last clause, the fall-back to ``fast`` when the ONNX export or runtime fails, is
     :func:`make_backend`'s, since only building the backend finds that out.
     """
+    if precision == "int8":
+        return "openvino", "-precision int8"
     if _is_onnx(model):
         return "onnxruntime", "an .onnx file"
     if device.type == "cuda":
@@ -145,24 +148,19 @@ def auto_backend(model: PathLike, device: torch.device, precision: str = "fp32"
     return "fast", f"the CPU, {precision}"
 
 
-def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: int = 1,
-                 width: Optional[int] = None, height: Optional[int] = None, cutoff=None):
-    """``Network.from_cfg`` + ``load_weights`` (the load report is returned as ``net.load_report``)."""
-    from ...model.network import Network
-    net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
-    net.load_report = net.load_weights(weights, cutoff=cutoff) if weights is not None else None
-    return net
-
-
 def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend: str = "auto",
                  device: Union[None, str, torch.device] = None, precision: str = "fp32",
                  width: Optional[int] = None, height: Optional[int] = None,
-                 threads: Optional[int] = None, network: Any = None) -> Backend:
+                 threads: Optional[int] = None, network: Any = None,
+                 calibration: Any = None,
+                 log: Optional[Callable[[str], None]] = None) -> Backend:
     """The backend ``backend`` for a cfg (+ weights) or a ``darknet-py export`` ONNX file.
 
     ``device`` None follows the rule of :func:`darknet_py.devices.select_device` (a GPU when CUDA
     is available, else the CPU). ``network`` passes an already built (and loaded) Network for
-    the cfg instead of building it again.
+    the cfg instead of building it again. ``precision="int8"`` needs ``calibration``: a Darknet
+    list file or a list of image paths (:mod:`.int8`, which reports through ``log``, default
+    stderr).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})",
@@ -170,6 +168,15 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})",
                          value=precision)
+    if precision == "int8":
+        from .int8 import int8_backend
+        reason = auto_backend(model, torch.device("cpu"), precision)[1] if backend == "auto" \
+            else None
+        return _chosen(int8_backend(model, weights, calibration=calibration, backend=backend,
+                                    device=device, width=width, height=height, threads=threads,
+                                    network=network, log=log), reason)
+    if calibration is not None:
+        raise UsageError("calibration images (-calib, calibration=) are for -precision int8")
     onnx_file = _is_onnx(model)
     if device is None and backend in CPU_BACKENDS:
         dev = torch.device("cpu")  # CPU backends asked for by name
@@ -202,8 +209,11 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
                 raise
             # auto: a model the export or the runtime cannot take runs on fast
             name, reason = "fast", f"{name} cannot take this model ({_first_line(e)})"
-    net = network if network is not None else load_network(model, weights, width=width,
-                                                           height=height)
+    if network is not None:
+        net = network
+    else:
+        from ...model.network import Network
+        net = Network.from_files(model, weights, batch=1, width=width, height=height)
     if name == "exact":
         from .exact import ExactBackend
         return ExactBackend(net, dev, precision)

@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from conftest import refpath, require
-from darknet_py.model.cfg import read_cfg
+from darknet_py.formats.cfg import read_cfg
 from darknet_py.structures.detections import DetectionSet
-from darknet_py.infer.draw import (class_color, detection_lines, draw_detections, get_color,
-                                   image_stdout)
+from darknet_py.infer.draw import (class_color, demo_detection_lines, detection_lines,
+                                   draw_detections, get_color, image_stdout)
 from darknet_py.infer.results import JsonOutWriter, detection_to_json, label_lines, to_detections
 from darknet_py.layers.base import BuildContext
 from darknet_py.layers.yolo import YoloLayer
-from darknet_py.model.netconfig import NetConfig, find_net_section
+from darknet_py.formats.netconfig import NetConfig, find_net_section
 from darknet_py.infer.nms import apply_nms, nms_params
-from darknet_py.infer.decode import get_network_boxes, head_candidates
+from darknet_py.model.decode import get_network_boxes, head_candidates
 from darknet_py.layers.registry import head_class
 from darknet_py.structures.heads import HeadSpec
 
@@ -159,6 +159,26 @@ def test_printout_without_ext_output_and_labels(names):
                                                     ("car", (466, 83, 222, 89))]
 
 
+def test_demo_printout_is_draw_detections_cv_v3():
+    """``detector demo``'s lines: array order, all classes above thresh on one line (class
+    order, not best first), corners truncated and clamped, box clamped to the frame."""
+    names = ["person", "dont_show x", "car"]
+    dets = DetectionSet(torch.tensor([[0.05, 0.5, 0.25, 0.25],     # left -48 px -> 0
+                                      [0.9, 0.5, 1.5, 0.5],        # w > 1 -> 1; left 255.99 -> 255
+                                      [0.5, 0.5, 0.1, 0.1],        # only a dont_show class
+                                      [0.5, 0.5, 0.1, 0.1]]),      # below thresh
+                        torch.ones(4), torch.tensor([[0.3, 0.0, 0.9], [0.0, 0.0, 0.5],
+                                                     [0.0, 0.9, 0.0], [0.2, 0.0, 0.0]]),
+                        None, (640, 360))
+    assert demo_detection_lines(dets, names, 0.25) == [
+        "person: 30% , car: 90% \t(left_x:    0   top_y:  135   width:  160   height:   90)",
+        "car: 50% \t(left_x:  255   top_y:   90   width:  640   height:  180)"]
+    assert demo_detection_lines(dets, names, 0.25, ext_output=False) == \
+        ["person: 30% , car: 90% ", "car: 50% "]
+    # detector test prints the same boxes otherwise: sorted by left, one line per class, rounded
+    assert detection_lines(dets, names, 0.25)[0].startswith("car: 90%\t(left_x:  -48")
+
+
 def test_get_color_and_drawing(names):
     # Darknet's palette: class 16 (dog) of 80
     offset = 16 * 123457 % 80
@@ -263,7 +283,7 @@ def test_gaussian_yolo_decode_hand_values():
 def test_objectness_first_decoding_equals_decoding_everything(kind, new_coords):
     """head_candidates decodes only rows above the threshold: the same sets as thresholding the
     full decode_head rows, image by image, for a batch."""
-    from darknet_py.infer.decode import _threshold, decode_head, head_candidates
+    from darknet_py.model.decode import _threshold, decode_head, head_candidates
     from darknet_py.structures.heads import HeadSpec
     spec = head_class(kind).make_spec(
         index=5, classes=3, n=2, total=4, mask=(1, 3),

@@ -13,6 +13,8 @@ Darknet (built with OpenCV, as the oracle was) represents an image as planar flo
   the ``(1 - dy)`` share of its upper source row.
 * :func:`letterbox_image` is ``image.c``'s ``letterbox_image``: aspect-preserving resize with
   Darknet's integer ``new_w``/``new_h`` rule, centred on a canvas filled with 0.5.
+* :func:`prepare_frame` is the one rule for video frames (:class:`VideoFrame`), Darknet's
+  ``demo``: ``cv::resize`` on the uint8 frame, not ``resize_image`` (see there).
 
 Deliberate differences: an unreadable file raises :class:`~darknet_py.errors.DataError` (Darknet
 prints "Cannot load image" and carries on with a blank 10x10 image); a target size of 1 pixel uses
@@ -27,23 +29,25 @@ import threading
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .image_header import MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels
+from ..files import atomic_write_bytes
+from .image_header import (MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels,
+                           read_file_header)
 
 ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
 
 __all__ = [
     "load_image", "decode_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
-    "image_size", "image_from_array", "frame_to_input", "image_to_bgr_uint8", "save_image",
-    "DecodedImage", "load_decoded", "crop_image", "as_image_tensor",
+    "image_size", "image_from_array", "prepare_frame", "image_to_bgr_uint8", "save_image",
+    "DecodedImage", "VideoFrame", "load_decoded", "crop_image", "as_image_tensor",
 ]
 
 
 def _cv2():
-    import cv2  # imported lazily: only image I/O needs OpenCV
 
     return cv2
 
@@ -189,6 +193,36 @@ class DecodedImage:
 
     def __repr__(self) -> str:
         return f"DecodedImage({self.size[0]}x{self.size[1]}x{self.channels})"
+
+
+class VideoFrame(DecodedImage):
+    """A video frame as ``cv2.VideoCapture`` reads it (uint8 HWC BGR): its network input is made
+    by Darknet's ``demo`` rule (:func:`prepare_frame`), not by ``detector test``'s.
+
+    The same bytes as a :class:`DecodedImage` are a still image; wrapping them in
+    ``VideoFrame`` is what selects the video rule in :func:`prepare_input` (and so in
+    :class:`~darknet_py.infer.pipeline.Pipeline` and tiling: a tile of a frame is a frame).
+    A grey or BGRA array is made BGR first, as ``VideoCapture`` delivers every frame."""
+
+    __slots__ = ()
+
+    def __init__(self, mat: np.ndarray):
+        if mat.dtype != np.uint8 or mat.ndim not in (2, 3) or \
+                (mat.ndim == 3 and mat.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"a video frame is a uint8 HxW, HxWx3 (BGR) or HxWx4 array, got "
+                             f"{mat.dtype} {tuple(mat.shape)}")
+        if mat.ndim == 2 or mat.shape[2] != 3:
+            cv2 = _cv2()
+            code = cv2.COLOR_BGRA2BGR if mat.ndim == 3 and mat.shape[2] == 4 else \
+                cv2.COLOR_GRAY2BGR
+            mat = cv2.cvtColor(np.ascontiguousarray(mat), code)
+        super().__init__(np.ascontiguousarray(mat))
+
+    def crop(self, x0: int, y0: int, x1: int, y1: int) -> "VideoFrame":
+        return VideoFrame(self.mat[y0:y1, x0:x1])
+
+    def __repr__(self) -> str:
+        return f"VideoFrame({self.size[0]}x{self.size[1]})"
 
 
 def load_decoded(path: Union[str, os.PathLike], channels: int = 3) -> DecodedImage:
@@ -474,12 +508,16 @@ def letterbox_image(image: Union[torch.Tensor, np.ndarray, DecodedImage], w: int
 
 def prepare_input(image: Union[ImageLike, DecodedImage], net_w: int, net_h: int,
                   letter_box: bool = False, channels: int = 3) -> torch.Tensor:
-    """The network input Darknet's ``detector test`` builds from one image: ``(C, net_h, net_w)``.
+    """The network input ``(C, net_h, net_w)`` Darknet builds from one image or video frame.
 
-    ``image`` is a path (decoded with :func:`load_decoded`: the whole image is never converted to
-    float), a :class:`DecodedImage`, or an already loaded ``(C, H, W)`` float tensor / array.
-    Stretch mode uses :func:`resize_image`, ``letter_box`` :func:`letterbox_image`.
+    A :class:`VideoFrame` gets the ``demo`` rule (:func:`prepare_frame`). Anything else is a
+    still image and gets ``detector test``'s: a path (decoded with :func:`load_decoded`: the
+    whole image is never converted to float), a :class:`DecodedImage`, or an already loaded
+    ``(C, H, W)`` float tensor / array; stretch mode uses :func:`resize_image`, ``letter_box``
+    :func:`letterbox_image`.
     """
+    if isinstance(image, VideoFrame):
+        return prepare_frame(image, net_w, net_h, letter_box)
     if isinstance(image, (str, os.PathLike)):
         image = load_decoded(image, channels)
     if not isinstance(image, DecodedImage):
@@ -489,22 +527,35 @@ def prepare_input(image: Union[ImageLike, DecodedImage], net_w: int, net_h: int,
     return resize_image(image, net_w, net_h)
 
 
-def frame_to_input(frame: np.ndarray, w: int, h: int, letter_box: bool) -> torch.Tensor:
-    """A BGR uint8 video frame -> ``(3, h, w)`` input as Darknet's ``demo`` builds it
-    (``cv::resize`` bilinear, or a letterbox of it on grey 127), not ``resize_image``."""
-    cv2 = _cv2()
-    fh, fw = frame.shape[:2]
+def prepare_frame(frame: Union[np.ndarray, DecodedImage], net_w: int, net_h: int,
+                  letter_box: bool = False) -> torch.Tensor:
+    """The network input ``(3, net_h, net_w)`` of a BGR uint8 video frame, as Darknet's
+    ``detector demo`` makes it (``fetch_in_thread`` in ``demo.c``): the one rule for video frames.
+
+    * stretch: ``get_image_from_stream_resize`` (``image_opencv.cpp``): ``cv::resize`` of the
+      uint8 BGR frame to ``net_w x net_h`` with ``INTER_LINEAR`` (OpenCV's fixed-point bilinear,
+      not ``image.c``'s float ``resize_image``), ``cv::cvtColor(RGB2BGR)`` (a channel swap: RGB
+      order), then ``mat_to_image``: planar float32 ``byte / 255.0f`` (``byte * float32(1/255)``
+      in the oracle's -Ofast build, as for still images).
+    * ``letter_box``: ``get_image_from_stream_letterbox``: ``mat_to_image`` of the whole frame
+      (RGB order), then ``image.c``'s ``letterbox_image`` (0.5 canvas), which is exactly the
+      still-image letterbox of the frame's bytes.
+
+    Detections come back with the frame's own size: in stretch mode ``demo`` passes the network
+    size to ``get_network_boxes`` (relative boxes are the same for the frame), with letterbox
+    the frame's size (``correct_yolo_boxes`` undoes the letterbox); ``draw_detections_cv_v3``
+    then scales the relative boxes to the frame's pixels.
+
+    Because of ``cv::resize``, a frame's detections can differ slightly from ``detector test``
+    on the same picture, exactly as in Darknet."""
+    image = frame if isinstance(frame, VideoFrame) else \
+        VideoFrame(frame.mat if isinstance(frame, DecodedImage) else frame)
     if letter_box:
-        nw, nh = letterbox_size(fw, fh, w, h)
-        small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        canvas = np.full((h, w, 3), 127, np.uint8)
-        y0, x0 = (h - nh) // 2, (w - nw) // 2
-        canvas[y0:y0 + nh, x0:x0 + nw] = small
-        small = canvas
-    else:
-        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
-    rgb = np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1))
-    return torch.from_numpy(rgb).to(torch.float32) * np.float32(1.0 / 255.0)
+        return letterbox_image(DecodedImage(image.mat), net_w, net_h)
+    if net_w < 1 or net_h < 1:
+        raise ValueError(f"prepare_frame: target size must be positive, got {net_w}x{net_h}")
+    small = _cv2().resize(image.mat, (int(net_w), int(net_h)), interpolation=_cv2().INTER_LINEAR)
+    return torch.from_numpy(_planar_float(small))
 
 
 def image_to_bgr_uint8(image: torch.Tensor) -> np.ndarray:
@@ -535,9 +586,30 @@ def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int 
         ok = False
     if not ok:
         raise DataError("failed to write image: OpenCV cannot encode this format", file=out)
-    from ..files import atomic_write_bytes
     try:
         atomic_write_bytes(out, buf.tobytes())   # never a half-written file after a crash
     except OSError as e:
         raise DataError(f"failed to write image: {e.strerror}", file=out) from None
     return out
+
+
+def read_image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
+    """``(width, height)`` of an image file, from its header (JPEG, PNG, GIF, BMP, WebP, TIFF,
+    PNM: :func:`.image_header.read_header`); other formats are decoded, within
+    the image pixel cap.
+
+    RGBA and greyscale PNGs are fine: only the size is read. Raises :class:`DataError` when the
+    file cannot be read as an image.
+    """
+    p = os.fspath(path)
+    try:
+        header = read_file_header(p)
+    except OSError as e:
+        raise DataError(f"cannot read image: {e.strerror}", file=p) from None
+    if header is not None and header.width > 0 and header.height > 0:
+        return int(header.width), int(header.height)
+    try:
+        img = decode_image(p, -1)       # only for formats whose header is not read
+    except DataError as e:
+        raise DataError(f"cannot decode image ({e.message})", file=p) from None
+    return int(img.shape[1]), int(img.shape[0])

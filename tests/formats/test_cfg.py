@@ -1,9 +1,9 @@
 """cfg parser: Darknet's line rules, typed options, errors with file:line."""
 import pytest
 
-from darknet_py.model.cfg import parse_cfg_text, read_cfg
+from darknet_py.formats.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError
-from darknet_py.model.netconfig import NetConfig, find_net_section
+from darknet_py.formats.netconfig import NetConfig, find_net_section
 
 from conftest import REFDATA
 
@@ -100,3 +100,32 @@ def test_net_options_typed(refdata):
     assert c.burn_in == 1000 and c.max_batches == 500500
     assert c.mosaic == 1 and c.mixup == 3          # Darknet folds mosaic into its mixup code
     assert c.learning_rate == pytest.approx(0.0013)
+
+
+def test_editable_cfg_keeps_the_users_text():
+    from darknet_py.formats.cfg import EditableCfg, with_network_size
+    text = "# my cfg\r\n[net]\r\nwidth = 416   # input\r\nbatch=1\r\n\r\n[convolutional]\r\nsize=3\r\n"
+    out = with_network_size(text, 320, 256, "m.cfg")
+    # only the value of the edited line changes; a missing option is added after the last one
+    assert out == ("# my cfg\r\n[net]\r\nwidth = 320   # input\r\nbatch=1\r\nheight=256\r\n"
+                   "\r\n[convolutional]\r\nsize=3\r\n")
+    secs = parse_cfg_text(out, "m.cfg")
+    assert (secs[0].int("width"), secs[0].int("height"), secs[1].line) == (320, 256, 7)
+    cfg = EditableCfg(text, "m.cfg")
+    assert cfg.text() == text                       # untouched: byte for byte
+    cfg.set(cfg.sections[1], "size", 1)
+    assert cfg.sections[1].int("size") == 1 and "size=1\r\n" in cfg.text()
+
+
+@pytest.mark.parametrize("text,msg,line", [
+    ("width=3\n[net]\n", "before any [section]", 1),
+    ("[net]\nwidth\n", "expected key=value", 2),
+    ("[net\nwidth=1\n", "malformed section header", 1),
+])
+def test_editable_cfg_fails_as_the_reader_does(text, msg, line):
+    from darknet_py.formats.cfg import EditableCfg
+    with pytest.raises(CfgError) as e:
+        EditableCfg(text, "bad.cfg")
+    assert msg in str(e.value) and (e.value.file, e.value.line) == ("bad.cfg", line)
+    with pytest.raises(CfgError, match="must start with a \\[net\\]"):
+        EditableCfg("[convolutional]\nsize=1\n", "x.cfg").net()

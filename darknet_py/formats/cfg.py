@@ -9,6 +9,10 @@ all (Darknet would silently read 0) with the file and line.
 
 Options remember whether a layer read them, so :meth:`Section.unused` reproduces Darknet's
 ``Unused field: 'key = value'`` warning.
+
+One tokenizer (:func:`tokenize_cfg`) classifies the lines for everything that reads a cfg: the
+network (:func:`read_cfg`), and :class:`EditableCfg`, which edits a user's cfg in place keeping
+their text (``cfg custom``, a cfg resized for a benchmark peer: :func:`with_network_size`).
 """
 from __future__ import annotations
 
@@ -47,6 +51,10 @@ class Section:
                 opt.used = True
                 return opt
         return None
+
+    def first(self, key: str) -> Optional[Option]:
+        """The first ``key`` option (the one Darknet reads), or ``None``."""
+        return self._find(key)
 
     def has(self, key: str) -> bool:
         return any(o.key == key for o in self.options)
@@ -150,33 +158,151 @@ def _to_int(text: str, section: Section, opt: Option, key: str) -> int:
     return v
 
 
-def parse_cfg_text(text: str, file: str = "<cfg>") -> List[Section]:
-    """Parse cfg text into sections (no semantic checks)."""
-    sections: List[Section] = []
-    current: Optional[Section] = None
+#: what Darknet's ``strip`` (utils.c) removes from a cfg line
+_WHITESPACE = " \t\r\n"
+
+
+@dataclass(frozen=True)
+class CfgLine:
+    """One line of a cfg as ``read_cfg`` sees it: ``kind`` is ``"blank"``, ``"comment"``,
+    ``"section"`` (``name`` is the type without brackets) or ``"option"`` (``name`` = ``value``);
+    ``number`` counts from 1. ``name``/``value`` have every whitespace character removed."""
+
+    number: int
+    kind: str
+    name: str = ""
+    value: str = ""
+
+
+def tokenize_cfg(text: str, file: str = "<cfg>") -> List[CfgLine]:
+    """Classify every line of cfg ``text`` (Darknet's ``read_cfg`` line rules); a line that is
+    none of the four kinds is a :class:`CfgError` naming ``file`` and the line. The one
+    tokenizer: :func:`parse_cfg_text` and :class:`EditableCfg` both read through it."""
+    out: List[CfgLine] = []
+    in_section = False
     for nu, raw in enumerate(text.splitlines(), start=1):
-        line = "".join(ch for ch in raw if ch not in " \t\r\n")
-        if not line or line[0] in "#;":
-            continue
-        if line[0] == "[":
+        line = "".join(ch for ch in raw if ch not in _WHITESPACE)
+        if not line:
+            out.append(CfgLine(nu, "blank"))
+        elif line[0] in "#;":
+            out.append(CfgLine(nu, "comment"))
+        elif line[0] == "[":
             if not line.endswith("]") or len(line) < 3:
                 raise CfgError(f"malformed section header '{raw.strip()}'", file=file, line=nu,
                                value=raw)
-            current = Section(type=line[1:-1], line=nu, file=file)
-            sections.append(current)
-            continue
-        if current is None:
+            out.append(CfgLine(nu, "section", line[1:-1]))
+            in_section = True
+        elif not in_section:
             raise CfgError(f"option '{line}' appears before any [section]", file=file, line=nu,
                            value=line)
-        if "=" not in line:
-            raise CfgError(f"cannot parse line '{raw.strip()}' (expected key=value)", file=file,
-                           line=nu, value=raw)
-        key, value = line.split("=", 1)
-        if not key or value == "":
-            raise CfgError(f"cannot parse line '{raw.strip()}' (expected key=value)", file=file,
-                           line=nu, value=raw)
-        current.options.append(Option(key=key, value=value, line=nu))
+        else:
+            key, eq, value = line.partition("=")
+            if not eq or not key or value == "":
+                raise CfgError(f"cannot parse line '{raw.strip()}' (expected key=value)",
+                               file=file, line=nu, value=raw)
+            out.append(CfgLine(nu, "option", key, value))
+    return out
+
+
+def parse_cfg_text(text: str, file: str = "<cfg>") -> List[Section]:
+    """Parse cfg text into sections (no semantic checks)."""
+    sections: List[Section] = []
+    for tok in tokenize_cfg(text, file):
+        if tok.kind == "section":
+            sections.append(Section(type=tok.name, line=tok.number, file=file))
+        elif tok.kind == "option":
+            sections[-1].options.append(Option(key=tok.name, value=tok.value, line=tok.number))
     return sections
+
+
+class EditableCfg:
+    """A cfg that can be edited in place and written back byte for byte: comments, blank
+    lines, spacing and line endings stay as the user wrote them; only the value of an edited
+    line changes, and an option a section lacks is added as a new line after its last option.
+
+    Read through :func:`tokenize_cfg` (same rules, same errors as :func:`read_cfg`);
+    :attr:`sections` are ordinary :class:`Section` objects, so typed reads (``sec.int(...)``)
+    behave and fail as they do for a network. Line numbers follow the edits: after an insertion
+    they are those of the text :meth:`text` returns.
+    """
+
+    def __init__(self, text: str, file: str = "<cfg>"):
+        self.file = file
+        self.lines: List[str] = text.splitlines(keepends=True)
+        self.sections = parse_cfg_text(text, file)
+
+    def net(self) -> Section:
+        """The leading ``[net]``/``[network]`` section (a CfgError when the cfg has none)."""
+        if not self.sections or self.sections[0].type not in ("net", "network"):
+            raise CfgError("the cfg must start with a [net] section", file=self.file,
+                           line=self.sections[0].line if self.sections else None)
+        return self.sections[0]
+
+    def set(self, sec: Section, key: str, value: object) -> List[str]:
+        """Set ``key=value`` in ``sec``: in place on every line holding the key (whichever
+        occurrence Darknet reads, it reads the new value), or as a new line after the
+        section's last option. Returns the changes as ``"line N: [type] old -> new"``."""
+        value = str(value)
+        changes: List[str] = []
+        found = [o for o in sec.options if o.key == key]
+        if not found:
+            at = max([sec.line] + [o.line for o in sec.options])
+            self.insert_after(at, f"{key}={value}")
+            sec.options.append(Option(key, value, at + 1))
+            return [f"line {at + 1}: [{sec.type}] added {key}={value}"]
+        for opt in found:
+            old = self.lines[opt.line - 1]
+            new = _replace_value(old, value)
+            if new != old:
+                self.lines[opt.line - 1] = new
+                opt.value = "".join(ch for ch in value if ch not in _WHITESPACE)
+                changes.append(f"line {opt.line}: [{sec.type}] {old.strip()} -> {new.strip()}")
+        return changes
+
+    def insert_after(self, line: int, text: str) -> None:
+        """Insert the line ``text`` after line ``line`` (1-based; 0 = at the top), with the
+        file's line ending, moving the numbers of every later line."""
+        ref = self.lines[line - 1] if line > 0 else (self.lines[0] if self.lines else "\n")
+        eol = _eol(ref) or "\n"
+        if line > 0 and not self.lines[line - 1].endswith(("\n", "\r")):
+            self.lines[line - 1] += eol
+        self.lines.insert(line, f"{text}{eol}")
+        for sec in self.sections:
+            sec.line += sec.line > line
+            for opt in sec.options:
+                opt.line += opt.line > line
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _eol(line: str) -> str:
+    body = line.rstrip("\r\n")
+    return line[len(body):]
+
+
+def _replace_value(line: str, value: str) -> str:
+    """Swap the value of a ``key = value  # comment`` line, keeping spacing and the comment."""
+    eol = _eol(line)
+    body = line[: len(line) - len(eol)]
+    eq = body.index("=")
+    after = body[eq + 1:]
+    lead = after[: len(after) - len(after.lstrip(" \t"))]
+    rest = after[len(lead):]
+    hash_at = rest.find("#")
+    val_part, comment = (rest, "") if hash_at < 0 else (rest[:hash_at], rest[hash_at:])
+    trail = val_part[len(val_part.rstrip(" \t")):]
+    return body[: eq + 1] + lead + value + trail + comment + eol
+
+
+def with_network_size(text: str, width: int, height: int, file: str = "<cfg>") -> str:
+    """``text`` with ``[net]`` ``width``/``height`` set (everything else as written): how a
+    cfg is resized for a peer (OpenCV DNN, Darknet) that reads the size from the file."""
+    cfg = EditableCfg(text, file)
+    net = cfg.net()
+    cfg.set(net, "width", int(width))
+    cfg.set(net, "height", int(height))
+    return cfg.text()
 
 
 #: the largest cfg read (Darknet's biggest are about 50 KiB)

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..files import atomic_write_bytes
+from ..files import PathLike, atomic_write_bytes
 from .image_header import (MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels,
                            read_file_header)
 
-ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
+ImageLike = Union[PathLike, torch.Tensor, np.ndarray]
 
 __all__ = [
     "load_image", "decode_image", "resize_image", "letterbox_image", "letterbox_size", "prepare_input",
@@ -56,7 +56,7 @@ def _cv2():
 _INV_255 = np.float32(1.0 / 255.0)
 
 
-def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor:
+def load_image(path: PathLike, channels: int = 3) -> torch.Tensor:
     """Load an image file as Darknet's ``load_image(path, 0, 0, channels)`` does (OpenCV build).
 
     Returns a float32 ``(C, H, W)`` tensor, RGB channel order, values ``byte / 255``.
@@ -70,7 +70,7 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> torch.Tensor
     return torch.from_numpy(_planar_float(decode_image(path, channels)))
 
 
-def decode_image(path: Union[str, os.PathLike], channels: int = 3) -> np.ndarray:
+def decode_image(path: PathLike, channels: int = 3) -> np.ndarray:
     """The one accept/refuse decision for image files (inference and training): the uint8 image
     OpenCV decodes (HW grey, HWC BGR or BGRA, as :func:`load_image` reads ``channels``), or a
     :class:`DataError` naming the file. The file is read once (the truncation check, the header
@@ -225,7 +225,7 @@ class VideoFrame(DecodedImage):
         return f"VideoFrame({self.size[0]}x{self.size[1]})"
 
 
-def load_decoded(path: Union[str, os.PathLike], channels: int = 3) -> DecodedImage:
+def load_decoded(path: PathLike, channels: int = 3) -> DecodedImage:
     """:func:`decode_image` as a :class:`DecodedImage` (what the pipeline loads)."""
     return DecodedImage(decode_image(path, channels))
 
@@ -267,7 +267,7 @@ _JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 _JPEG_STANDALONE = frozenset([0x01] + list(range(0xD0, 0xD8)))
 
 
-def jpeg_problem(path: Union[str, os.PathLike]) -> Optional[str]:
+def jpeg_problem(path: PathLike) -> Optional[str]:
     """Why a JPEG file is cut short, or ``None`` (also for files that are not JPEG).
 
     libjpeg decodes a truncated JPEG without an error (it prints ``Premature end of JPEG file`` and
@@ -570,7 +570,7 @@ def image_to_bgr_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(hwc)
 
 
-def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int = 80) -> str:
+def save_image(image: torch.Tensor, name: PathLike, quality: int = 80) -> str:
     """``save_image(im, name)``: writes ``name.jpg`` (quality 80) unless ``name`` has an extension.
 
     Darknet encodes with stb_image_write; OpenCV's JPEG encoder is used here, so the bytes differ
@@ -593,7 +593,7 @@ def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int 
     return out
 
 
-def read_image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
+def read_image_size(path: PathLike) -> Tuple[int, int]:
     """``(width, height)`` of an image file, from its header (JPEG, PNG, GIF, BMP, WebP, TIFF,
     PNM: :func:`.image_header.read_header`); other formats are decoded, within
     the image pixel cap.

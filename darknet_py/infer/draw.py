@@ -151,16 +151,17 @@ def demo_detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float
     if shown.size < probs.shape[1]:
         shown = np.concatenate([shown, np.ones(probs.shape[1] - shown.size, dtype=bool)])
     above = (probs > np.float32(thresh)) & shown[None, :probs.shape[1]]
+    # Darknet clamps the relative box to at most 1 (NaN/inf -> 0.5), then (b.x - b.w / 2.) in double
+    clamped = np.minimum(np.where(np.isfinite(boxes), boxes, np.float32(0.5)), np.float32(1))
+    corners = xywh_to_ltwh(clamped.astype(np.float64))
     lines: List[str] = []
     for i in np.nonzero(above.any(axis=1))[0]:
         text = ", ".join(f"{_class_name(names, int(j))}: {_percent(probs[i, j])} "
                          for j in np.nonzero(above[i])[0])
         if ext_output:
-            x, y, w, h = (np.float32(v) if math.isfinite(v) else np.float32(0.5)
-                          for v in boxes[i])
-            x, y, w, h = (min(v, np.float32(1)) for v in (x, y, w, h))
-            left = max(0, int((float(x) - float(w) / 2.0) * frame_w))
-            top = max(0, int((float(y) - float(h) / 2.0) * frame_h))
+            left = max(0, int(corners[i, 0] * frame_w))
+            top = max(0, int(corners[i, 1] * frame_h))
+            w, h = clamped[i, 2], clamped[i, 3]
             text += "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)" % (
                 left, top, float(w * np.float32(frame_w)), float(h * np.float32(frame_h)))
         lines.append(text)

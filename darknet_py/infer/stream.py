@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
+from ..files import PathLike
 from ..structures.detections import DetectionSet, ImageDetections
 
 __all__ = ["FrameReader", "FrameResult", "frame_reader", "stream"]
@@ -50,7 +51,7 @@ class FrameResult:
         return self.detections.raw  # type: ignore[return-value]
 
 
-def open_capture(source: Union[str, int, "os.PathLike[str]"]):
+def open_capture(source: Union[PathLike, int]):
     """An opened ``cv2.VideoCapture`` of a video file or camera index (DataError otherwise)."""
     import cv2
     if isinstance(source, (str, os.PathLike)):

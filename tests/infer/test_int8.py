@@ -321,7 +321,7 @@ def test_int8_is_never_the_default():
     import torch
 
     from darknet_py.cli import GROUPS
-    from darknet_py.infer.backends.base import default_backend_name, make_backend
+    from darknet_py.infer.backends.base import auto_backend, make_backend
     from darknet_py.infer.detector import Detector
     for group, name in [("detector", "test"), ("detector", "map"), ("detector", "valid"),
                         ("detector", "demo"), (None, "detect")]:
@@ -329,8 +329,8 @@ def test_int8_is_never_the_default():
         assert params["precision"].default == "fp32" and params["calibration"].default is None
     for fn in (make_backend, Detector.__init__):
         assert inspect.signature(fn).parameters["precision"].default == "fp32"
-    assert default_backend_name(str(CFG), torch.device("cpu")) in ("onnxruntime", "fast")
-    assert default_backend_name(str(CFG), torch.device("cpu"), "int8") == "openvino"
+    assert auto_backend(str(CFG), torch.device("cpu"))[0] in ("onnxruntime", "fast")
+    assert auto_backend(str(CFG), torch.device("cpu"), "int8")[0] == "openvino"
 
 
 @NEEDS_TOOLKIT

@@ -46,13 +46,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ...console import eprint
 from ...data.datacfg import read_list
 from ...errors import DataError, UsageError
 from ...export.exporter import METADATA_KEY
-from ...files import atomic_write_bytes
+from ...files import PathLike, atomic_write_bytes
+from ...imaging.image import prepare_input
 from ...metrics import darknet_map
 from ...metrics.evaluate import collect_map_inputs
-from ...imaging.image import prepare_input
 from .onnxruntime import _cache_key, cache_folder, cached_export, read_onnx_metadata, require_module
 from .openvino import REPORT_RT_KEY, OpenVinoBackend
 
@@ -60,7 +61,6 @@ __all__ = ["CalibrationSet", "read_calibration_images", "sample_calibration", "i
            "check_request", "edge_pad_max_pools", "toolkit_versions", "report_summary",
            "MAX_CALIBRATION_IMAGES", "MAX_HELD_OUT_IMAGES"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 Calibration = Union[PathLike, Sequence[PathLike]]
 
 #: images calibrated on, at most (NNCF's own default subset size)
@@ -72,11 +72,6 @@ MAX_HELD_OUT_IMAGES = 100
 SAMPLE_SEED = 0
 #: what makes a cached int8 model; a change here recalibrates
 RECIPE = "nncf-mixed/edge-pad-maxpool/v1"
-
-
-def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
-    sys.stderr.flush()
 
 
 # ----------------------------------------------------------------------------- calibration set
@@ -250,7 +245,7 @@ def int8_backend(model: PathLike, weights: Optional[PathLike] = None, *,
     """The OpenVINO backend of the int8 model of ``model`` (cfg + weights, or a ``darknet-py
     export`` ONNX file with head outputs), calibrated on ``calibration`` (made once, then taken
     from the cache; see the module docstring). ``log`` gets the report lines (default: stderr)."""
-    log = log or _stderr
+    log = log or eprint
     versions = check_request(backend, device)
     if calibration is None:
         raise UsageError("-precision int8 needs images to calibrate on: -calib LIST (Python: "

@@ -7,7 +7,7 @@ from typing import List, Optional
 from ..errors import DataError
 from ._common import eprint, open_backend
 
-#: ``-hier``'s help (``detector test``, ``demo``); the why: ``infer.decode.get_network_boxes``
+#: ``-hier``'s help (``detector test``, ``demo``); the why: ``model.decode.get_network_boxes``
 HIER_THRESH_HELP = ("Darknet's hierarchy threshold, accepted for its command lines: no effect, as "
                     "in Darknet (AlexeyAB's get_network_boxes passes it to a function that never "
                     "reads it; it once applied to hierarchical tree= [region] heads only, which "

@@ -58,7 +58,7 @@ class Detector:
         calibration: with ``precision="int8"``, a Darknet list file or a list of image paths.
         letter_box: ``None`` = the model's ``[net] letter_box``; ``True``/``False`` force it.
         thresh, hier_thresh, nms: as ``-thresh``, ``-hier`` (no effect, as in Darknet: see
-            :func:`~darknet_py.infer.decode.get_network_boxes`), and Darknet's fixed ``nms=.45``.
+            :func:`~darknet_py.model.decode.get_network_boxes`), and Darknet's fixed ``nms=.45``.
         batch_size: images per forward pass.
         width, height: override the network input size (like editing ``[net]``).
         threads: CPU threads for the backend (``None``: torch's / the runtime's default).

@@ -73,7 +73,7 @@ class Pipeline:
         backend: what runs the network.
         thresh: candidates need objectness ``> thresh``; class probabilities ``<= thresh`` are 0.
         hier_thresh: Darknet's ``-hier``: no effect, as in Darknet (see
-            :func:`~darknet_py.infer.decode.get_network_boxes`).
+            :func:`~darknet_py.model.decode.get_network_boxes`).
         nms: NMS threshold; 0 switches NMS off (Darknet's ``if (nms)``).
         letter_box: None = the model's ``[net] letter_box``; True/False force it.
         batch_size: images per backend call.

@@ -284,3 +284,39 @@ def test_default_reader_threads_follow_the_usable_cpus(monkeypatch):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)),
                             raising=False)
         assert module.default_loader_threads() == want
+
+
+def test_the_three_stages_run_at_the_same_time(backend):
+    """Reading, the network and finishing each take 25 ms of waiting per batch (as a decode in
+    OpenCV, a backend call or a slow disk release the GIL): one after the other 12 batches take
+    at least 0.9 s, overlapped about a third of that (whatever the CPUs are busy with)."""
+    import numpy as np
+    from darknet_py.infer.pipeline import Pipeline
+    pipe = Pipeline(backend, batch_size=1, loader_threads=1)
+    wait = 0.025
+    pipe._prepare_sources = lambda originals: time.sleep(wait)
+    pipe._forward_prepared = lambda prepared, count: (time.sleep(wait), 1.0)
+    pipe._finish_outputs = lambda originals, prepared, outputs: time.sleep(wait) or [None]
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 12
+    took = {}
+    for overlap in (False, True):
+        t0 = time.perf_counter()
+        out = list(pipe.process(((k, f) for k, f in enumerate(frames)), keep_images=False,
+                                frames=True, overlap=overlap))
+        took[overlap] = time.perf_counter() - t0
+        assert [o.tag for o in out] == list(range(12))
+    assert took[False] >= 12 * 3 * wait
+    assert took[True] < 0.6 * took[False], took
+
+
+def test_a_frame_reader_iterated_by_itself():
+    import numpy as np
+    from darknet_py.errors import UsageError
+    from darknet_py.infer.stream import FrameReader
+    frames = [np.full((4, 4, 3), k, np.uint8) for k in range(10)]
+    reader = FrameReader(iter(frames), lambda f: int(f[0, 0, 0]) * 2, queue_size=3)
+    got = list(reader)
+    assert [(k, int(f[0, 0, 0]), v) for k, f, v in got] == [(k + 1, k, 2 * k) for k in range(10)]
+    with pytest.raises(UsageError, match="once"):
+        list(reader)
+    assert not _alive("darknet-py-frames")

@@ -216,8 +216,9 @@ def report(name: str, results: Dict[str, dict], described: Dict[str, str],
                      f"{1000 * statistics.median(r['cpu']):.1f} | {r['found']} |")
     lines.append("")
     top = max(thread_counts)
-    lines.append(f"overlap/{top} vs sequential/1: {ratio(results, f'overlap/{top}', 'sequential/1')}"
-                 f" (goal >= 1.5x); vs sequential/{top}: "
+    lines.append(f"overlap/{top} vs sequential/1: "
+                 f"{ratio(results, f'overlap/{top}', 'sequential/1')} (goal >= 1.5x); "
+                 f"vs sequential/{top}: "
                  f"{ratio(results, f'overlap/{top}', f'sequential/{top}')}; vs opencv/{top}: "
                  f"{ratio(results, f'overlap/{top}', f'opencv/{top}')} (goal >= 1.3x)")
     for t in thread_counts:

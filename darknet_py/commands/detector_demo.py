@@ -75,7 +75,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     """Detect objects in every frame of VIDEO (or a camera)."""
     from ..infer.draw import JsonOutWriter, demo_detection_lines, detection_to_json
     from ..infer.image import image_from_array, image_to_bgr_uint8
-    from ..infer.stream import frame_reader
+    from ..infer.stream import frame_reader, read_ahead
     from ..serve import DemoStreams
     parsed = preflight(data, cfg, weights, video=video, names=True)
     inputs = [("data file", data), ("cfg file", cfg), ("weights file", weights),
@@ -94,7 +94,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     print(f"video file: {video}" if video else f"Webcam index: {cam_index}")
     reader = frame_reader(det, video or cam_index)
     src_fps = reader.fps
-    eprint(f"overlap: {det.pipeline.describe_threads()}")
+    ahead = read_ahead(det.pipeline, reader.queue_size)
+    eprint(f"overlap: {det.pipeline.describe_threads(ahead)}")
     tracker = ByteTracker(det.names, thresh, frame_rate=src_fps) if track else None
     writer = None
     tmp_out = None

@@ -398,14 +398,14 @@ class Pipeline:
         finally:
             network.close()
 
-    def describe_threads(self) -> str:
-        """Who runs what when a list or a stream goes through :meth:`process` (list commands
-        print it on stderr after ``overlap:``)."""
+    def describe_threads(self, ahead: Optional[int] = None) -> str:
+        """Who runs what when a list or a stream goes through :meth:`process` with ``ahead``
+        (list commands print it on stderr after ``overlap:``)."""
         net = _network_threads(self.backend)
         if not self.loader_threads:
             return f"none: reading, the network ({net}), decoding and NMS in one thread"
         n = self.loader_threads
-        ahead = READ_AHEAD_BATCHES + n - 1
+        ahead = max(1, READ_AHEAD_BATCHES if ahead is None else int(ahead)) + n - 1
         return (f"{n} reader thread{'s' if n != 1 else ''} (read + resize, up to {ahead} "
                 f"batch{'es' if ahead != 1 else ''} of {self.batch_size} ahead), the network on "
                 f"its own thread ({net}), decoding + NMS + output on the main thread")

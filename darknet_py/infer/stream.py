@@ -185,9 +185,8 @@ def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     pipeline = detector.pipeline
     reader = source if isinstance(source, FrameReader) else \
         frame_reader(detector, source, queue_size=queue_size)
-    ahead = max(1, reader.queue_size // pipeline.batch_size)
     results = pipeline.process(_loaded_frames(reader), keep_images=False, frames=True,
-                               ahead=ahead)
+                               ahead=read_ahead(pipeline, reader.queue_size))
     try:
         for o in results:
             frame_id, frame = o.tag
@@ -197,6 +196,11 @@ def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     finally:
         results.close()
         reader.close()
+
+
+def read_ahead(pipeline, queue_size: int) -> int:
+    """Batches a stream reads ahead: about ``queue_size`` frames."""
+    return max(1, queue_size // pipeline.batch_size)
 
 
 def _loaded_frames(reader: FrameReader) -> Iterator[Tuple[Tuple[int, Any], Any]]:

@@ -1,10 +1,16 @@
 """The list and video commands with their stages overlapped (reader thread, network thread,
 main thread: Pipeline.process) print and write exactly what they print and write with every
-step in one thread, one batch after the other (timings aside)."""
+step in one thread, one batch after the other (timings aside); Ctrl-C stops them at once."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import pytest
@@ -140,3 +146,29 @@ def test_detector_demo_printout_and_files(monkeypatch, tmp_path):
                      (tmp_path / "out.avi").read_bytes()))
     assert runs[0] == runs[1]
     assert runs[1][0].count("Objects:") == 7 and "dog: " in runs[1][0]
+
+
+def test_ctrl_c_with_a_reader_blocked_on_stdin(tmp_path, images):
+    """A pipe that stays open (the reader thread waits in a read) and Ctrl-C: the command stops
+    at once with Darknet's files written so far and exit code 130, no traceback."""
+    (tmp_path / "coco.names").write_text((REPO / "cfg" / "coco.names").read_text())
+    (tmp_path / "obj.data").write_text("classes=80\nnames=coco.names\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "darknet_py.cli", "detector", "test",
+                             "obj.data", CFG, WEIGHTS, "-dont_show", "-out", "result.json"]
+                            + BACKEND, cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("".join(f"{p}\n" for p in images[:2]))
+    proc.stdin.flush()                   # ...and the pipe stays open: no end of input
+    seen = ""
+    while seen.count("Predicted in") < 2:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-2000:]
+        seen += line
+    time.sleep(0.3)                      # the reader is now waiting for the third line
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - t0 < 15
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert len(json.loads((tmp_path / "result.json").read_text())) == 2

@@ -23,7 +23,10 @@ import warnings
 
 import click
 
-from .errors import DarknetError
+from . import commands
+from .commands._flags import check_args, help_epilog
+from .errors import DarknetError, UsageError, _strip_worker_traceback
+from .imaging.image_header import MAX_PIXELS_ENV
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -35,7 +38,6 @@ class DarknetGroup(click.Group):
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None and not isinstance(cmd, click.Group):
-            from .commands._flags import check_args
             rest = check_args(command_key(ctx, name), cmd, rest)
         return name, cmd, rest
 
@@ -62,7 +64,6 @@ class DarknetGroup(click.Group):
             # an error re-raised from a DataLoader worker carries the worker's traceback: its
             # own message is the last line ("Caught RuntimeError in DataLoader worker" says
             # nothing)
-            from .errors import _strip_worker_traceback
             text = _strip_worker_traceback(text).strip()
             first = text.splitlines()[0] if text else type(e).__name__
             click.echo(f"darknet-py: out of memory: {first}", err=True)
@@ -84,8 +85,6 @@ def main(debug: bool, max_image_pixels) -> None:
     if not debug:
         warnings.formatwarning = _one_line_warning
     if max_image_pixels is not None:
-        from .errors import UsageError
-        from .infer.image_header import MAX_PIXELS_ENV
         if max_image_pixels < 1:
             raise UsageError(f"--max-image-pixels must be positive, got {max_image_pixels}",
                              value=max_image_pixels)
@@ -122,8 +121,6 @@ def command_key(ctx, name: str) -> str:
 
 
 def _register_commands() -> None:
-    from . import commands
-    from .commands._flags import help_epilog
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue

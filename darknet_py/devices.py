@@ -14,7 +14,8 @@
 * API spellings go through the same rule: ``device=None | "cpu" | "cuda" | "cuda:N" | N |
   torch.device``.
 
-:func:`describe` is the line a command prints once, on stderr, when it starts.
+:func:`describe` is the line a command prints once, on stderr, when it starts;
+:func:`usable_cpus` is the one count of the CPUs this process may use.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 
 from .errors import UsageError
 
-__all__ = ["select_device", "describe", "cpu_bf16_supported"]
+__all__ = ["select_device", "describe", "cpu_bf16_supported", "usable_cpus"]
 
 DeviceSpec = Union[None, str, int, torch.device]
 
@@ -113,6 +114,16 @@ def _parse_spec(device: DeviceSpec):
         if text.startswith(prefix) and text[len(prefix):].isdigit():
             return int(text[len(prefix):]), f"device='{device}'"
     raise UsageError(f"device={device!r}: expected 'cpu', 'cuda', 'cuda:N' or a GPU index")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (``taskset``, a container's cpuset),
+    which can be fewer than the machine's logical CPUs; the CPU backends' full thread count and
+    the benchmark's default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):    # no affinity call on this platform (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def cpu_bf16_supported() -> bool:

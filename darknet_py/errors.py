@@ -69,3 +69,8 @@ class UsageError(DarknetError):
     """Bad command-line usage (missing argument, contradictory flags)."""
     exit_code = 2
     kind = "usage error"
+
+
+class TrainingStopped(DarknetError):
+    """A training run that cannot go on: the loss or the weights became NaN/inf."""
+    kind = "training stopped"

@@ -77,6 +77,15 @@ def test_darknet_gpu_flags_without_cuda_warn_once_and_run_on_the_cpu(monkeypatch
     assert err.count("warning:") == 1 and f"{flag} ignored" in err and "CPU" in err, err
 
 
+def test_usable_cpus_is_the_affinity_mask_else_the_cpu_count(monkeypatch):
+    import os
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert devices.usable_cpus() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert devices.usable_cpus() == 6
+
+
 def test_describe(monkeypatch):
     monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: True)
     assert describe(torch.device("cpu")).startswith("device: CPU (")

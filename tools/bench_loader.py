@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from darknet_py.data.augment import AugmentConfig  # noqa: E402
 from darknet_py.data.dataset import DetectionDataset, make_loader  # noqa: E402
+from darknet_py.devices import usable_cpus  # noqa: E402
 
 
 def bench(paths, size: int, workers: int, batches: int, batch: int, mosaic: bool,
@@ -65,7 +66,7 @@ def main() -> None:
         sys.exit(f"coco128 not found under {args.refdata} (use --refdata)")
     mosaic = not args.no_mosaic
     print(f"coco128 train2017: {len(paths)} images, mosaic={'on (50%)' if mosaic else 'off'}, "
-          f"mini-batch {args.batch}, {args.batches} timed mini-batches, {os.cpu_count()} CPUs")
+          f"mini-batch {args.batch}, {args.batches} timed mini-batches, {usable_cpus()} usable CPUs")
     print(f"{'size':>6} {'workers':>8} {'images/s':>10}")
     for size in args.sizes:
         for workers in args.workers:

@@ -84,7 +84,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from darknet_py.data.datacfg import read_list
     from darknet_py.infer.backends.base import make_backend
-    from darknet_py.infer.image import image_size
+    from darknet_py.imaging.image import image_size
     from darknet_py.infer.nms import _nms_per_class_dense, _nms_per_class_sparse, apply_nms
     from darknet_py.infer.pipeline import scale_to_pixels
     from darknet_py.metrics import darknet_map, format_map_report

@@ -16,6 +16,15 @@ as Darknet runs them) over coco128 val2017, in images per second, per backend::
 
     python tools/benchmark.py --coco128 [--threads 1] [--models yolo-fastest-1.1] [--backends auto,fast]
 
+int8 against fp32 (``-precision int8``): network-only latency of the int8 model and of fp32 ONNX
+Runtime, interleaved, and Darknet's mAP@0.5 of both on coco128 val2017, per model; the int8 models
+are calibrated on coco128 train2017 (``--calib LIST`` for another list), once, then cached::
+
+    python tools/benchmark.py --int8 [--threads 1] [--runs 30] [--models yolov4-tiny,yolov3-tiny]
+
+The suite's and ``--coco128``'s int8 runners (``openvino-int8``, ``openvino:int8``) calibrate on
+coco128 train2017 too.
+
 Unlike the ``darknet-py bench`` command, this script sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the
 environment already sets it) *before* PyTorch is imported: with the default policy PyTorch's
 OpenMP threads spin-wait between operations, which on a machine whose CPUs are shared with other
@@ -43,8 +52,14 @@ SUITE = [
     ("yolov4", "cfg/darknet/yolov4.cfg", None, 416),
 ]
 DEFAULT_SUITE_MODELS = "yolov4-tiny,yolov3-tiny,yolo-fastest-1.1,yolov4"
-DEFAULT_VARIANTS = ("auto,exact,fast,fast-bf16,onnxruntime,openvino,openvino-bf16,opencv,darknet,"
-                    "cuda-fp32,cuda-fp16,cuda-bf16,opencv-cuda,opencv-cuda-fp16")
+DEFAULT_VARIANTS = ("auto,exact,fast,fast-bf16,onnxruntime,openvino,openvino-bf16,openvino-int8,"
+                    "opencv,darknet,cuda-fp32,cuda-fp16,cuda-bf16,opencv-cuda,opencv-cuda-fp16")
+
+
+def coco128_images(refdata: str, split: str):
+    """The coco128 images of ``split`` (train2017: what the int8 runners calibrate on)."""
+    folder = os.path.join(refdata, "datasets", "coco128", "images", split)
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".jpg"))
 
 
 def random_weights(cfg: str, size: int, folder: str) -> str:
@@ -69,7 +84,7 @@ def run_suite(argv) -> int:
     import argparse
     import json
 
-    from darknet_py.infer.bench import BenchConfig, format_report, parse_variants, run_benchmark
+    from darknet_py.bench import BenchConfig, format_report, parse_variants, run_benchmark
 
     p = argparse.ArgumentParser(description="darknet-py vs OpenCV DNN on the standard models")
     p.add_argument("--suite", action="store_true")
@@ -83,9 +98,12 @@ def run_suite(argv) -> int:
     p.add_argument("--models", default=DEFAULT_SUITE_MODELS)
     p.add_argument("--no-end-to-end", action="store_true")
     p.add_argument("--image", default=None, help="default: <refdata>/images/dog.jpg")
+    p.add_argument("--calib", default=None,
+                   help="image list of the int8 runner (default: coco128 train2017)")
     p.add_argument("--json-dir", default=None)
     args = p.parse_args(argv)
     image = args.image or os.path.join(args.refdata, "images", "dog.jpg")
+    calibration = args.calib or coco128_images(args.refdata, "train2017")
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     reports = []
     import tempfile
@@ -102,7 +120,7 @@ def run_suite(argv) -> int:
                                  height=size, batch=batch, runs=args.runs, warmup=args.warmup,
                                  threads=args.threads, image=image if os.path.exists(image)
                                  else None, variants=parse_variants(args.variants),
-                                 end_to_end=not args.no_end_to_end)
+                                 end_to_end=not args.no_end_to_end, calibration=calibration)
             report = run_benchmark(config, log=lambda s: print(s, file=sys.stderr))
             report["name"] = name
             print(format_report(report), file=sys.stderr)
@@ -167,14 +185,12 @@ def run_coco128(argv) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--models", default="yolov4-tiny,yolov3-tiny,yolo-fastest-1.1")
     p.add_argument("--backends", default="auto,exact,fast,fast:bf16,onnxruntime,openvino,"
-                                         "openvino:bf16")
+                                         "openvino:bf16,openvino:int8")
     p.add_argument("--limit", type=int, default=128, help="images (of the 128)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    folder = os.path.join(args.refdata, "datasets", "coco128", "images", "val2017")
-    images = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                    if f.endswith(".jpg"))[:args.limit]
+    images = coco128_images(args.refdata, "val2017")[:args.limit]
     print(f"| model | backend | map img/s | valid img/s |  (coco128 val2017, {len(images)} images, "
           f"threads {args.threads or torch.get_num_threads()}, load {os.getloadavg()})")
     print("|---|---|---|---|")
@@ -187,7 +203,8 @@ def run_coco128(argv) -> int:
                 be = make_backend(os.path.join(args.refdata, cfg),
                                   os.path.join(args.refdata, weights), backend=backend,
                                   device="cpu", precision=precision or "fp32",
-                                  threads=args.threads)
+                                  threads=args.threads, calibration=coco128_images(
+                                      args.refdata, "train2017") if precision == "int8" else None)
             except Exception as e:  # a runtime that is not installed here
                 print(f"| {name} | {spec} | skipped: {type(e).__name__} | |")
                 continue
@@ -205,10 +222,76 @@ def run_coco128(argv) -> int:
     return 0
 
 
+def run_int8(argv) -> int:
+    """Per model: network-only median latency of ``onnxruntime`` (fp32) and ``openvino-int8``
+    timed interleaved by the bench runners, and Darknet's mAP@0.5 (``detector map``: objectness
+    0.005, NMS 0.45, IoU 0.5, ``-points 0``) of both on coco128 val2017."""
+    import argparse
+
+    from darknet_py.data.datacfg import read_names
+    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.bench import BenchConfig, run_benchmark
+    from darknet_py.metrics import darknet_map
+    from darknet_py.metrics.evaluate import collect_map_inputs
+
+    p = argparse.ArgumentParser(description="int8 against fp32 ONNX Runtime: speed and mAP")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--refdata", default=os.environ.get("DARKNET_PY_REFDATA",
+                                                       os.path.join(REPO, "..", "shared")))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--models", default="yolov4-tiny,yolov3-tiny")
+    p.add_argument("--calib", default=None, help="image list (default: coco128 train2017)")
+    p.add_argument("--no-map", action="store_true", help="time only")
+    args = p.parse_args(argv)
+    calibration = args.calib or coco128_images(args.refdata, "train2017")
+    valid = coco128_images(args.refdata, "val2017")
+    names = read_names(os.path.join(args.refdata, "cfg", "darknet", "coco.names"))
+    rows = []
+    for name, cfg, weights, size in SUITE:
+        if name not in args.models.split(",") or weights is None:
+            continue
+        cfg, weights = os.path.join(args.refdata, cfg), os.path.join(args.refdata, weights)
+        report = run_benchmark(BenchConfig(
+            cfg=cfg, weights=weights, width=size, height=size, runs=args.runs,
+            threads=args.threads, variants=("onnxruntime", "openvino-int8"), end_to_end=False,
+            calibration=calibration), log=lambda s: print(s, file=sys.stderr))
+        ms = {r["runner"]: r["median_ms"] for r in report["results"]}
+        if len(ms) < 2:
+            print(f"{name}: not measured: {report['skipped']}", file=sys.stderr)
+            continue
+        maps = {}
+        for precision, backend in (("fp32", "onnxruntime"), ("int8", "openvino")):
+            if args.no_map:
+                break
+            be = make_backend(cfg, weights, backend=backend, device="cpu", width=size,
+                              height=size, precision=precision, calibration=calibration
+                              if precision == "int8" else None)
+            inputs = collect_map_inputs(be, images=valid, batch_size=4)
+            maps[precision] = 100 * darknet_map(inputs.detections, inputs.truths, be.classes,
+                                                names, iou_thresh=0.5).mean_ap
+        rows.append((name, size, ms["onnxruntime"], ms["openvino-int8"], maps,
+                     report["machine"].get("load_average")))
+    print(f"network only, batch 1, {args.threads} thread(s), {args.runs} interleaved runs, "
+          f"medians; mAP@0.5: coco128 val2017 ({len(valid)} images); int8 calibrated on "
+          f"{args.calib or 'coco128 train2017'}")
+    print("| model | fp32 ORT ms | int8 ms | speed-up | mAP fp32 | mAP int8 | difference | "
+          "load average |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, size, fp32, int8, maps, load in rows:
+        m = [f"{maps[k]:.2f} %" if k in maps else "-" for k in ("fp32", "int8")]
+        d = f"{maps['int8'] - maps['fp32']:+.2f}" if len(maps) == 2 else "-"
+        print(f"| {name}-{size} | {fp32:.1f} | {int8:.1f} | {fp32 / int8:.2f}x | {m[0]} | "
+              f"{m[1]} | {d} | {load} |")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--suite" in argv:
         return run_suite(argv)
+    if "--int8" in argv:
+        return run_int8(argv)
     if "--coco128" in argv:
         return run_coco128(argv)
     from darknet_py.cli import main as cli_main

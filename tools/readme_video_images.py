@@ -80,7 +80,7 @@ def main():
     for result in det.stream(iter(frames)):
         tracked = tracker.update(result.raw, result.frame_id)
         if result.frame_id in (1, 4, 8):
-            from darknet_py.infer.image import image_from_array, image_to_bgr_uint8
+            from darknet_py.imaging.image import image_from_array, image_to_bgr_uint8
             drawn = image_to_bgr_uint8(tracker.draw(image_from_array(result.frame), tracked,
                                                     det.classes))
             for d in tracked.detections:        # the id again, large enough for the README

@@ -148,7 +148,7 @@ class Checkpoint:
 def find_checkpoints(backup: Path, base: str, images_per_iteration: int) -> List[Checkpoint]:
     """``<base>_<N>.weights`` by N, then ``_last`` / ``_final`` if their iteration (from the
     header's ``seen``) is not one of those."""
-    from darknet_py.model.weights import WeightsHeader
+    from darknet_py.formats.weights import WeightsHeader
     if not backup.is_dir():
         raise DataError("the backup folder does not exist", file=str(backup))
     found: Dict[int, Checkpoint] = {}
@@ -373,7 +373,7 @@ def parse_args(argv=None):
 def run(args) -> List[CurvePoint]:
     from darknet_py.data.datacfg import read_data_cfg, read_names
     from darknet_py.devices import describe, select_device
-    from darknet_py.model.cfg import read_cfg
+    from darknet_py.formats.cfg import read_cfg
     from darknet_py.train.checkpoints import basecfg
     if args.saveweights is not None and args.saveweights <= 0:
         raise UsageError("--saveweights must be a positive number of iterations",

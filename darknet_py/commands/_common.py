@@ -1,4 +1,4 @@
-"""Pieces shared by the command modules: Darknet-style flags, network loading, messages."""
+"""Pieces shared by the command modules: Darknet-style flags, start-up text, messages."""
 from __future__ import annotations
 
 import os
@@ -20,23 +20,12 @@ def eprint(*args) -> None:
     sys.stderr.flush()
 
 
-def load_network(cfg: str, weights: Optional[str], *, batch: int = 1, cutoff=None,
-                 width=None, height=None, quiet: bool = False, fuse: bool = True,
-                 device: str = "cpu"):
-    """Build the network from a cfg, print Darknet's table, load weights, set eval mode."""
-    from ..model.network import Network
-    from ..model.weights import format_load_report
-    net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
-    if not quiet:
-        net.print_table()
-    if weights is not None:
-        rep = net.load_weights(weights, cutoff=cutoff)
-        if not quiet:
-            eprint(format_load_report(rep))
-    net.eval()
-    if fuse:
-        net.fuse()
-    return net.to(device) if device != "cpu" else net
+def print_startup(net) -> None:
+    """Darknet's start-up text on stderr: the layer table, then what the weights load read."""
+    from ..formats.weights import format_load_report
+    net.print_table()
+    if net.load_report is not None:
+        eprint(format_load_report(net.load_report))
 
 
 def check_file(path: str, what: str) -> str:
@@ -93,17 +82,23 @@ def parse_gpus(text: Optional[str]):
 
 
 def backend_flags(fn):
-    """``-backend``, ``-precision``, ``-threads``, ``-i`` (and Darknet's ``-half``) for the
-    commands that run a model."""
+    """``-backend``, ``-precision``, ``-calib``, ``-threads``, ``-i`` (and Darknet's ``-half``)
+    for the commands that run a model."""
     from ..infer.backends.base import BACKENDS, PRECISIONS
     decorators = [
         flag("backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
              help="What runs the network: auto = cuda on a GPU; on the CPU onnxruntime when "
-                  "installed (openvino for -precision bf16), else fast; exact = the Darknet-exact "
-                  "reference; onnxruntime / openvino run an ONNX export (made once, cached in "
-                  "~/.cache/darknet_py or $DARKNET_PY_CACHE)."),
+                  "installed (openvino for -precision bf16 and int8), else fast; exact = the "
+                  "Darknet-exact reference; onnxruntime / openvino run an ONNX export (made "
+                  "once, cached in ~/.cache/darknet_py or $DARKNET_PY_CACHE)."),
         flag("precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-             help="fp16 (CUDA) and bf16 are fast paths, not Darknet-exact."),
+             help="fp16 (CUDA) and bf16 are fast paths, not Darknet-exact; int8 runs a model "
+                  "quantized on your images (OpenVINO + NNCF on the CPU: calibrated once, "
+                  "cached, with fp32 and int8 mAP@0.5 on held-out images printed)."),
+        flag("calib", "calibration", type=click.Path(dir_okay=False), default=None,
+             help="-precision int8: the list of images to calibrate on (a Darknet list file; "
+                  "default: the train= list of the .data file). A seeded sample: 20% held out "
+                  "(at most 100) for the mAP report, at most 300 of the rest calibrated on."),
         flag("half", is_flag=True, help="Same as -precision fp16."),
         flag("threads", type=int, default=None, help="CPU threads for the backend."),
         flag("i", "gpu_index", type=int, default=None,
@@ -115,26 +110,66 @@ def backend_flags(fn):
     return fn
 
 
+def calibration_list(data: Optional[str], calibration: Optional[str], precision: str,
+                     backend: str = "auto") -> Optional[str]:
+    """The image list ``-precision int8`` calibrates on: ``-calib``, else the ``train=`` list
+    of the .data file; None for the other precisions (where ``-calib`` is an error). An int8
+    request that cannot run is refused here, before the network is loaded."""
+    if precision != "int8":
+        if calibration is not None:
+            raise UsageError("-calib is for -precision int8")
+        return None
+    from ..infer.backends.int8 import check_request
+    check_request(backend)
+    if calibration is not None:
+        return check_file(calibration, "calibration list (-calib)")
+    if data is None:
+        raise UsageError("-precision int8 needs images to calibrate on: -calib LIST")
+    from ..data.datacfg import read_data_cfg
+    train = read_data_cfg(data).train
+    if train is None:
+        raise UsageError(f"-precision int8 calibrates on the train= list of {data}, which has "
+                         "none: give -calib LIST")
+    return check_file(train, f"calibration list (train= in {data}; -calib names another)")
+
+
 def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
                  precision: str = "fp32", half: bool = False, threads: Optional[int] = None,
-                 gpu_index: Optional[int] = None, quiet: bool = False, batch: int = 1):
+                 gpu_index: Optional[int] = None, quiet: bool = False, batch: int = 1,
+                 calibration: Optional[str] = None, data: Optional[str] = None):
     """The backend a command runs: Darknet's layer table and weights report first (stderr),
-    then one line naming the backend and device."""
+    then one line naming the backend and device. ``-precision int8`` calibrates on
+    ``calibration`` or the ``train=`` list of the .data file ``data`` (once: then cached)."""
+    from .. import distributed as dist
     from ..devices import select_device
-    from ..infer.backends.base import load_network, make_backend
-    from ..model.weights import format_load_report
+    from ..infer.backends.base import make_backend
+    from ..model.network import Network
     if threads is not None and threads < 1:
         raise UsageError(f"-threads must be >= 1, got {threads}")
-    device = None if gpu_index is None else select_device(index=gpu_index)
     precision = "fp16" if half else precision
+    calibration = calibration_list(data, calibration, precision, backend)
+    device = None if gpu_index is None else select_device(index=gpu_index)
     network = None
     if not cfg.lower().endswith(".onnx"):
-        network = load_network(cfg, weights, batch=batch)
+        network = Network.from_files(cfg, weights, batch=batch)
         if not quiet:
-            network.print_table()
-            if network.load_report is not None:
-                eprint(format_load_report(network.load_report))
-    result = make_backend(cfg, weights, backend=backend, device=device, precision=precision,
-                          threads=threads, network=network)
+            print_startup(network)
+
+    def make():
+        return make_backend(cfg, weights, backend=backend, device=device, precision=precision,
+                            threads=threads, network=network, calibration=calibration)
+
+    if calibration is not None and dist.is_distributed():
+        # under torchrun rank 0 calibrates, the other ranks then find the model in the cache
+        result = None
+        try:
+            if dist.is_main():
+                result = make()
+        finally:
+            dist.barrier()
+        if result is None:
+            result = make()
+    else:
+        result = make()
     eprint(f"Using {result.describe()}")
     return result

@@ -38,7 +38,7 @@ def make_detector(data: str, cfg: str, weights: Optional[str], thresh: float, hi
                   letter_box: bool, batch_size: int = 1, tiling: Optional[dict] = None,
                   **backend_options):
     from ..infer.detector import Detector
-    backend = open_backend(cfg, weights, **backend_options)
+    backend = open_backend(cfg, weights, data=data, **backend_options)
     det = Detector(cfg, backend=backend, letter_box=True if letter_box else None, thresh=thresh,
                    hier_thresh=hier_thresh, batch_size=batch_size, **(tiling or {}))
     det.names = names_from_data(data, det.classes)

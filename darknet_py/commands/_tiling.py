@@ -2,6 +2,8 @@
 ``map`` and ``valid`` (tiled inference, :mod:`darknet_py.infer.tiling`)."""
 from __future__ import annotations
 
+from ..errors import UsageError
+from ..infer.tiling import check_overlap, parse_tiles
 from ._common import flag
 
 
@@ -20,8 +22,6 @@ def tile_flags(fn):
 def tile_options(tiles, tile_overlap: float, tiles_full: bool) -> dict:
     """Checked keyword arguments for ``Detector``/``tiled`` (one-line UsageError naming a bad
     value); ``tiles`` None when tiling is off."""
-    from ..errors import UsageError
-    from ..infer.tiling import check_overlap, parse_tiles
     parsed = parse_tiles(tiles)
     if parsed is None and tiles_full:
         raise UsageError("-tiles_full needs -tiles CxR")

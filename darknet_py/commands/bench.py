@@ -1,12 +1,13 @@
 """``darknet-py bench cfg weights``: time darknet-py against OpenCV DNN (and Darknet) in one run.
 
 Prints median latency, images/s and the ratio to each peer, network-only and end-to-end, with the
-machine description; ``--json`` writes the full report for tracking. See :mod:`darknet_py.infer.bench`.
+machine description; ``--json`` writes the full report for tracking. See :mod:`darknet_py.bench`.
 """
 from __future__ import annotations
 
 import click
 
+from ..bench import BenchConfig, format_report, parse_variants, run_benchmark, write_json
 from ..errors import UsageError
 from ._common import eprint
 
@@ -27,9 +28,12 @@ GROUP = None
               help="Image for the end-to-end figures [a synthetic 640x480 JPEG].")
 @click.option("--variants", default=None,
               help="Comma-separated runners: auto (the default backend), exact, fast, "
-                   "fast-bf16, fast-compile, onnxruntime, openvino, openvino-bf16, opencv, "
-                   "darknet, cuda-fp32, cuda-fp16, cuda-bf16, opencv-cuda, opencv-cuda-fp16 "
-                   "[all but fast-compile].")
+                   "fast-bf16, fast-compile, onnxruntime, openvino, openvino-bf16, "
+                   "openvino-int8 (needs --calib), opencv, darknet, cuda-fp32, cuda-fp16, "
+                   "cuda-bf16, opencv-cuda, opencv-cuda-fp16 [all but fast-compile].")
+@click.option("--calib", "calibration", type=click.Path(dir_okay=False), default=None,
+              help="Image list the openvino-int8 runner is calibrated on (as -precision int8 "
+                   "-calib; made once, cached).")
 @click.option("--no-end-to-end", is_flag=True, help="Time the forward pass only.")
 @click.option("--quick", is_flag=True,
               help="Few runs (3 + 1 warm-up): a smoke test, not a measurement.")
@@ -38,9 +42,8 @@ GROUP = None
 @click.option("--darknet", "darknet_binary", type=click.Path(dir_okay=False), default=None,
               help="Darknet binary to time [`darknet` on PATH].")
 def COMMAND(cfg, weights, width, height, batch, runs, warmup, threads, image, variants,
-            no_end_to_end, quick, json_path, darknet_binary):
+            calibration, no_end_to_end, quick, json_path, darknet_binary):
     """Benchmark CFG + WEIGHTS: darknet-py (exact and fast paths) vs OpenCV DNN vs Darknet."""
-    from ..infer.bench import BenchConfig, format_report, parse_variants, run_benchmark, write_json
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     for name, v in (("--width", width), ("--height", height)):
@@ -51,7 +54,7 @@ def COMMAND(cfg, weights, width, height, batch, runs, warmup, threads, image, va
         runs=runs if runs is not None else (3 if quick else 20),
         warmup=warmup if warmup is not None else (1 if quick else 3),
         threads=threads, image=image, variants=parse_variants(variants),
-        end_to_end=not no_end_to_end, darknet_binary=darknet_binary)
+        end_to_end=not no_end_to_end, darknet_binary=darknet_binary, calibration=calibration)
     report = run_benchmark(config, log=eprint)
     click.echo(format_report(report))
     if json_path:

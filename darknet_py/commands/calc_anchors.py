@@ -25,6 +25,7 @@ import sys
 from typing import Callable, List, Optional
 
 import click
+import cv2
 import numpy as np
 
 from ..data.anchors import KMeansResult, kmeans_anchors
@@ -32,6 +33,7 @@ from ..data.datacfg import read_data_cfg, read_list
 from ..data.labels import read_labels
 from ..data.paths import label_path
 from ..errors import DataError, UsageError
+from ..files import refuse_output_onto_inputs
 
 GROUP = "detector"
 
@@ -157,7 +159,6 @@ def draw_cloud(points: np.ndarray, result: KMeansResult, width: int, height: int
                path: str, img_size: int = 700) -> None:
     """``show_acnhors`` of image_opencv.cpp, headless: box sizes coloured by cluster and one
     rectangle per anchor from the origin, saved as a PNG."""
-    import cv2
     img = np.zeros((img_size, img_size, 3), np.uint8)
     px = (points[:, 0] * img_size / width).astype(np.int64)
     py = (points[:, 1] * img_size / height).astype(np.int64)
@@ -195,7 +196,6 @@ def COMMAND(datacfg: str, num_of_clusters: int, width: int, height: int, show: b
     if extra:
         click.echo(f"darknet-py: warning: ignored: extra arguments {' '.join(extra)} "
                    f"(calc_anchors reads only the data file)", err=True)
-    from ..files import refuse_output_onto_inputs
     data = read_data_cfg(datacfg)
     for name in ("anchors.txt", "counters_per_class.txt", "cloud.png"):
         refuse_output_onto_inputs(name, "the output", [("data file", datacfg),

@@ -6,6 +6,12 @@ from typing import Optional
 
 import click
 
+from ..errors import DataError, UsageError
+from ..files import read_bounded, refuse_output_onto_inputs
+from ..prep.custom_cfg import parse_anchors, write_custom_cfg
+from ..prep.split import read_image_list
+from ..prep.voc import read_class_names as read_names
+
 GROUP = "cfg"
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -58,10 +64,6 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
       darknet-py cfg custom --classes 3 --from yolov4-custom.cfg -o yolov4-obj.cfg \\
           --width 416 --height 416 --max-batches 6400 --steps 4800,5400
     """
-    from ..errors import UsageError
-    from ..files import refuse_output_onto_inputs
-    from ..prep.custom_cfg import parse_anchors, write_custom_cfg
-    from ..prep.voc import read_class_names as read_names
 
     refuse_output_onto_inputs(dst, "-o", [("source cfg", src), ("names file", names),
                                           ("train list", train_list),
@@ -74,7 +76,6 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     if classes is None:
         raise UsageError("give --classes N or --names obj.names")
     if train_list is not None:
-        from ..prep.split import read_image_list
         train_images = max(train_images, len(read_image_list(train_list)[0]))
     anchor_values = None
     if anchors is not None and anchors_from is not None:
@@ -82,8 +83,6 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
     if anchors is not None:
         anchor_values = parse_anchors(anchors)
     if anchors_from is not None:
-        from ..errors import DataError
-        from ..files import read_bounded
         text = read_bounded(anchors_from, 1 << 20, DataError, "anchors file")
         anchor_values = parse_anchors(text.decode("utf-8", "replace"), anchors_from)
     step_values = None

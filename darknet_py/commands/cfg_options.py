@@ -16,6 +16,11 @@ from typing import Dict, List, Tuple
 import click
 
 from ..errors import CfgError
+from ..files import read_bounded
+from ..formats.cfg import MAX_CFG_BYTES, read_cfg
+from ..model.network import Network
+from ..train.options import (IGNORED, _ranges, describe_set_options, training_options,
+                             untrained_branches)
 
 GROUP = "cfg"
 
@@ -23,8 +28,6 @@ _HEAD = re.compile(r"^\s*\[(yolo|region|Gaussian_yolo)\]", re.M)
 
 
 def _cfg_files(paths: Tuple[str, ...]) -> List[str]:
-    from ..files import read_bounded
-    from ..model.cfg import MAX_CFG_BYTES
     out: List[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -42,15 +45,12 @@ def _cfg_files(paths: Tuple[str, ...]) -> List[str]:
 
 
 def _status(o) -> str:
-    from ..train.options import IGNORED
     if o.option.status == IGNORED and o.is_default:
         return "default"
     return o.option.status
 
 
 def _cfg_lines(path: str, ignored_only: bool) -> List[str]:
-    from ..model.cfg import read_cfg
-    from ..train.options import IGNORED, describe_set_options, training_options
     sections = read_cfg(path)
     opts = training_options(sections)
     groups: Dict[Tuple[str, str, str], list] = {}
@@ -71,8 +71,6 @@ def _contrastive_lines(path: str, sections) -> List[str]:
     """The [contrastive] branch note (needs the layer graph, so only such cfgs are built)."""
     if not any(s.type == "contrastive" for s in sections):
         return []
-    from ..model.network import Network
-    from ..train.options import IGNORED, untrained_branches, _ranges
     net = Network.from_cfg(path, batch=1)
     out = []
     for layer, branch in untrained_branches(net):
@@ -84,8 +82,6 @@ def _contrastive_lines(path: str, sections) -> List[str]:
 
 
 def _summary(files: List[str]) -> List[str]:
-    from ..model.cfg import read_cfg
-    from ..train.options import training_options
     seen: Dict[Tuple[str, str], dict] = {}
     for f in files:
         for o in training_options(read_cfg(f)):

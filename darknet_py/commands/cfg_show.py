@@ -13,6 +13,7 @@ from typing import Optional
 import click
 
 from ..errors import UsageError
+from ..model.network import Network
 from ._common import flag, preflight
 
 GROUP = "cfg"
@@ -28,7 +29,6 @@ ALIASES = ("table",)
       help="Mini-batch the table is printed for (Darknet's detector test uses 1).")
 def COMMAND(cfg: str, width: Optional[int], height: Optional[int], batch: int) -> None:
     """Print Darknet's layer table for CFG (shapes, BFLOPs, unused fields)."""
-    from ..model.network import Network
     preflight(cfg=cfg)
     if batch < 1:
         raise UsageError(f"-batch must be >= 1, got {batch}")

@@ -6,6 +6,10 @@ import json
 
 import click
 
+from ..data.check import check_dataset, format_report, write_fixed_copy
+from ..data.datacfg import read_data_cfg
+from ..errors import DataError
+from ..files import atomic_write_bytes, refuse_output_onto_inputs
 from ._common import eprint, flag
 
 GROUP = "data"
@@ -46,9 +50,6 @@ def COMMAND(datacfg: str, which: str, cfg, decode: bool, fix_into, json_path, st
     warnings, or when the check cannot run at all (a one-line message on stderr); 2 for bad
     usage.
     """
-    from ..data.check import check_dataset, format_report, write_fixed_copy
-    from ..data.datacfg import read_data_cfg
-    from ..files import atomic_write_bytes, refuse_output_onto_inputs
 
     if json_path is not None:
         parsed = read_data_cfg(datacfg)
@@ -61,7 +62,6 @@ def COMMAND(datacfg: str, which: str, cfg, decode: bool, fix_into, json_path, st
         try:
             atomic_write_bytes(json_path, json.dumps(rep.as_dict(), indent=1).encode())
         except OSError as e:
-            from ..errors import DataError
             raise DataError(f"cannot write the report: {e.strerror}", file=json_path) from None
         eprint(f"report written to {json_path}")
     if fix_into is not None:

@@ -6,6 +6,9 @@ from typing import Optional
 
 import click
 
+from ..files import refuse_output_onto_inputs
+from ..prep.split import format_split_report, split_dataset
+
 GROUP = "data"
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -33,8 +36,6 @@ def COMMAND(source: str, names: str, out_dir: str, ratios: str, seed: int, strat
     """
     import os
 
-    from ..files import refuse_output_onto_inputs
-    from ..prep.split import format_split_report, split_dataset
 
     for name in ("train.txt", "valid.txt", "test.txt", "obj.names", "obj.data", "obj-test.data"):
         refuse_output_onto_inputs(os.path.join(out_dir, name), "--out",

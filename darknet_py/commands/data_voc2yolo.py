@@ -6,6 +6,9 @@ from typing import Optional, Sequence
 
 import click
 
+from ..files import atomic_write_bytes, refuse_output_onto_inputs
+from ..prep.voc import convert_voc_dataset, format_report, parse_name_map
+
 GROUP = "data"
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -48,8 +51,6 @@ def COMMAND(sources: Sequence[str], names: str, maps: Sequence[str], out_dir: Op
     """
     import os
 
-    from ..files import atomic_write_bytes, refuse_output_onto_inputs
-    from ..prep.voc import convert_voc_dataset, format_report, parse_name_map
 
     refuse_output_onto_inputs(list_file, "--list", [("names file", names)] +
                               [("XML source", s) for s in sources])

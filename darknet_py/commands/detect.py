@@ -12,6 +12,7 @@ import click
 
 from ..errors import DataError
 from ._common import backend_flags, flag
+from .detector_test import COMMAND as detector_test
 
 GROUP = None
 
@@ -34,7 +35,6 @@ def COMMAND(ctx, cfg, weights, image, thresh, ext_output, dont_show, **backend_o
 
     cfg/coco.data is read from the working directory, as Darknet does (the darknet-py folder
     has one)."""
-    from .detector_test import COMMAND as detector_test
     if not os.path.exists(COCO_DATA):
         raise DataError(f"detect reads {COCO_DATA} from the working directory, as Darknet does, "
                         f"and {os.getcwd()} has none: run it from the darknet-py folder, or use "

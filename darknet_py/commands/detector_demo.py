@@ -7,7 +7,7 @@ each frame, prints ``Objects:`` with one line per detection as Darknet's demo do
 .avi like Darknet, or any container OpenCV can write, at the source's FPS). Frames go through
 :meth:`~darknet_py.infer.detector.Detector.stream`: the one pipeline with Darknet's demo rule
 for video frames (``cv::resize`` bilinear of the uint8 frame, or ``letterbox_image``:
-:func:`~darknet_py.infer.image.prepare_frame`), so detections can differ slightly from
+:func:`~darknet_py.imaging.image.prepare_frame`), so detections can differ slightly from
 ``detector test`` on the same picture, exactly as in Darknet; its reader thread reads and
 prepares the next frames while the network runs and this thread prints, draws and writes the
 previous ones. ``FPS`` is the rate at which frames come out (per batch), ``AVG_FPS`` the mean
@@ -74,7 +74,7 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
     from ..infer.draw import JsonOutWriter, demo_detection_lines, detection_to_json
-    from ..infer.image import image_from_array, image_to_bgr_uint8
+    from ..imaging.image import image_from_array, image_to_bgr_uint8
     from ..infer.stream import frame_reader, read_ahead
     from ..serve import DemoStreams
     parsed = preflight(data, cfg, weights, video=video, names=True)

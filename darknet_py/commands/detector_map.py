@@ -99,7 +99,7 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     names_file = data.names_or_default()
     names = read_names(names_file)
 
-    backend = open_backend(cfgfile, weightfile, **backend_options)
+    backend = open_backend(cfgfile, weightfile, data=datacfg, **backend_options)
     classes = backend.classes
     if classes != len(names):
         raise DataError(f"number of names {len(names)} isn't equal to classes={classes} in the "

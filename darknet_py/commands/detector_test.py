@@ -55,7 +55,7 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
     CFG is a Darknet .cfg (then WEIGHTS follows) or a `darknet-py export` .onnx file (no
     WEIGHTS: `detector test obj.data model.onnx image.jpg`)."""
     from ..infer.draw import JsonOutWriter, write_labels
-    from ..infer.image import save_image
+    from ..imaging.image import save_image
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     weights, image = split_model_args(cfg, weights, image)
     parsed = preflight(data, cfg, weights, image=image, names=True)
@@ -141,7 +141,7 @@ def _stdin_list(det, writer, out, ext_output, save_labels, thresh) -> None:
     thread prints, draws and writes each image's results in the order of the lines, with the
     prompts where the sequential loop prints them."""
     from ..infer.draw import write_labels
-    from ..infer.image import save_image
+    from ..imaging.image import save_image
 
     def lines():
         """(tag, image path or None) per stdin line, then the end of input; a path this run
@@ -210,7 +210,7 @@ def _detect_one(det, path, out, ext_output, save_labels, thresh):
 def _sharded_stdin_list(det, out, ext_output, save_labels, thresh) -> None:
     """torchrun: rank 0 reads stdin to its end, the ranks detect their share, rank 0 prints."""
     from ..infer.draw import JsonOutWriter
-    from ..infer.image import save_image
+    from ..imaging.image import save_image
     lines = dist.broadcast(sys.stdin.readlines() if dist.is_main() else None)
     paths = [line.strip() for line in lines if line.strip()]
     results = dist.map_sharded(paths, lambda mine: [

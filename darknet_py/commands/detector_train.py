@@ -34,8 +34,14 @@ import os
 import sys
 
 import click
+import torch
+from torch.distributed.run import main as torchrun_main
 
+from ..devices import select_device
 from ..errors import UsageError
+from ..serve.server import check_port
+from ..train.log import summary_writer_class
+from ..train.trainer import Trainer, TrainOptions
 from ._common import check_file, flag, parse_gpus, preflight
 from ._http import http_flags
 
@@ -80,23 +86,18 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nog
             iou_thresh, map_epochs, no_amp, bf16, workers, seed, verbose, nan_skip, max_batches,
             cache_images, mjpeg_port, http_host, tensorboard):
     """Train a detector on the images of obj.data's train= list."""
-    from ..serve.server import check_port
-    from ..train.trainer import TrainOptions, Trainer
     preflight(data, cfg, weights, lists=("train", "valid") if calc_map else ("train",))
     check_file(cfg, "cfg file")
     if weights is not None:
         check_file(weights, "weights file")
     gpu_list = parse_gpus(gpus)
-    from ..devices import select_device
     for rank in range(max(1, len(gpu_list))):    # a missing GPU fails here, before DDP starts
         select_device(gpu_list, gpu_index, nogpu=nogpu, local_rank=rank)
-    import torch
     if gpu_list and not nogpu and not torch.cuda.is_available():
         gpu_list = []         # select_device warned: one CPU process, as Darknet's CPU build
     if workers < 0:
         raise UsageError("-workers must be >= 0")
     if tensorboard:
-        from ..train.log import summary_writer_class
         summary_writer_class()          # a one-line error now, not after the network is built
     opts = TrainOptions(data=data, cfg=cfg, weights=weights, clear=clear, dont_show=dont_show,
                         calc_map=calc_map, thresh=thresh, iou_thresh=iou_thresh,
@@ -115,6 +116,5 @@ def COMMAND(data, cfg, weights, calc_map, dont_show, clear, gpus, gpu_index, nog
 
 def _launch_ddp(nproc: int) -> None:
     """Re-run this command as ``nproc`` DDP processes (torchrun's elastic launcher)."""
-    from torch.distributed.run import main as torchrun_main
     argv = ["--standalone", f"--nproc_per_node={nproc}", "-m", "darknet_py.cli"] + sys.argv[1:]
     torchrun_main(argv)

@@ -106,7 +106,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
         outputs = [os.path.join(prefix, f"{outfile or 'comp4_det_test_'}{n}.txt") for n in names]
     for path in outputs:
         refuse_output_onto_inputs(path, "the results file", inputs)
-    backend = open_backend(cfg, weights, **backend_options)
+    backend = open_backend(cfg, weights, data=data, **backend_options)
     if backend.network is not None:
         c = backend.network.config
         eprint(f"Learning Rate: {c.learning_rate:g}, Momentum: {c.momentum:g}, "

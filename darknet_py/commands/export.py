@@ -9,9 +9,14 @@ import os
 from typing import Optional
 
 import click
+import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, WeightsError
+from ..export.exporter import (ExportedGraph, ExportOptions, export_model, read_names_option,
+                               sidecar_path)
 from ..files import refuse_output_onto_inputs
+from ..infer.backends.onnxruntime import OnnxRuntimeBackend
+from ..model.network import Network
 from ._common import eprint
 
 GROUP = None
@@ -76,7 +81,6 @@ def COMMAND(cfg, weights, output, fmt, width, height, batch, dynamic_batch, half
     per [yolo] layer; the file's metadata (and the sidecar JSON) hold the anchors, masks,
     scale_x_y, new_coords, nms_kind, beta_nms, letter_box and input size needed to decode them.
     """
-    from ..export.exporter import ExportOptions, export_model, read_names_option, sidecar_path
     fmt = fmt or _default_format(output)
     if output is None:
         stem = os.path.splitext(os.path.basename(cfg))[0]
@@ -89,7 +93,6 @@ def COMMAND(cfg, weights, output, fmt, width, height, batch, dynamic_batch, half
         if value is not None and value < 1:
             raise UsageError(f"{key} must be positive, got {value}")
     if not os.path.isfile(weights):
-        from ..errors import WeightsError
         raise WeightsError("weights file not found", file=weights)
     inputs = [("cfg file", cfg), ("weights file", weights), ("names file", names),
               ("data file", data)]
@@ -114,13 +117,8 @@ def COMMAND(cfg, weights, output, fmt, width, height, batch, dynamic_batch, half
 
 def verify_export(cfg, weights, output, fmt, width, height, meta) -> float:
     """Run the exported file and the PyTorch network on one random input; the max difference."""
-    import torch
 
-    from ..model.network import Network
-    from ..export.exporter import ExportedGraph
-    net = Network.from_cfg(cfg, width=width, height=height)
-    net.load_weights(weights)
-    net.eval().fuse()
+    net = Network.from_files(cfg, weights, width=width, height=height).eval().fuse()
     batch = 2 if meta["batch"] == "dynamic" else int(meta["batch"])
     x = torch.rand(batch, *net.input_shape, generator=torch.Generator().manual_seed(0))
     half = meta["dtype"] == "float16"
@@ -129,7 +127,6 @@ def verify_export(cfg, weights, output, fmt, width, height, meta) -> float:
         ref = graph(x)
     refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
     if fmt == "onnx":
-        from ..infer.backends.onnxruntime import OnnxRuntimeBackend
         got = OnnxRuntimeBackend(output)(x)
         outs = [got] if isinstance(got, torch.Tensor) else list(got)
     else:

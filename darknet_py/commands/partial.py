@@ -9,8 +9,9 @@ import click
 
 from ..errors import UsageError
 from ..files import refuse_output_onto_inputs
-from ..model.weights import DARKNET_VERSION, WeightsHeader
-from ._common import eprint, load_network, preflight
+from ..formats.weights import DARKNET_VERSION, WeightsHeader
+from ..model.network import Network
+from ._common import eprint, preflight, print_startup
 
 GROUP = None
 
@@ -26,7 +27,8 @@ def COMMAND(cfg, weights, out, layers):
         raise UsageError(f"the layer count must be >= 0, got {layers}")
     preflight(cfg=cfg, weights=weights)
     refuse_output_onto_inputs(out, "the output", [("cfg file", cfg), ("weights file", weights)])
-    net = load_network(cfg, weights, cutoff=layers, fuse=False)
+    net = Network.from_files(cfg, weights, batch=1, cutoff=layers)
+    print_startup(net)
     eprint(f"Saving weights to {out}")
     net.seen = 0
     net.save_weights(out, cutoff=layers, header=WeightsHeader(*DARKNET_VERSION, seen=0))

@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 
 from ..errors import CfgError
-from ..infer.image import decode_image
+from ..imaging.image import decode_image
 from ..model.network import Network
 
 log = logging.getLogger("darknet_py.data")
@@ -175,7 +175,7 @@ def _trunc(v: float) -> int:
 
 # ----------------------------------------------------------------------------- image I/O
 def load_image(path: str, channels: int = 3) -> np.ndarray:
-    """The training image: :func:`darknet_py.infer.image.decode_image` (the one decoder, so
+    """The training image: :func:`darknet_py.imaging.image.decode_image` (the one decoder, so
     training refuses exactly the files inference refuses: it raises
     :class:`~darknet_py.errors.DataError`) as the ``(H, W, C)`` uint8 RGB array the augmentation
     works on. ``channels`` >= 3 reads in colour (``IMREAD_COLOR``), fewer in greyscale."""

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..imaging.image import read_image_size
 from .anchors import kmeans_anchors
 from .datacfg import DataConfig, read_data_cfg, read_list_lines, read_names
 from .labels import LabelFile, read_labels
@@ -216,9 +217,9 @@ class _Image:
 
 def _check_image(path: str, decode: bool, report: Callable[[str, str], None]) -> _Image:
     """Header (and end marker) check, or a full decode; problems go to ``report(kind, msg)``."""
-    from ..infer.image import decode_image
-    from ..infer.image_header import check_pixels
-    from ..prep.voc import read_image_size
+    from ..imaging.image import decode_image
+    from ..imaging.image_header import check_pixels
+
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -23,7 +23,7 @@ loader chunk, as Darknet's tracking loader does.
 
 Deliberate differences from Darknet: samples come from a shuffled pass over the list (epochs)
 instead of independent random picks with replacement; images that cannot be loaded (exactly those
-that inference refuses: :func:`darknet_py.infer.image.load_image`) are reported once and replaced
+that inference refuses: :func:`darknet_py.imaging.image.load_image`) are reported once and replaced
 by another random image (Darknet prints an error and leaves a hole that crashes later).
 """
 from __future__ import annotations

@@ -56,7 +56,7 @@ from torch import nn
 
 from ..errors import DarknetError, UsageError
 from ..files import atomic_write_files
-from ..infer.decode import HeadDecoder
+from ..model.decode import HeadDecoder
 
 PathLike = Union[str, os.PathLike]
 
@@ -469,9 +469,8 @@ def export_model(cfg: PathLike, weights: Optional[PathLike], out: PathLike,
     cfg_path = os.fspath(cfg)
     if not os.path.isfile(cfg_path):
         raise ExportError("cfg file not found", file=cfg_path)
-    net = Network.from_cfg(cfg_path, batch=options.batch, width=width, height=height)
+    net = Network.from_files(cfg_path, weights, batch=options.batch, width=width, height=height)
     if weights is not None:
-        net.load_weights(weights)
         if options.weights_name is None:
             options.weights_name = os.path.basename(os.fspath(weights))
     return export_network(net, out, options, sidecar=sidecar)

@@ -12,7 +12,7 @@ relative boxes), then ``do_nms_sort`` or, when the last head has ``nms_kind`` se
 
 Video frames (:meth:`Detector.detect_frames`, :meth:`Detector.stream`, ``detector demo``) go
 through the same pipeline with Darknet's ``demo`` input rule instead (``cv::resize`` of the uint8
-frame, :func:`~darknet_py.infer.image.prepare_frame`); a numpy image given to ``det(image)`` is a
+frame, :func:`~darknet_py.imaging.image.prepare_frame`); a numpy image given to ``det(image)`` is a
 still image, as ``detector test`` would load it.
 
 Deliberate difference: ``letter_box=False`` switches letterboxing off even if the cfg's ``[net]``
@@ -29,7 +29,7 @@ import torch
 from ..structures.detections import DetectionSet, ImageDetections
 from .backends.base import Backend, make_backend
 from .draw import draw_detections, image_stdout, to_detections
-from .image import image_from_array
+from ..imaging.image import image_from_array
 from .pipeline import ImageInput, Pipeline, _is_path
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -50,7 +50,11 @@ class Detector:
             else ``fast``; ``onnxruntime`` for an ``.onnx`` file), ``exact``, ``fast``, ``cuda``,
             ``onnxruntime`` or ``openvino`` (see :mod:`darknet_py.infer.backends.base`).
         device: ``None`` = a CUDA GPU when available, else the CPU; or ``"cpu"``, ``"cuda:1"``.
-        precision: ``fp32`` (default), ``fp16`` (CUDA) or ``bf16``; ``half=True`` means ``fp16``.
+        precision: ``fp32`` (default), ``fp16`` (CUDA), ``bf16`` or ``int8``; ``half=True`` means
+            ``fp16``. ``int8`` quantizes the model on ``calibration`` images (OpenVINO + NNCF on
+            the CPU; once, then cached) and prints the fp32 and int8 mAP@0.5 of held-out images
+            on stderr (:mod:`darknet_py.infer.backends.int8`).
+        calibration: with ``precision="int8"``, a Darknet list file or a list of image paths.
         letter_box: ``None`` = the model's ``[net] letter_box``; ``True``/``False`` force it.
         thresh, hier_thresh, nms: as ``-thresh``, ``-hier``, and Darknet's fixed ``nms=.45``.
         batch_size: images per forward pass.
@@ -73,13 +77,14 @@ class Detector:
                  width: Optional[int] = None, height: Optional[int] = None,
                  threads: Optional[int] = None, network: Any = None,
                  tiles: Union[None, str, Tuple[int, int]] = None, tile_overlap: float = 0.2,
-                 tiles_full: bool = False):
+                 tiles_full: bool = False, calibration: Any = None):
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             self.backend = make_backend(cfg, weights, backend=backend, device=device,
                                         precision="fp16" if half else precision, width=width,
-                                        height=height, threads=threads, network=network)
+                                        height=height, threads=threads, network=network,
+                                        calibration=calibration)
         options = dict(thresh=thresh, hier_thresh=hier_thresh, nms=nms, letter_box=letter_box,
                        batch_size=batch_size)
         from .tiling import TiledPipeline, parse_tiles
@@ -155,7 +160,7 @@ class Detector:
     def detect_frames(self, frames: Sequence[np.ndarray]) -> List[DetectionSet]:
         """BGR uint8 video frames (as ``cv2.VideoCapture`` reads them) -> NMS'ed detections per
         frame, all in one forward pass (tiled when the detector tiles). Each frame's input is made
-        by Darknet's ``demo`` rule (:func:`~darknet_py.infer.image.prepare_frame`), not
+        by Darknet's ``demo`` rule (:func:`~darknet_py.imaging.image.prepare_frame`), not
         ``detector test``'s: what ``detector demo`` and :meth:`stream` run."""
         return self.pipeline.detect_frames(list(frames))
 
@@ -204,7 +209,7 @@ class Detector:
         if raw is None:
             raise TypeError("these ImageDetections carry no raw DetectionSet to draw")
         if isinstance(image, np.ndarray):
-            from .image import image_to_bgr_uint8
+            from ..imaging.image import image_to_bgr_uint8
             drawn = draw_detections(image_from_array(image), raw, self.names, self.thresh,
                                     self.classes)
             return image_to_bgr_uint8(drawn)

@@ -172,7 +172,7 @@ def demo_detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float
 
 def detection_layer_lines(heads: Sequence[Any]) -> List[str]:
     """`` Detection layer: <index> - type = <LAYER_TYPE> `` for every head (``test_detector``)."""
-    from .decode import as_spec
+    from ..model.decode import as_spec
 
     specs = [as_spec(h[0] if isinstance(h, tuple) else h) for h in heads]
     return [f" Detection layer: {s.index} - type = {s.type_code} " for s in specs]

@@ -17,9 +17,9 @@ caller           thresh hier    nms    boxes NMS runs on
 ``valid``        0.001  0.5     0.6    pixels (``relative=0``; matters for DIoU-NMS kinds)
 ================ ====== ======= ====== ====================================================
 
-Stages: :func:`~darknet_py.infer.image.load_image` (OpenCV decode, Darknet's float RGB),
+Stages: :func:`~darknet_py.imaging.image.load_image` (OpenCV decode, Darknet's float RGB),
 ``resize_image`` or ``letterbox_image`` (the model's ``letter_box`` unless overridden), the
-backend, :mod:`~darknet_py.infer.decode` (thresholding and ``correct_yolo_boxes``), then
+backend, :mod:`~darknet_py.model.decode` (thresholding and ``correct_yolo_boxes``), then
 ``do_nms_sort``/``diounms_sort`` with the last head's ``nms_kind``/``beta_nms``
 (:func:`~darknet_py.infer.nms.apply_nms`).
 
@@ -39,9 +39,9 @@ Two rules make the network input, chosen by what the source is, never by the cal
 
 * still images (files, and arrays or tensors given as images): ``detector test``'s
   ``load_image`` + ``resize_image``/``letterbox_image``;
-* video frames (:class:`~darknet_py.infer.image.VideoFrame`: what :meth:`frame_source` makes of a
+* video frames (:class:`~darknet_py.imaging.image.VideoFrame`: what :meth:`frame_source` makes of a
   BGR uint8 frame; ``detector demo``, :meth:`detect_frames`, ``Detector.stream``): ``demo``'s
-  ``cv::resize`` rule, :func:`~darknet_py.infer.image.prepare_frame`. A tile of a frame is a
+  ``cv::resize`` rule, :func:`~darknet_py.imaging.image.prepare_frame`. A tile of a frame is a
   frame, so tiled video gets the same rule.
 """
 from __future__ import annotations
@@ -55,12 +55,13 @@ from typing import (Any, Callable, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import torch
 
+from ..devices import usable_cpus
 from ..errors import DataError, UsageError
 from ..structures.detections import DetectionSet, scale_to_pixels
 from ..structures.heads import nms_params
 from .backends.base import Backend
-from .decode import decoded_candidates, get_network_boxes
-from .image import (DecodedImage, VideoFrame, as_image_tensor, image_from_array, image_size,
+from ..model.decode import decoded_candidates, get_network_boxes
+from ..imaging.image import (DecodedImage, VideoFrame, as_image_tensor, image_from_array, image_size,
                     load_decoded, load_image, prepare_input)
 from .nms import apply_nms
 from .prefetch import Prefetcher
@@ -89,11 +90,7 @@ def default_loader_threads() -> int:
     resizing an image costs a fraction of the network (the backend keeps its own threads, and
     decoding + NMS run in the calling thread), and more readers would only compete with the
     network for the same two CPUs."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_LOADERS, cpus - 1))
+    return max(1, min(MAX_DEFAULT_LOADERS, usable_cpus() - 1))
 
 
 @dataclass
@@ -190,7 +187,7 @@ class Pipeline:
 
     def source(self, image: ImageInput) -> Tuple[str, Source]:
         """:meth:`load` without converting a decoded file to float: an image file or a uint8
-        array stays a :class:`~darknet_py.infer.image.DecodedImage` (1 byte per value), which
+        array stays a :class:`~darknet_py.imaging.image.DecodedImage` (1 byte per value), which
         :meth:`prepare` resizes directly (the float image of a large photo is 4 times its
         bytes, and only the network-sized input is needed)."""
         if _is_path(image):
@@ -205,7 +202,7 @@ class Pipeline:
 
     def frame_source(self, frame: ImageInput) -> Tuple[str, Source]:
         """A video frame as a source: a uint8 array (BGR as ``VideoCapture`` reads it; grey and
-        BGRA are made BGR) becomes a :class:`~darknet_py.infer.image.VideoFrame`, prepared by
+        BGRA are made BGR) becomes a :class:`~darknet_py.imaging.image.VideoFrame`, prepared by
         the demo rule. Anything else an iterable of frames may hold (an image path, a float
         tensor or array) is a still image (:meth:`source`)."""
         if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim in (2, 3):
@@ -217,7 +214,7 @@ class Pipeline:
 
     def prepare(self, originals: Sequence[Source]) -> torch.Tensor:
         """The network input ``(B, C, h, w)`` for loaded images and frames (each by its rule:
-        :func:`~darknet_py.infer.image.prepare_input`)."""
+        :func:`~darknet_py.imaging.image.prepare_input`)."""
         if not originals:
             return torch.zeros(0, self.backend.channels, self.height, self.width)
         return torch.stack([prepare_input(im, self.width, self.height, self.letter_box)

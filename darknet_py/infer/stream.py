@@ -11,7 +11,7 @@ camera index, or any iterable of frames (BGR ``uint8`` arrays as OpenCV gives th
 pipeline's reader thread reads and prepares the next frames (a bounded queue: a slow consumer
 holds at most about ``queue_size`` frames ahead in memory) while the network runs and the
 calling thread handles the previous ones. Every frame gets what ``detector.detect_frames([frame])``
-gives it (Darknet's ``demo`` rule for video frames, :func:`~darknet_py.infer.image.prepare_frame`,
+gives it (Darknet's ``demo`` rule for video frames, :func:`~darknet_py.imaging.image.prepare_frame`,
 then the same decoding and NMS; tiling too when the detector tiles). An image path or a float
 tensor in an iterable is a still image and gets what ``detector(image)`` gives it.
 
@@ -67,7 +67,7 @@ def open_capture(source: Union[str, int, "os.PathLike[str]"]):
     # first frame is decoded (each frame is decoded, converted and drawn at full size)
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     if w > 0 and h > 0:
-        from .image_header import check_pixels
+        from ..imaging.image_header import check_pixels
         try:
             check_pixels(w, h, where)
         except DataError as e:
@@ -172,7 +172,7 @@ class FrameReader:
 def frame_reader(detector, source, queue_size: int = 8) -> FrameReader:
     """A :class:`FrameReader` of ``source`` whose items are the sources ``detector``'s pipeline
     runs: :meth:`~darknet_py.infer.pipeline.Pipeline.frame_source` (a uint8 frame becomes a
-    :class:`~darknet_py.infer.image.VideoFrame`)."""
+    :class:`~darknet_py.imaging.image.VideoFrame`)."""
     pipeline = detector.pipeline
     return FrameReader(source, lambda f: pipeline.frame_source(f)[1], queue_size=queue_size)
 

@@ -18,7 +18,7 @@ What exactly happens to one image of ``W x H`` pixels (network input ``w x h``):
 2. **Detection**. Each tile is a crop of the loaded image that goes through the normal stages
    (:meth:`Pipeline.prepare` at the network size: the same stretch or letterbox, by the rule
    of the whole image: a crop of a still image is resized like ``detector test`` does, a crop of
-   a video frame like ``demo`` does, :func:`~darknet_py.infer.image.prepare_frame`; ``forward``,
+   a video frame like ``demo`` does, :func:`~darknet_py.imaging.image.prepare_frame`; ``forward``,
    ``decode`` against the tile's own size); the tiles of an image (and of the images of a batch)
    go through the backend ``batch_size`` tiles at a time (at least one image's tiles).
 3. **Mapping**. Candidate boxes, relative to their tile, become relative to the whole image
@@ -45,7 +45,7 @@ import torch
 
 from ..errors import UsageError
 from ..structures.detections import DetectionSet
-from .image import crop_image, image_size
+from ..imaging.image import crop_image, image_size
 from .pipeline import Pipeline, Source
 
 __all__ = ["TiledPipeline", "tile_grid", "parse_tiles", "map_tile_boxes", "tiled"]

@@ -1,7 +1,7 @@
 """The contract every Darknet layer module follows.
 
 A layer class is listed for its section names in :mod:`darknet_py.layers.registry` and is
-built from its :class:`~darknet_py.model.cfg.Section` and a :class:`BuildContext` that knows the shapes of
+built from its :class:`~darknet_py.formats.cfg.Section` and a :class:`BuildContext` that knows the shapes of
 every earlier layer. It owns:
 
 * its cfg options (read in ``__init__`` through the typed ``Section`` accessors, so unknown keys
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, ClassVar, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..model.cfg import Section
+from ..formats.cfg import Section
 from ..errors import CfgError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..model.netconfig import NetConfig
-    from ..model.weights import WeightsReader, WeightsWriter
+    from ..formats.netconfig import NetConfig
+    from ..formats.weights import WeightsReader, WeightsWriter
 
 Shape = Tuple[int, int, int]  # (channels, height, width)
 

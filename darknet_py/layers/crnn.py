@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import torch
 
-from ..model.cfg import Option, Section
+from ..formats.cfg import Option, Section
 from .base import BuildContext, Layer
 from .convolutional import ConvolutionalLayer
 from .parse_helpers import DefaultsLog, loud_int, loud_str

@@ -5,7 +5,7 @@ place, its activation, its box function (``get_yolo_box``, ``get_gaussian_yolo_b
 ``get_region_box``), its detections and its training delta. :class:`DetectionHead` is that
 contract for darknet-py; each head kind is one module under :mod:`darknet_py.layers` that
 subclasses it, plus its line in :data:`darknet_py.layers.registry.LAYER_TYPES`. Nothing else
-names a head kind: decoding (:mod:`darknet_py.infer.decode`), the ONNX export, the augmentation
+names a head kind: decoding (:mod:`darknet_py.model.decode`), the ONNX export, the augmentation
 options and the trainer ask the head (or, for a backend without a :class:`Network`, the head class
 that :func:`darknet_py.layers.registry.head_class` finds for a :class:`HeadSpec`).
 

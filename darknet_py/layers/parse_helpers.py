@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import torch
 
-from ..model.cfg import Section
+from ..formats.cfg import Section
 from ..errors import CfgError
 
 

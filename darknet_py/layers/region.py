@@ -12,7 +12,7 @@ applies ``logistic`` to x, y and ``exp`` to w, h when decoding). The GPU path gi
 :meth:`RegionLayer.activate` returns exactly that buffer, shaped ``(B, h, w, num,
 coords+classes+1)``: ``out.reshape(B, -1)`` is Darknet's ``l.output`` element for element.
 
-Box decoding reads these records as records (:mod:`darknet_py.infer.decode` says why not with
+Box decoding reads these records as records (:mod:`darknet_py.model.decode` says why not with
 AlexeyAB's planar ``entry_index``, upstream issue #522).
 
 ``tree=`` and ``map=`` files are read relative to the current directory like Darknet (yolo9000's

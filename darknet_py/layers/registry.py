@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Dict, Type
 
 from ..errors import CfgError, UsageError
-from ..model.cfg import Section
+from ..formats.cfg import Section
 from .activation_layer import ActivationLayer
 from .avgpool import AvgpoolLayer
 from .base import Layer

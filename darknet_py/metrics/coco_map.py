@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import DataError
+from ..imaging.image import read_image_size
 from .coco import COCO_IDS, CocoStats, coco_image_id, coco_result_lines
 
 
@@ -48,7 +49,7 @@ def _image_size(path: str, dets) -> Tuple[int, int]:
     size = getattr(dets, "image_size", None)
     if size is not None and int(size[0]) > 0 and int(size[1]) > 0:
         return int(size[0]), int(size[1])
-    from ..prep.voc import read_image_size     # the header, not a decode
+    # the header, not a decode
     return read_image_size(path)
 
 

@@ -48,8 +48,10 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from ..errors import DataError
+from ..structures.boxes import pairwise_iou
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821 (torch only as a type name)
 
@@ -62,9 +64,7 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), cx/cy/w/h, float32:
     Darknet's ``box_iou`` from :mod:`darknet_py.structures.boxes` (the one IoU family), on
     numpy arrays."""
-    import torch
 
-    from ..structures.boxes import pairwise_iou
     ta = torch.from_numpy(np.ascontiguousarray(a, np.float32)).reshape(-1, 4)
     tb = torch.from_numpy(np.ascontiguousarray(b, np.float32)).reshape(-1, 4)
     return pairwise_iou(ta, tb).numpy()

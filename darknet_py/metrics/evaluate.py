@@ -84,7 +84,7 @@ def detect_for_map(pipeline, images: Sequence[str],
 
 def head_codes(heads) -> List[tuple]:
     """(layer index, Darknet LAYER_TYPE code) of each head (the ``Detection layer`` lines)."""
-    from ..infer.decode import as_spec
+    from ..model.decode import as_spec
     return [(as_spec(h).index, as_spec(h).type_code) for h in heads]
 
 

@@ -1,2 +1,2 @@
-"""The network as Darknet defines it: cfg text (:mod:`.cfg`), ``[net]`` options (:mod:`.netconfig`),
-the layer graph (:mod:`.network`) and the ``.weights`` file format (:mod:`.weights`)."""
+"""The network as Darknet builds it from a cfg: the layer graph that runs and loads/saves its
+weights (:mod:`.network`). The file formats it reads are in :mod:`darknet_py.formats`."""

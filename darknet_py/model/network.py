@@ -17,14 +17,14 @@ from typing import Dict, List, Optional, TextIO, Union
 import torch
 from torch import nn
 
-from .cfg import Section, read_cfg
+from ..formats.cfg import Section, read_cfg
 from ..errors import CfgError, WeightsError
 from ..layers.base import BuildContext, Layer, max_alloc_floats
 from ..layers.head import DetectionHead
-from .netconfig import NetConfig, find_net_section
+from ..formats.netconfig import NetConfig, find_net_section
 from ..layers.registry import layer_class
 from ..structures.heads import HeadSpec
-from .weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
+from ..formats.weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
                       save_weights, weights_bytes)
 
 PathLike = Union[str, os.PathLike]
@@ -62,9 +62,11 @@ def _as_layer_input(layer: Layer, out: torch.Tensor) -> torch.Tensor:
 class Network(nn.Module):
     """A Darknet network built from a .cfg: Darknet's layers, in Darknet's order, as a torch module.
 
-    Build one with :meth:`from_cfg` (or :meth:`from_files` for cfg + weights), load Darknet
-    ``.weights`` with :meth:`load_weights`, write them back with :meth:`save_weights`, print
-    Darknet's layer table with :meth:`print_table`; ``net(x)`` runs the graph (:meth:`forward`).
+    Build one with :meth:`from_files` (cfg + weights: the loader of the commands, the backends
+    and the benchmark) or :meth:`from_cfg` (cfg only), load Darknet ``.weights`` into a built
+    network with :meth:`load_weights` (what training does after its checks), write them back
+    with :meth:`save_weights`, print Darknet's layer table with :meth:`print_table`; ``net(x)``
+    runs the graph (:meth:`forward`).
 
     >>> net = Network.from_cfg("yolov4-tiny.cfg", width=416, height=416)
     >>> net.load_weights("yolov4-tiny.weights")
@@ -73,7 +75,8 @@ class Network(nn.Module):
     Attributes: ``layers`` (``nn.ModuleList``, index = Darknet's layer number), ``heads`` (the
     [yolo]/[region]/[Gaussian_yolo] layers), ``config`` (the [net] options), ``batch``,
     ``width``/``height``/``channels``/``input_shape``, ``classes``, ``seen`` (images trained on,
-    from the weights header) and ``weights_header``. Every problem with the cfg raises
+    from the weights header), ``weights_header`` and ``load_report`` (what the last
+    :meth:`load_weights` read, None before one). Every problem with the cfg raises
     :class:`~darknet_py.errors.CfgError` naming the file and line. For detection on images (file
     paths or numpy arrays, names, NMS, drawing) use :class:`darknet_py.infer.detector.Detector`.
     """
@@ -129,6 +132,8 @@ class Network(nn.Module):
         self.heads: List[DetectionHead] = [l for l in layers if isinstance(l, DetectionHead)]
         self.seen = 0
         self.weights_header: Optional[WeightsHeader] = None
+        #: what the last :meth:`load_weights` read (Darknet prints it as "Loaded N layers")
+        self.load_report: Optional[LoadReport] = None
         self._plan_memory()
 
     # ------------------------------------------------------------------ construction
@@ -149,11 +154,23 @@ class Network(nn.Module):
                    channels=channels)
 
     @classmethod
-    def from_files(cls, cfg: PathLike, weights: Optional[PathLike] = None, **kw) -> "Network":
-        """:meth:`from_cfg` (``kw`` are its options), then :meth:`load_weights` if given."""
-        net = cls.from_cfg(cfg, **kw)
+    def from_files(cls, cfg: PathLike, weights: Optional[PathLike] = None, *,
+                   batch: Optional[int] = None, width: Optional[int] = None,
+                   height: Optional[int] = None, cutoff: Optional[int] = None) -> "Network":
+        """Build the network of a cfg and load its weights: Darknet's ``load_network`` (parse
+        the cfg, then ``load_weights_upto``). The one loader of the commands, the backends and
+        the benchmark; only ``detector train`` builds first and loads after its checks.
+
+        ``batch``/``width``/``height`` are :meth:`from_cfg`'s overrides; ``weights`` None keeps
+        the random initialisation, ``cutoff`` loads layers ``0..cutoff-1`` only (a partial file
+        such as ``yolov4-tiny.conv.29``). The network comes back in training mode, unfused;
+        :attr:`load_report` says what was read (None without weights). Raises
+        :class:`~darknet_py.errors.CfgError` or :class:`~darknet_py.errors.WeightsError` naming
+        the file (and line or layer).
+        """
+        net = cls.from_cfg(cfg, batch=batch, width=width, height=height)
         if weights is not None:
-            net.load_weights(weights)
+            net.load_weights(weights, cutoff=cutoff)
         return net
 
     def _plan_memory(self) -> None:
@@ -211,7 +228,7 @@ class Network(nn.Module):
         """Run the graph; one output tensor per detection head, in layer order.
 
         ``x``: a float tensor ``(B, channels, H, W)``, RGB in ``[0, 1]`` as Darknet's
-        ``load_image`` gives (``darknet_py.infer.image.prepare_input`` letterboxes or stretches
+        ``load_image`` gives (``darknet_py.imaging.image.prepare_input`` letterboxes or stretches
         an image to the cfg size); ``H, W`` are normally the cfg's ``height, width`` (other
         multiples of the total stride work, as Darknet's ``random=1`` resizing does), on the
         network's device and dtype. Returns a list with each head's ``l.output`` in Darknet's
@@ -286,13 +303,14 @@ class Network(nn.Module):
         """Load a Darknet ``.weights`` file (any header version; ``seen`` is 32-bit before 0.2,
         64-bit from 0.2) into layers ``0..cutoff-1`` (all by default), as Darknet's ``load_weights``.
 
-        Sets ``seen`` and ``weights_header``; returns a :class:`~darknet_py.model.weights.LoadReport`
-        (layers loaded, floats read, bytes left). Raises
-        :class:`~darknet_py.errors.WeightsError` naming the file (and the layer) for a missing
-        file, a bad header or a file too short for these layers; more data than the layers need
-        warns (``strict_tail=True``: raises) unless ``cutoff`` was given.
+        Sets ``seen``, ``weights_header`` and ``load_report``; returns that
+        :class:`~darknet_py.formats.weights.LoadReport` (layers loaded, floats read, bytes left).
+        Raises :class:`~darknet_py.errors.WeightsError` naming the file (and the layer) for a
+        missing file, a bad header or a file too short for these layers; more data than the
+        layers need warns (``strict_tail=True``: raises) unless ``cutoff`` was given.
         """
-        return load_weights(self, path, cutoff=cutoff, strict_tail=strict_tail)
+        self.load_report = load_weights(self, path, cutoff=cutoff, strict_tail=strict_tail)
+        return self.load_report
 
     def save_weights(self, path: PathLike, cutoff: Optional[int] = None,
                      header: Optional[WeightsHeader] = None) -> None:

@@ -32,7 +32,7 @@ keeps the template's batch and burn_in (the README's ``batch=64`` and the templa
 its rate. ``yolov4-custom.cfg`` already has 0.001. A rate above 0.001 with ``burn_in`` below
 :data:`SAFE_BURN_IN` gives a warning.
 
-The cfg is read and edited through :class:`darknet_py.model.cfg.EditableCfg`: the network's
+The cfg is read and edited through :class:`darknet_py.formats.cfg.EditableCfg`: the network's
 own reader (Darknet's ``read_cfg`` rules and errors), keeping the user's text. If an option
 appears twice in a section every occurrence is edited, so the value Darknet reads is the new one
 whichever occurrence it takes.
@@ -46,7 +46,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from ..errors import CfgError, UsageError
 from ..files import atomic_write_bytes, refuse_output_onto_inputs
-from ..model.cfg import EditableCfg, Section
+from ..formats.cfg import EditableCfg, Section
 
 PathLike = Union[str, os.PathLike]
 

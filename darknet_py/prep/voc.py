@@ -41,6 +41,7 @@ import numpy as np
 
 from ..data.datacfg import read_names  # the one names reader (torch-free)
 from ..errors import DataError, UsageError
+from ..imaging.image import read_image_size
 
 PathLike = Union[str, os.PathLike]
 
@@ -324,30 +325,6 @@ def format_yolo_lines(class_ids: np.ndarray, yolo_boxes: np.ndarray, decimals: i
 
 
 # --------------------------------------------------------------------------- image files
-def read_image_size(path: PathLike) -> Tuple[int, int]:
-    """``(width, height)`` of an image file, from its header (JPEG, PNG, GIF, BMP, WebP, TIFF,
-    PNM: :func:`darknet_py.infer.image_header.read_header`); other formats are decoded, within
-    the image pixel cap.
-
-    RGBA and greyscale PNGs are fine: only the size is read. Raises :class:`DataError` when the
-    file cannot be read as an image.
-    """
-    from ..infer.image import decode_image
-    from ..infer.image_header import read_file_header
-    p = os.fspath(path)
-    try:
-        header = read_file_header(p)
-    except OSError as e:
-        raise DataError(f"cannot read image: {e.strerror}", file=p) from None
-    if header is not None and header.width > 0 and header.height > 0:
-        return int(header.width), int(header.height)
-    try:
-        img = decode_image(p, -1)       # only for formats whose header is not read
-    except DataError as e:
-        raise DataError(f"cannot decode image ({e.message})", file=p) from None
-    return int(img.shape[1]), int(img.shape[0])
-
-
 def _image_candidates(ann: VocAnnotation, images_dir: Optional[Path]) -> Iterator[Path]:
     """Where the image of an annotation may be, most likely first (lazily)."""
     xml_dir = ann.xml_path.parent

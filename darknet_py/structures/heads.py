@@ -4,7 +4,7 @@ Each head layer (a :class:`~darknet_py.layers.head.DetectionHead`: ``[yolo]``,
 ``[Gaussian_yolo]``, ``[region]``) builds its own spec (``layer.head_spec()``), stating its kind,
 Darknet's type number and its entries per anchor; :class:`~darknet_py.model.network.Network`
 lists them as
-``net.head_specs``. Decoding (:mod:`darknet_py.infer.decode`), NMS parameters, the
+``net.head_specs``. Decoding (:mod:`darknet_py.model.decode`), NMS parameters, the
 ``Detection layer`` printout, ONNX metadata and the ONNX/OpenVINO backends all read this one
 description, so a backend that is not a :class:`Network` (an exported file) decodes exactly as the
 network that produced it.

@@ -5,6 +5,10 @@ mAP points joined by a red line with their percentage, and the iteration axis up
 ``max_batches``. Darknet accumulates drawing on one image; here the chart is redrawn from the
 recorded history each time it is saved, so it can also be rebuilt after a resume. Written
 atomically to ``chart.png`` and ``chart_<cfg>.png`` like Darknet.
+
+:class:`TrainDisplay` is what a watcher of the run sees: the chart files and, with
+``-mjpeg_port``, the page of :class:`~darknet_py.serve.streams.TrainStreams` (the chart, the
+plots and the numbers of ``/status``).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from ..files import atomic_write_bytes
 
 IMG_SIZE = 1000
 OFFSET = 60
@@ -102,7 +108,6 @@ class TrainChart:
         return img
 
     def save(self, folder: str, base: str, hours_left: Optional[float] = None) -> List[str]:
-        from ..files import atomic_write_bytes
         ok, buf = cv2.imencode(".png", self.render(hours_left))
         paths = []
         if ok:
@@ -120,6 +125,37 @@ class TrainChart:
                     continue
                 paths.append(p)
         return paths
+
+
+class TrainDisplay:
+    """The chart files (in ``folder``; none with ``draw=False``) and the ``-mjpeg_port``
+    streams (``streams``, None without it)."""
+
+    def __init__(self, chart: TrainChart, folder: str, base: str, draw: bool = True,
+                 streams=None):
+        self.chart = chart
+        self.folder = folder
+        self.base = base
+        self.draw = draw
+        self.streams = streams
+
+    def show(self, iteration: int, loss: float, avg_loss: float, rate: float, last_map: float,
+             best_map: float, hours_left: float, chart: bool = True) -> None:
+        """Redraw the chart and send it to the streams with the numbers (``chart=False``: only
+        the numbers of ``/status``)."""
+        max_batches = self.chart.max_batches
+        if chart and self.draw:
+            paths = self.chart.save(self.folder, self.base, hours_left)
+            if self.streams is not None:
+                self.streams.update(paths, iteration, max_batches, loss, avg_loss, rate,
+                                    last_map, best_map, hours_left)
+        elif self.streams is not None:
+            self.streams.status(iteration, max_batches, loss, avg_loss, rate, last_map,
+                                best_map, hours_left)
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams.close()
 
 
 def _axis_label(value: float) -> str:

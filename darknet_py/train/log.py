@@ -14,13 +14,16 @@ and trained again now), so no iteration appears twice; the file is rewritten ato
 :class:`IterationTimer` gives the hours left from a moving average of the iteration time, so the
 estimate falls to 0 at ``max_batches`` (Darknet smooths the *remaining time* with weight 0.01,
 which hardly moves on a short run).
+
+:class:`TrainLogs` writes to both (rank 0; nothing on the other ranks). :class:`LossAverage` and
+:func:`iteration_line` are Darknet's ``avg_loss`` and its per-iteration line on stdout.
 """
 from __future__ import annotations
 
 import csv
 import os
 import time
-from typing import Optional
+from typing import List, Optional
 
 from ..errors import DataError, UsageError
 
@@ -183,3 +186,58 @@ class IterationTimer:
         if self.seconds is None:
             return 0.0
         return max(0, max_batches - iteration) * self.seconds / 3600.0
+
+
+class TrainLogs:
+    """The logs of one run, written together."""
+
+    def __init__(self, logs: List):
+        self.logs = list(logs)
+
+    @classmethod
+    def open(cls, backup: str, base: str, iteration: int, tensorboard: Optional[str] = None,
+             main_process: bool = True) -> "TrainLogs":
+        """``<backup>/<base>_log.csv`` and, with ``tensorboard``, TensorBoard's scalars, for a
+        run that starts after ``iteration``."""
+        if not main_process:
+            return cls([])
+        # a resumed run drops the rows its killed predecessor logged after the checkpoint it
+        # resumes from (they are trained again); a run from iteration 0 appends
+        logs = [TrainLog(os.path.join(backup, f"{base}_log.csv"), resume_from=iteration or None)]
+        if tensorboard:
+            logs.append(TensorBoardLog(tensorboard))
+        return cls(logs)
+
+    def iteration(self, iteration: int, loss: float, avg_loss: float, lr: float,
+                  images_per_s: float, seconds: float) -> None:
+        for log in self.logs:
+            log.iteration(iteration, loss, avg_loss, lr, images_per_s, seconds)
+
+    def map(self, iteration: int, value: float, best: float) -> None:
+        for log in self.logs:
+            log.map(iteration, value, best)
+
+    def close(self) -> None:
+        for log in self.logs:
+            log.close()
+
+
+class LossAverage:
+    """Darknet's ``avg_loss``: the first loss (or the first after a NaN average), then
+    ``0.9 * avg + 0.1 * loss`` each iteration."""
+
+    def __init__(self):
+        self.value = -1.0
+
+    def add(self, loss: float) -> float:
+        if self.value < 0 or self.value != self.value:
+            self.value = loss
+        self.value = self.value * 0.9 + loss * 0.1
+        return self.value
+
+
+def iteration_line(iteration: int, loss: float, avg_loss: float, rate: float, seconds: float,
+                   images: int, hours_left: float) -> str:
+    """Darknet's line after each iteration (``train_detector``), with a leading newline."""
+    return (f"\n {iteration}: {loss:f}, {avg_loss:f} avg loss, {rate:f} rate, {seconds:f} "
+            f"seconds, {images} images, {hours_left:f} hours left")

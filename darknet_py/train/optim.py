@@ -37,6 +37,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 import torch
 
+from .schedule import learning_rate, update_batch
+
 __all__ = ["DarknetSGD", "darknet_param_groups"]
 
 
@@ -53,7 +55,7 @@ class DarknetSGD(torch.optim.Optimizer):
             ``lr_scale`` [1.0] the layer's ``learning_rate=`` multiplier,
             ``clip`` [0.0] constrain to ``[-clip, clip]`` after the update (0 = off),
             ``dont_update`` / ``burnin_update`` / ``train_only_bn`` [0] Darknet's layer flags.
-        cfg: a :class:`~darknet_py.model.netconfig.NetConfig`: defaults for everything below, and the
+        cfg: a :class:`~darknet_py.formats.netconfig.NetConfig`: defaults for everything below, and the
             schedule :meth:`rate` / ``step(iteration)`` use.
         lr: base rate, normally overwritten each iteration by ``step(lr=...)`` or the schedule.
         momentum, decay: ``[net] momentum`` / ``decay``.
@@ -78,7 +80,6 @@ class DarknetSGD(torch.optim.Optimizer):
         self.cfg = cfg
         self.lr_multiplier = float(lr_multiplier)
         if cfg is not None:
-            from .schedule import update_batch
             lr = float(cfg.learning_rate) if lr is None else lr
             momentum = float(cfg.momentum) if momentum is None else momentum
             decay = float(cfg.decay) if decay is None else decay
@@ -104,7 +105,7 @@ class DarknetSGD(torch.optim.Optimizer):
     @classmethod
     def from_config(cls, params: Iterable[Any], cfg: Any, gpu: bool = True,
                     fix_nan: bool = True) -> "DarknetSGD":
-        """Build from a :class:`~darknet_py.model.netconfig.NetConfig` (momentum, decay, batch, adam,
+        """Build from a :class:`~darknet_py.formats.netconfig.NetConfig` (momentum, decay, batch, adam,
         and the learning-rate schedule used when ``step`` gets an iteration but no ``lr``)."""
         return cls(params, cfg, gpu=gpu, fix_nan=fix_nan)
 
@@ -112,7 +113,6 @@ class DarknetSGD(torch.optim.Optimizer):
         """``get_current_rate`` (times ``lr_multiplier``) for an iteration; needs ``cfg``."""
         if self.cfg is None:
             raise ValueError("DarknetSGD was built without a NetConfig: pass lr= to step()")
-        from .schedule import learning_rate
         return learning_rate(self.cfg, iteration) * self.lr_multiplier
 
     @torch.no_grad()

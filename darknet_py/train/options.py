@@ -21,7 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from ..model.cfg import Section, _clean_value
+from ..formats.cfg import Section, _clean_value
+from ..layers.contrastive import ContrastiveLayer
+from ..layers.registry import LAYER_TYPES
+from .freeze import reaching
 
 IMPLEMENTED = "implemented"
 IGNORED = "ignored"
@@ -225,7 +228,6 @@ def canonical_type(section: Section) -> str:
     convolutional); an unknown section keeps its name."""
     if section.type in ("net", "network"):
         return NET
-    from ..layers.registry import LAYER_TYPES
     cls = LAYER_TYPES.get(section.type)
     return cls.section_types[0] if cls is not None else section.type
 
@@ -289,8 +291,6 @@ def unimplemented_training_options(net) -> List[SetOption]:
 def untrained_branches(net) -> List[Tuple[object, List[int]]]:
     """For each loss-only ``[contrastive]`` layer: the layers with parameters whose output
     reaches it but no detection head. darknet-py has no contrastive loss: they get no gradient."""
-    from ..layers.contrastive import ContrastiveLayer
-    from .freeze import reaching
     layers = list(net.layers)
     heads = reaching(net, [int(l.index) for l in layers if l.is_head])
     out = []

@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ..devices import cpu_bf16_supported
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -89,7 +91,6 @@ def choose_precision(device: torch.device, amp: Optional[bool] = None,
     ``channels_last``: default on for CUDA, and on CPU together with bf16 (oneDNN's bf16
     convolutions want NHWC).
     """
-    from ..devices import cpu_bf16_supported
     if device.type == "cuda":
         dtype = torch.float16 if (amp is None or amp) else None
         cl = True if channels_last is None else channels_last

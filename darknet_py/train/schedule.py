@@ -6,7 +6,7 @@ so :func:`learning_rate` reproduces Darknet's numbers to the last bit in ordinar
 
 Policies (``[net] policy=``): ``constant``, ``step`` (``step``, ``scale``), ``steps`` (``steps``,
 ``scales``), ``exp`` (``gamma``), ``poly`` (``power``, ``max_batches``), ``sigmoid`` (written
-``sig`` in :class:`~darknet_py.model.netconfig.NetConfig`; ``gamma``, ``step``), ``random`` (``power``)
+``sig`` in :class:`~darknet_py.formats.netconfig.NetConfig`; ``gamma``, ``step``), ``random`` (``power``)
 and ``sgdr`` (``learning_rate_min``, ``sgdr_cycle``, ``sgdr_mult``). Every policy is preceded by the
 ``burn_in`` warm-up ``learning_rate * (batch_num / burn_in) ** power``.
 """
@@ -18,10 +18,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..model.netconfig import NetConfig
+from ..errors import CfgError
+from ..formats.netconfig import NetConfig
 
 __all__ = ["images_per_iteration", "current_batch", "learning_rate", "update_batch",
-           "seq_subdivisions", "loader_seq_subdivisions", "check_sequences"]
+           "seq_subdivisions", "loader_seq_subdivisions", "check_sequences",
+           "short_run_warning"]
 
 
 def _f32(v: float) -> float:
@@ -88,7 +90,6 @@ def check_sequences(cfg: NetConfig, max_batches: Optional[int] = None) -> None:
     of a forward pass and that pass gets a broken step-major layout (Darknet does not check and
     trains the recurrent layers on frames of unrelated sequences).
     """
-    from ..errors import CfgError
     if not cfg.track:
         return
     if cfg.sequential_subdivisions < 0:
@@ -108,6 +109,17 @@ def check_sequences(cfg: NetConfig, max_batches: Optional[int] = None) -> None:
                            f"subdivisions={subdivisions}, so the loader's sequences would "
                            "straddle forward passes; use a divisor of subdivisions",
                            file=cfg.file, line=cfg.line)
+
+
+def short_run_warning(cfg: NetConfig, start_iteration: int, cfg_path: str) -> Optional[str]:
+    """The warning for a run from ``start_iteration`` that ends (``max_batches``) before the
+    ``burn_in`` warm-up does, or ``None``: a short trial on a cfg made for a long run barely
+    moves the weights; it names the highest rate the run reaches."""
+    if not 0 < start_iteration + 1 <= cfg.max_batches < cfg.burn_in:
+        return None
+    return (f"max_batches={cfg.max_batches} ends before burn_in={cfg.burn_in} does: the learning "
+            f"rate stays below {learning_rate(cfg, cfg.max_batches):.6g} for the whole run "
+            f"(learning_rate={cfg.learning_rate:g}); lower burn_in in {cfg_path} for a short run")
 
 
 def current_batch(seen: int, cfg: NetConfig) -> int:

@@ -301,7 +301,7 @@ def test_unusual_image_works(work, name):
 
 def test_unusual_images_load_as_darknet_reads_them(work):
     """alpha dropped, 16 bit scaled to 8, grey copied to 3 channels (OpenCV IMREAD_COLOR)."""
-    from darknet_py.infer.image import load_image
+    from darknet_py.imaging.image import load_image
     ref = load_image("good/small.jpg")
     rgb_png = load_image("images/alpha.png")
     assert rgb_png.shape == ref.shape

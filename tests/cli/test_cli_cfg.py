@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import refpath, require
 
 from darknet_py.cli import main as cli_main
-from darknet_py.model.cfg import read_cfg
+from darknet_py.formats.cfg import read_cfg
 
 
 def run(args, cwd):

@@ -158,8 +158,8 @@ def test_header_bombs_are_refused_before_decoding(tmp_path, no_decoding):
     loader and voc2yolo's size reader agree."""
     from darknet_py.data.augment import load_image as train_load
     from darknet_py.errors import DataError
-    from darknet_py.infer.image import load_image
-    from darknet_py.prep.voc import read_image_size
+    from darknet_py.imaging.image import load_image
+    from darknet_py.imaging.image import read_image_size
     for ext, path in _header_bombs(tmp_path).items():
         for load in (load_image, train_load):
             with pytest.raises(DataError) as e:
@@ -247,9 +247,9 @@ def test_inference_never_converts_a_whole_image_to_float(tmp_path, monkeypatch):
     import numpy as np
     import torch
 
-    from darknet_py.infer import image as image_module
+    from darknet_py.imaging import image as image_module
     from darknet_py.infer.detector import Detector
-    from darknet_py.infer.image import (DecodedImage, letterbox_image, prepare_input,
+    from darknet_py.imaging.image import (DecodedImage, letterbox_image, prepare_input,
                                        resize_image)
     rng = np.random.default_rng(1)
     photo = rng.integers(0, 256, (1500, 2000, 3), np.uint8)

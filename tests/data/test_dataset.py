@@ -90,10 +90,10 @@ BAD_CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "files" / "bad"
 @pytest.mark.parametrize("name", sorted(p.name for p in (BAD_CORPUS / "images").iterdir()
                                         if p.suffix in (".jpg", ".png")) + ["nope.jpg"])
 def test_training_refuses_exactly_what_inference_refuses(name):
-    """One decision: the training loader takes an image iff ``infer.image.load_image`` does, and
+    """One decision: the training loader takes an image iff ``imaging.image.load_image`` does, and
     gets the same bytes (as HWC uint8)."""
     from darknet_py.data.augment import load_image as train_load
-    from darknet_py.infer.image import load_image as infer_load
+    from darknet_py.imaging.image import load_image as infer_load
     path = str(BAD_CORPUS / "images" / name)
     for channels in (3, 1):
         try:

@@ -176,7 +176,7 @@ def _assert_same_objects(ours, ref, tol=2e-5):
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_onnx_detections_equal_darknet(model, real_onnx):
-    pytest.importorskip("darknet_py.infer.decode")
+    pytest.importorskip("darknet_py.model.decode")
     pytest.importorskip("darknet_py.infer.nms")
     from darknet_py.infer.detector import Detector
     path, _ = real_onnx(model)
@@ -664,11 +664,11 @@ beta_nms=0.7
 @pytest.mark.parametrize("kind", list(HEAD_KIND_CFGS))
 def test_decoded_onnx_equals_postprocess_for_region_and_gaussian_heads(kind, tmp_path):
     """A --with-decode ONNX file of [region] / [Gaussian_yolo] heads, thresholded and corrected
-    by the runtime, gives the candidates darknet_py.infer.decode decodes from the heads."""
-    pytest.importorskip("darknet_py.infer.decode")
+    by the runtime, gives the candidates darknet_py.model.decode decodes from the heads."""
+    pytest.importorskip("darknet_py.model.decode")
     from darknet_py.infer.nms import apply_nms, nms_params
     from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend as OnnxModel
-    from darknet_py.infer.decode import decoded_candidates, get_network_boxes
+    from darknet_py.model.decode import decoded_candidates, get_network_boxes
     cfg = tmp_path / f"{kind}.cfg"
     cfg.write_text(HEAD_KIND_CFGS[kind])
     try:

@@ -28,9 +28,9 @@ def _oracle(model, mode="default"):
 
 @functools.lru_cache(maxsize=None)
 def _network(model):
-    from darknet_py.infer.backends.base import load_network
+    from darknet_py.model.network import Network
     o = _oracle(model)
-    return load_network(_shared(o["cfg"]), _shared(o["weights"]))
+    return Network.from_files(_shared(o["cfg"]), _shared(o["weights"]), batch=1)
 
 
 @functools.lru_cache(maxsize=None)

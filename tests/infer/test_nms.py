@@ -186,7 +186,7 @@ def _dump_heads(dump):
 @pytest.mark.parametrize("dump", ["yolov4-tiny__dog", "yolov3-tiny__dog"])
 def test_low_threshold_oracle_candidates_match_literal_loops(dump):
     """The many candidates mAP sees (thresh 0.005) on real head outputs: vectorised == loops."""
-    from darknet_py.infer.decode import get_network_boxes
+    from darknet_py.model.decode import get_network_boxes
     meta, heads = _dump_heads(dump)
     dets = get_network_boxes(heads, meta["net_w"], meta["net_h"], [(768, 576)], 0.005)[0]
     assert len(dets) > 100

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from conftest import REPO, refpath, require
 from darknet_py.errors import DarknetError, UsageError
-from darknet_py.infer.backends.base import load_network, make_backend
+from darknet_py.infer.backends.base import make_backend
 from darknet_py.infer.detector import Detector
 from darknet_py.infer.pipeline import Pipeline
+from darknet_py.model.network import Network
 from darknet_py.structures.detections import ImageDetections, scale_to_pixels
 
 CFG = REPO / "cfg" / "yolo-fastest-1.1.cfg"
@@ -88,7 +89,7 @@ def test_auto_on_cpu_is_onnxruntime_when_installed_else_fast():
         pytest.skip("auto picks cuda on this machine")
     import importlib.util
     has_ort = all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx"))
-    net = load_network(CFG, WEIGHTS)
+    net = Network.from_files(CFG, WEIGHTS, batch=1)
     assert make_backend(CFG, WEIGHTS, network=net).name == ("onnxruntime" if has_ort else "fast")
 
 

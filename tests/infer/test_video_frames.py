@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from darknet_py.infer import image as image_module
-from darknet_py.infer.image import (DecodedImage, VideoFrame, image_from_array, letterbox_image,
+from darknet_py.imaging import image as image_module
+from darknet_py.imaging.image import (DecodedImage, VideoFrame, image_from_array, letterbox_image,
                                     prepare_frame, prepare_input)
 
 ORACLE = REPO / "tests" / "fixtures" / "files" / "demo_oracle"

@@ -138,15 +138,16 @@ def test_unknown_image_ids_are_a_data_error(tmp_path):
 @pytest.mark.slow
 def test_valid_coco_results_equal_oracle_file():
     try:
-        from darknet_py.commands._common import load_network
-        from darknet_py.infer.image import load_image, prepare_input
+        from darknet_py.imaging.image import load_image, prepare_input
         from darknet_py.infer.nms import apply_nms, nms_params
-        from darknet_py.infer.decode import get_network_boxes
+        from darknet_py.model.decode import get_network_boxes
+        from darknet_py.model.network import Network
     except ImportError:
         pytest.skip("network / postprocess not available")
     want = require(refpath("oracle", "map", "valid_coco", "coco_results.json")).read_text()
-    net = load_network(str(require(refpath("cfg", "darknet", "yolov4-tiny.cfg"))),
-                       str(require(refpath("weights", "yolov4-tiny.weights"))), quiet=True)
+    net = Network.from_files(str(require(refpath("cfg", "darknet", "yolov4-tiny.cfg"))),
+                             str(require(refpath("weights", "yolov4-tiny.weights"))),
+                             batch=1).eval().fuse()
     kind, beta = nms_params(net.heads)
     lines = []
     for path in sorted(refpath("datasets", "coco128", "images", "val2017").glob("*.jpg")):

@@ -381,7 +381,7 @@ def test_report_format_matches_oracle_text(model, flags):
 def _network_parity_available() -> bool:
     try:
         import darknet_py.model.network  # noqa: F401
-        import darknet_py.infer.decode  # noqa: F401
+        import darknet_py.model.decode  # noqa: F401
         from darknet_py.commands import detector_map  # noqa: F401
     except ImportError:
         return False
@@ -402,7 +402,7 @@ MODEL_FILES = {
     pytest.param("yolo-fastest-1.1", marks=pytest.mark.slow)])
 def coco128_run(request):
     if not _network_parity_available():
-        pytest.skip("darknet_py.model.network / darknet_py.infer.decode not available yet")
+        pytest.skip("darknet_py.model.network / darknet_py.model.decode not available yet")
     from darknet_py.metrics.evaluate import collect_map_inputs
     cfg, weights = MODEL_FILES[request.param]
     images = sorted(require(refpath("datasets", "coco128", "images", "val2017")).glob("*.jpg"))
@@ -468,7 +468,7 @@ def test_command_prints_darknet_lines(tmp_path):
     from click.testing import CliRunner
     from darknet_py.cli import main
     if not _network_parity_available():
-        pytest.skip("darknet_py.model.network / darknet_py.infer.decode not available yet")
+        pytest.skip("darknet_py.model.network / darknet_py.model.decode not available yet")
     images = sorted(require(refpath("datasets", "coco128", "images", "val2017")).glob("*.jpg"))[:2]
     data = _data_file(tmp_path, [str(p) for p in images] + [str(tmp_path / "nolabel.jpg")],
                       require(refpath("cfg", "darknet", "coco.names")))
@@ -495,7 +495,7 @@ def test_command_names_must_match_classes(tmp_path):
     from click.testing import CliRunner
     from darknet_py.cli import main
     if not _network_parity_available():
-        pytest.skip("darknet_py.model.network / darknet_py.infer.decode not available yet")
+        pytest.skip("darknet_py.model.network / darknet_py.model.decode not available yet")
     names = tmp_path / "two.names"
     names.write_text("a\nb\n")
     data = _data_file(tmp_path, ["x.jpg"], names)

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from conftest import REFDATA, REPO
 
-from darknet_py.model.cfg import parse_cfg_text, read_cfg
+from darknet_py.formats.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError, DarknetError, WeightsError
 from darknet_py.model.network import Network
 
@@ -336,8 +336,8 @@ def test_damaged_image_headers_are_refused_or_decoded_within_the_cap(tmp_path_fa
     Files whose header is not read are left out (OpenCV's own limit, not ours, applies to
     them, and a fuzzed one could announce a billion pixels)."""
     from darknet_py.errors import DataError
-    from darknet_py.infer.image import decode_image
-    from darknet_py.infer.image_header import MAX_PIXELS_ENV, header_of_bytes
+    from darknet_py.imaging.image import decode_image
+    from darknet_py.imaging.image_header import MAX_PIXELS_ENV, header_of_bytes
     header = header_of_bytes(data)
     if header is None:
         event("no header read")
@@ -379,7 +379,7 @@ MEMORY_PROBE = r'''
 import os, resource, sys, warnings
 warnings.simplefilter("ignore")
 import torch
-from darknet_py.model.cfg import parse_cfg_text
+from darknet_py.formats.cfg import parse_cfg_text
 from darknet_py.errors import CfgError
 from darknet_py.model.network import Network
 torch.zeros(1)
@@ -416,7 +416,7 @@ for name, text in cases.items():
     except CfgError as e:
         print("CFGERROR", name, "|", str(e)[:120])
 # weights: a 4 GiB sparse file and /dev/zero cost no more than the network needs
-from darknet_py.model.weights import load_weights
+from darknet_py.formats.weights import load_weights
 net = Network.from_cfg(sys.argv[1])
 big = sys.argv[3]
 with open(big, "r+b") as f:
@@ -426,7 +426,7 @@ print("WEIGHTS", rep.floats_read, rep.bytes_left)
 rep = load_weights(net, "/dev/zero")
 print("DEVZERO", rep.floats_read)
 try:
-    from darknet_py.model.cfg import read_cfg
+    from darknet_py.formats.cfg import read_cfg
     read_cfg("/dev/zero")
 except CfgError as e:
     print("CFGZERO", e)

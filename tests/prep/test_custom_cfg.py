@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import refpath, require
 
-from darknet_py.model.cfg import parse_cfg_text, read_cfg
+from darknet_py.formats.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError, UsageError
 from darknet_py.prep.custom_cfg import (LEARNING_RATE_COMMENT, custom_max_batches, custom_steps,
                                          make_custom_cfg, write_custom_cfg)

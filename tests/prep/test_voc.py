@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from conftest import refpath, require
 
 from darknet_py.errors import DataError, UsageError
+from darknet_py.imaging.image import read_image_size
 from darknet_py.prep.voc import (FACEMASK_NAME_MAP, convert_voc_dataset, format_report,
-                                  label_path_for_image, parse_name_map, parse_voc_xml,
-                                  read_class_names, read_image_size, read_names, voc_to_yolo_boxes)
+                                 label_path_for_image, parse_name_map, parse_voc_xml,
+                                 read_class_names, read_names, voc_to_yolo_boxes)
 
 FACEMASK = refpath("datasets", "facemask")
 NAMES = ["chin_diaper", "mask", "no_mask"]

@@ -50,7 +50,7 @@ def test_nms_params_are_the_last_heads():
 
 
 def test_unknown_kind_is_refused():
-    from darknet_py.infer.decode import decode_head
+    from darknet_py.model.decode import decode_head
     with pytest.raises(UsageError, match="unknown detection head kind"):
         head_class("detection")
     spec = HeadSpec(index=0, kind="detection", type_code=0, entries=6, classes=1, n=1, total=1,

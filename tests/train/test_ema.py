@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.model.cfg import parse_cfg_text
+from darknet_py.formats.cfg import parse_cfg_text
 from darknet_py.model.network import Network
 from darknet_py.train.ema import WeightsEMA
 
@@ -186,7 +186,7 @@ def ema_run(tmp_path_factory):
             loss = super().train_iteration()
             record["after"][self.iteration] = [_f32(p) for p in self.ema.params]
             if self.iteration >= 1005:           # enough: stop as Ctrl-C would
-                self._stop_requested = True
+                self.request_stop()
             return loss
 
     out = io.StringIO()

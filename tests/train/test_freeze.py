@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from darknet_py.model.cfg import parse_cfg_text
+from darknet_py.formats.cfg import parse_cfg_text
 from darknet_py.model.network import Network
 from darknet_py.train.freeze import BackwardStops
 from darknet_py.train.optim import DarknetSGD

@@ -6,8 +6,8 @@ from dataclasses import fields
 
 
 from conftest import REFDATA, require
-from darknet_py.model.cfg import parse_cfg_text, read_cfg
-from darknet_py.model.netconfig import NetConfig
+from darknet_py.formats.cfg import parse_cfg_text, read_cfg
+from darknet_py.formats.netconfig import NetConfig
 from darknet_py.model.network import Network
 from darknet_py.train import options as O
 

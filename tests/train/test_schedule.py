@@ -9,11 +9,11 @@ import math
 import pytest
 
 from conftest import REFDATA, require
-from darknet_py.model.netconfig import NetConfig
+from darknet_py.formats.netconfig import NetConfig
 from darknet_py.errors import CfgError
 from darknet_py.train.schedule import (check_sequences, current_batch, images_per_iteration,
                                        learning_rate, loader_seq_subdivisions, seq_subdivisions,
-                                       update_batch)
+                                       short_run_warning, update_batch)
 
 
 def cfg(**kw) -> NetConfig:
@@ -145,8 +145,8 @@ def test_check_sequences_names_the_cfg_line():
 
 
 def test_yolov4_tiny_cfg_schedule():
-    from darknet_py.model.cfg import read_cfg
-    from darknet_py.model.netconfig import find_net_section
+    from darknet_py.formats.cfg import read_cfg
+    from darknet_py.formats.netconfig import find_net_section
     path = require(REFDATA / "cfg" / "darknet" / "yolov4-tiny.cfg")
     net = NetConfig.from_section(find_net_section(read_cfg(str(path)), str(path)))
     assert (net.policy, net.burn_in, net.steps) == ("steps", 1000, [1600000, 1800000])
@@ -155,3 +155,15 @@ def test_yolov4_tiny_cfg_schedule():
     assert learning_rate(net, 2000000) == pytest.approx(0.0000261, rel=1e-6)
     # the iteration of a seen counter: batch 64 per iteration
     assert current_batch(64 * 1500, net) == 1500
+
+
+def test_short_run_warning_only_for_a_run_inside_burn_in():
+    c = cfg(policy="constant", learning_rate=0.001, burn_in=1000, max_batches=2)
+    assert short_run_warning(c, 0, "long.cfg") == (
+        "max_batches=2 ends before burn_in=1000 does: the learning rate stays below 1.6e-14 "
+        "for the whole run (learning_rate=0.001); lower burn_in in long.cfg for a short run")
+    assert short_run_warning(cfg(burn_in=1000, max_batches=1000), 0, "c.cfg") is None
+    assert short_run_warning(cfg(burn_in=0, max_batches=2), 0, "c.cfg") is None
+    # a resume past max_batches trains nothing: nothing to warn about
+    assert short_run_warning(c, 2, "long.cfg") is None
+    assert short_run_warning(c, 1, "long.cfg") is not None

@@ -154,3 +154,62 @@ def test_second_signal_during_the_save_waits_for_it(map_work, tmp_path):
     assert "last weights saved" in rest
     net = Network.from_cfg(map_work / "small.cfg")
     assert net.load_weights(last).bytes_left == 0 and net.seen > 0
+
+
+# ------------------------------------------------------------------ StopSignals alone
+def _signals(world=1):
+    from darknet_py.train.signals import StopSignals
+    return StopSignals(world)
+
+
+def test_first_signal_asks_to_stop_and_second_stops_now(capfd):
+    s = _signals()
+    s.handle(signal.SIGTERM)
+    assert s.requested
+    assert capfd.readouterr().err == (f"\n signal {int(signal.SIGTERM)}: stopping after this "
+                                      "mini-batch (or the mAP calculation), then saving "
+                                      "_last.weights\n")
+    with pytest.raises(KeyboardInterrupt):
+        s.handle(signal.SIGINT)
+
+
+def test_second_signal_during_an_update_is_raised_when_it_is_whole(capfd):
+    s = _signals()
+    s.request()
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with s.updating():
+            s.handle(signal.SIGINT)          # held: the update goes on
+            steps.append("updated")
+    assert steps == ["updated"]
+    assert capfd.readouterr().err == (f"\n signal {int(signal.SIGINT)}: updating the weights, "
+                                      "then stopping\n")
+
+
+def test_second_signal_during_a_save_lets_it_finish_and_raises_nothing(capfd):
+    s = _signals()
+    s.request()
+    with s.saving():
+        s.handle(signal.SIGTERM)
+    assert capfd.readouterr().err.endswith("saving the weights, then stopping\n")
+    with s.updating():                       # nothing pending afterwards either
+        pass
+
+
+def test_under_torchrun_a_second_signal_only_repeats_the_first():
+    s = _signals(world=2)
+    s.handle(signal.SIGTERM)
+    s.handle(signal.SIGTERM)                 # no KeyboardInterrupt: the launcher kills later
+    assert s.requested
+
+
+def test_install_and_restore_the_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    s = _signals()
+    s.install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == s.handle
+        assert signal.getsignal(signal.SIGINT) == s.handle
+    finally:
+        s.restore()
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -10,8 +10,9 @@ import cv2
 import pytest
 
 from darknet_py.errors import UsageError
-from darknet_py.train.chart import TrainChart
-from darknet_py.train.log import CSV_COLUMNS, IterationTimer, TrainLog, summary_writer_class
+from darknet_py.train.chart import TrainChart, TrainDisplay
+from darknet_py.train.log import (CSV_COLUMNS, IterationTimer, LossAverage, TrainLog, TrainLogs,
+                                  iteration_line, summary_writer_class)
 
 from train_fixtures import make_facemask_workdir, run_cli
 
@@ -57,6 +58,74 @@ def test_chart_loss_axis_grows_above_max_chart_loss():
     blue = (img[:, :, 0] > 200) & (img[:, :, 1] < 80) & (img[:, :, 2] < 80)
     ys = [y for y, x in zip(*blue.nonzero()) if x > 60 and y < 900]
     assert ys and min(ys) > 100
+
+
+def test_avg_loss_is_darknets():
+    a = LossAverage()
+    # the first loss starts the average, then 0.9 / 0.1 (Darknet applies the update to the
+    # first loss too: 10 * 0.9 + 10 * 0.1)
+    assert a.add(10.0) == 10.0 * 0.9 + 10.0 * 0.1
+    assert a.add(20.0) == pytest.approx(11.0)
+    assert a.add(0.0) == pytest.approx(9.9)
+    a.value = float("nan")                  # a NaN average restarts from the next loss
+    assert a.add(4.0) == pytest.approx(4.0)
+
+
+def test_iteration_line_is_darknets_printf():
+    # printf("\n %d: %f, %f avg loss, %f rate, %lf seconds, %d images, %f hours left\n", ...)
+    assert iteration_line(12, 3.5, 4.25, 0.00261, 1.5, 768, 0.125) == (
+        "\n 12: 3.500000, 4.250000 avg loss, 0.002610 rate, 1.500000 seconds, 768 images, "
+        "0.125000 hours left")
+
+
+def test_logs_of_a_resumed_run_drop_what_is_trained_again(tmp_path):
+    first = TrainLogs.open(str(tmp_path), "c", 0)
+    for i in (1, 2, 3):
+        first.iteration(i, 1.0, 1.0, 0.001, 10.0, 0.1)
+    first.map(3, 0.5, 0.5)
+    first.close()
+    resumed = TrainLogs.open(str(tmp_path), "c", 2)   # from a checkpoint of iteration 2
+    resumed.iteration(3, 2.0, 2.0, 0.001, 10.0, 0.1)
+    resumed.close()
+    rows = list(csv.reader(open(tmp_path / "c_log.csv")))
+    assert [(r[0], r[1], r[2]) for r in rows[1:]] == [
+        ("iter", "1", "1.000000"), ("iter", "2", "1.000000"), ("iter", "3", "2.000000")]
+    assert TrainLogs.open(str(tmp_path / "nowhere"), "c", 0, main_process=False).logs == []
+
+
+class _Streams:
+    def __init__(self):
+        self.calls = []
+
+    def update(self, paths, *numbers):
+        self.calls.append(("update", [os.path.basename(p) for p in paths], numbers))
+
+    def status(self, *numbers):
+        self.calls.append(("status", numbers))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_display_draws_the_chart_and_streams_it(tmp_path):
+    chart = TrainChart(10)
+    chart.add_loss(1, 2.0)
+    streams = _Streams()
+    d = TrainDisplay(chart, str(tmp_path), "c", draw=True, streams=streams)
+    d.show(1, 2.5, 2.0, 0.001, -1.0, -1.0, 0.5, chart=False)     # the numbers only
+    assert not (tmp_path / "chart.png").exists()
+    d.show(1, 2.5, 2.0, 0.001, -1.0, -1.0, 0.5)
+    assert cv2.imread(str(tmp_path / "chart_c.png")) is not None
+    numbers = (1, 10, 2.5, 2.0, 0.001, -1.0, -1.0, 0.5)
+    assert streams.calls == [("status", numbers),
+                             ("update", ["chart.png", "chart_c.png"], numbers)]
+    d.close()
+    assert streams.calls[-1] == ("close",)
+    # -chart off (no chart files): the page still gets the numbers
+    off = TrainDisplay(TrainChart(10), str(tmp_path / "none"), "c", draw=False,
+                       streams=_Streams())
+    off.show(2, 1.0, 1.0, 0.001, 0.3, 0.3, 0.1)
+    assert off.streams.calls == [("status", (2, 10, 1.0, 1.0, 0.001, 0.3, 0.3, 0.1))]
 
 
 @pytest.fixture(scope="module")

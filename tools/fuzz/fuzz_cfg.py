@@ -32,7 +32,7 @@ import numpy  # noqa: E402,F401
 import torch  # noqa: E402
 
 with atheris.instrument_imports(include=["darknet_py"]):
-    from darknet_py.model.cfg import parse_cfg_text, read_cfg
+    from darknet_py.formats.cfg import parse_cfg_text, read_cfg
     from darknet_py.errors import DarknetError
     from darknet_py.model.network import Network
 

@@ -3,7 +3,7 @@
 A backend runs the network and nothing else: it takes the prepared batch (``(B, C, H, W)``
 float32, RGB in [0, 1], the size :attr:`Backend.width` x :attr:`Backend.height`, on the CPU) and
 returns either one ``l.output`` tensor per head (``decoded = False``) or, for an ONNX file exported
-``--with-decode``, the decoded rows of :class:`~darknet_py.infer.decode.HeadDecoder`. Loading,
+``--with-decode``, the decoded rows of :class:`~darknet_py.model.decode.HeadDecoder`. Loading,
 resizing, decoding, NMS and reporting are the pipeline's (:mod:`darknet_py.infer.pipeline`), the
 same for every backend. Each backend describes its heads with
 :class:`~darknet_py.structures.heads.HeadSpec`, so decoding never looks at layer objects.
@@ -31,21 +31,22 @@ installed — measured faster than ``fast`` on every benchmarked model at 1 and 
 (docs/benchmarks.md), and its detections equal the exact path's and Darknet's on the oracle set
 (``tests/infer/test_backends.py``) — falling back to ``fast`` when they are missing or the export
 fails; ``fast`` otherwise. With ``-precision bf16`` on the CPU ``auto`` is ``openvino`` when
-installed (the fastest bf16 measured), else ``fast``.
+installed (the fastest bf16 measured), else ``fast``. ``-precision int8`` is always ``openvino``
+on the CPU, with a model quantized on the user's calibration images (:mod:`.int8`); int8 is
+never picked unless asked for.
 """
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 
 from ...errors import DarknetError, DataError, UsageError
 from ...structures.heads import HeadSpec
 
-__all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name",
-           "load_network"]
+__all__ = ["Backend", "BACKENDS", "PRECISIONS", "make_backend", "default_backend_name"]
 
 #: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
 #: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
@@ -54,7 +55,7 @@ CALIBRATE_MAX_SECONDS = 0.4
 BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 #: backends that run on the CPU only (no device rule needed when one is asked for by name)
 CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -64,7 +65,7 @@ class Backend(ABC):
     #: ``exact``, ``fast``, ``cuda``, ``onnxruntime`` or ``openvino``
     name: str = "?"
     device: torch.device = torch.device("cpu")
-    #: ``fp32``, ``fp16`` or ``bf16``
+    #: ``fp32``, ``fp16``, ``bf16`` or ``int8``
     precision: str = "fp32"
     width: int
     height: int
@@ -117,6 +118,8 @@ def _installed(*modules: str) -> bool:
 
 def default_backend_name(model: PathLike, device: torch.device, precision: str = "fp32") -> str:
     """What ``-backend auto`` runs (see the module docstring for the measurements behind it)."""
+    if precision == "int8":
+        return "openvino"
     if _is_onnx(model):
         return "onnxruntime"
     if device.type == "cuda":
@@ -128,24 +131,19 @@ def default_backend_name(model: PathLike, device: torch.device, precision: str =
     return "fast"
 
 
-def load_network(cfg: PathLike, weights: Optional[PathLike] = None, *, batch: int = 1,
-                 width: Optional[int] = None, height: Optional[int] = None, cutoff=None):
-    """``Network.from_cfg`` + ``load_weights`` (the load report is returned as ``net.load_report``)."""
-    from ...model.network import Network
-    net = Network.from_cfg(cfg, batch=batch, width=width, height=height)
-    net.load_report = net.load_weights(weights, cutoff=cutoff) if weights is not None else None
-    return net
-
-
 def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend: str = "auto",
                  device: Union[None, str, torch.device] = None, precision: str = "fp32",
                  width: Optional[int] = None, height: Optional[int] = None,
-                 threads: Optional[int] = None, network: Any = None) -> Backend:
+                 threads: Optional[int] = None, network: Any = None,
+                 calibration: Any = None,
+                 log: Optional[Callable[[str], None]] = None) -> Backend:
     """The backend ``backend`` for a cfg (+ weights) or a ``darknet-py export`` ONNX file.
 
     ``device`` None follows the rule of :func:`darknet_py.devices.select_device` (a GPU when CUDA
     is available, else the CPU). ``network`` passes an already built (and loaded) Network for
-    the cfg instead of building it again.
+    the cfg instead of building it again. ``precision="int8"`` needs ``calibration``: a Darknet
+    list file or a list of image paths (:mod:`.int8`, which reports through ``log``, default
+    stderr).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})",
@@ -153,6 +151,13 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})",
                          value=precision)
+    if precision == "int8":
+        from .int8 import int8_backend
+        return int8_backend(model, weights, calibration=calibration, backend=backend,
+                            device=device, width=width, height=height, threads=threads,
+                            network=network, log=log)
+    if calibration is not None:
+        raise UsageError("calibration images (-calib, calibration=) are for -precision int8")
     onnx_file = _is_onnx(model)
     if device is None and backend in CPU_BACKENDS:
         dev = torch.device("cpu")  # CPU backends asked for by name
@@ -184,8 +189,11 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
             if backend != "auto":
                 raise
             name = "fast"   # auto: a model the export or the runtime cannot take runs on fast
-    net = network if network is not None else load_network(model, weights, width=width,
-                                                           height=height)
+    if network is not None:
+        net = network
+    else:
+        from ...model.network import Network
+        net = Network.from_files(model, weights, batch=1, width=width, height=height)
     if name == "exact":
         from .exact import ExactBackend
         return ExactBackend(net, dev, precision)

@@ -7,6 +7,7 @@ from typing import List
 import torch
 
 from .base import Backend, check_heads
+from .fast import optimize_for_inference
 
 _HALF = {"fp32": False, "fp16": "fp16", "bf16": "bf16"}
 
@@ -15,7 +16,6 @@ class CudaBackend(Backend):
     name = "cuda"
 
     def __init__(self, net, device: torch.device, precision: str = "fp32"):
-        from .fast import optimize_for_inference
         check_heads(net.heads, net.cfg_path)
         self.network = net
         self.source = net.cfg_path

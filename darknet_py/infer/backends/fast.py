@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from .base import CALIBRATE_MAX_SECONDS
 
+from ...timing import quiet_clock, race, time_call
 from ...layers.convolutional import ConvolutionalLayer
 from ...layers.maxpool import FLT_MAX, MaxpoolLayer, max_pool_separable
 
@@ -553,17 +554,16 @@ class FastNetwork:
             return {}
         x = torch.rand((1,) + tuple(self.net.input_shape))
         self.use_threads(full)
-        self(x)                            # first call: oneDNN primitives, allocations
-        t0 = time.perf_counter()
-        self(x)
-        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
+        # the untimed first call builds oneDNN primitives and allocates
+        if time_call(lambda: self(x), repeat=1) > CALIBRATE_MAX_SECONDS:
             return {}                      # a large network: its layers are worth the threads
-        def run_with(k: int) -> Callable[[torch.Tensor], Any]:
-            def run(inp: torch.Tensor):
+
+        def run_with(k: int) -> Callable[[], Any]:
+            def run():
                 self.use_threads(k)
-                return self(inp)
+                return self(x)
             return run
-        med = _race({1: run_with(1), full: run_with(full)}, x, rounds)
+        med = race({1: run_with(1), full: run_with(full)}, rounds)
         self.use_threads(1 if med[1] < med[full] else full)
         self.timing.threads = med
         return med
@@ -593,8 +593,7 @@ class FastNetwork:
         Uses the thread CPU clock with one thread (robust when other processes share the CPU)
         and the wall clock otherwise; CUDA steps are synchronised.
         """
-        clock = time.thread_time if (self.device.type == "cpu" and self.run_threads == 1) \
-            else time.perf_counter
+        clock = quiet_clock(self.run_threads if self.device.type == "cpu" else None)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         samples: List[List[float]] = [[] for _ in self.steps]
         with self._lock, torch.inference_mode(), self._precision(), self._threads():
@@ -726,33 +725,11 @@ class FastNetwork:
         return [o.clone() for o in static_out]
 
 
-def _race(runners: Dict[Any, Callable[[torch.Tensor], Any]], x: torch.Tensor,
-          rounds: int = 5) -> Dict[Any, float]:
-    """Median wall seconds of each runner on ``x``: ``rounds`` interleaved calls each (the
-    order reversed every other round), after one untimed round."""
-    times: Dict[Any, List[float]] = {k: [] for k in runners}
-    keys = list(runners)
-    for r in range(rounds + 1):
-        for k in (keys if r % 2 else keys[::-1]):
-            t0 = time.perf_counter()
-            runners[k](x)
-            if r:
-                times[k].append(time.perf_counter() - t0)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-
-
 def _time_call(fn: Callable, x: torch.Tensor, repeat: int = 3) -> float:
-    """Median seconds of ``fn(x)`` (thread CPU time: robust when other processes share the CPU)."""
-    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    """Median seconds of ``fn(x)`` (thread CPU time with one thread: robust when other
+    processes share the CPU)."""
     with torch.inference_mode():
-        fn(x)
-        times = []
-        for _ in range(repeat):
-            t = clock()
-            fn(x)
-            times.append(clock() - t)
-    times.sort()
-    return times[len(times) // 2]
+        return time_call(lambda: fn(x), repeat, clock=quiet_clock(torch.get_num_threads()))
 
 
 def optimize_for_inference(net, device: Union[str, torch.device, None] = None,
@@ -846,16 +823,13 @@ class FastBackend(Backend):
         image keep the Winograd plan (timing them would cost seconds)."""
         x = torch.rand((1,) + tuple(net.input_shape))
         wino = self.plan
-        wino(x)
-        t0 = time.perf_counter()
-        wino(x)
-        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
+        if time_call(lambda: wino(x), repeat=1) > CALIBRATE_MAX_SECONDS:
             return
         direct = optimize_for_inference(net, "cpu", half=half, threads=threads, winograd=False,
                                         **plan_options)
         direct(x)
         plans = {"winograd": wino, "onednn": direct}
-        self.plan_race = _race(plans, x)
+        self.plan_race = race({k: (lambda p=p: p(x)) for k, p in plans.items()})
         self.plan = plans[min(self.plan_race, key=self.plan_race.get)]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -866,8 +840,8 @@ class FastBackend(Backend):
         threads = f"{run} thread{'' if run == 1 else 's'}" + \
             (f" (of {built}: faster measured)" if run != built else "")
         kind = "Winograd" if _uses_winograd(self.plan) else "oneDNN"
-        race = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.plan_race.items())
-        return f"{threads}, {kind}" + (f" (raced: {race})" if race else "")
+        raced = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.plan_race.items())
+        return f"{threads}, {kind}" + (f" (raced: {raced})" if raced else "")
 
 
 def _uses_winograd(plan: FastNetwork) -> bool:

@@ -12,6 +12,7 @@ the darknet-py version.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,10 +21,12 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from ...devices import usable_cpus
 from ...errors import DataError, UsageError
 from ...export.exporter import DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME
 from ...layers.registry import head_class
 from ...structures.heads import HeadSpec
+from ...timing import race, time_call
 from .base import CALIBRATE_MAX_SECONDS, Backend, check_heads
 
 __all__ = ["OnnxRuntimeBackend", "read_onnx_metadata", "metadata_from_props", "cached_export",
@@ -172,28 +175,21 @@ class OnnxRuntimeBackend(OnnxFileBackend):
         """The thread policy of :mod:`.fast` for ONNX Runtime: a small network (one batch-1 run
         under ``CALIBRATE_MAX_SECONDS``) is timed with one thread against ``threads`` (default:
         the usable CPUs), interleaved, and the faster session kept."""
-        full = int(threads) if threads else len(os.sched_getaffinity(0)) \
-            if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        full = int(threads) if threads else usable_cpus()
         if full <= 1:
             return
-        import time
         x = np.random.default_rng(0).random((self.fixed_batch or 1, self.channels, self.height,
                                               self.width)) \
             .astype(self.input_dtype)
         feed = {self.input_name: x}
-        t0 = time.perf_counter()
-        self.session.run(None, feed)
-        if time.perf_counter() - t0 > CALIBRATE_MAX_SECONDS:
+        # the session's first call, timed as it is: a network that slow is worth the threads
+        if time_call(functools.partial(self.session.run, None, feed), repeat=1,
+                     warmup=0) > CALIBRATE_MAX_SECONDS:
             return
         sessions = {full: self.session, 1: self._session(ort, 1)}
-        sessions[1].run(None, feed)
-        times: Dict[int, List[float]] = {1: [], full: []}
-        for r in range(rounds):
-            for k in ((1, full) if r % 2 else (full, 1)):
-                t0 = time.perf_counter()
-                sessions[k].run(None, feed)
-                times[k].append(time.perf_counter() - t0)
-        self.calibration = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        sessions[1].run(None, feed)        # both sessions have run once: no warm-up round
+        self.calibration = race({k: functools.partial(s.run, None, feed)
+                                 for k, s in sessions.items()}, rounds, warmup=0)
         best = 1 if self.calibration[1] < self.calibration[full] else full
         self.session, self.threads = sessions[best], best
 

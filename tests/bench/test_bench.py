@@ -81,6 +81,21 @@ def test_quick_bench_json_report(quick_report):
         assert any(s["runner"] == "cuda-fp16" for s in rep["skipped"])
 
 
+def test_opencv_boxes_take_each_rows_best_class_and_nms_per_class():
+    import numpy as np
+
+    from darknet_py.bench.opencv import opencv_boxes
+    rows = np.array([[0.50, 0.5, 0.2, 0.2, 0.9, 0.9, 0.1],    # class 0
+                     [0.51, 0.5, 0.2, 0.2, 0.8, 0.8, 0.0],    # class 0, overlaps the first
+                     [0.50, 0.5, 0.2, 0.2, 0.7, 0.0, 0.7],    # class 1, same box: kept
+                     [0.10, 0.1, 0.1, 0.1, 0.2, 0.2, 0.0]],   # below the threshold
+                    dtype=np.float32)
+    [(boxes, conf, cls)] = opencv_boxes([rows[:2], rows[2:]], 1, 200, 100)
+    got = sorted((int(c), round(float(p), 3), tuple(np.round(b, 3))) for b, p, c
+                 in zip(boxes, conf, cls))
+    assert got == [(0, 0.9, (80.0, 40.0, 40.0, 20.0)), (1, 0.7, (80.0, 40.0, 40.0, 20.0))]
+
+
 def test_missing_darknet_is_skipped_and_said(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     cfg, weights = model_files("yolo-fastest-1.1")
@@ -136,3 +151,14 @@ def test_tools_benchmark_script(tmp_path):
     table = benchmark.markdown_table([rep])
     assert "| yolo-fastest-1.1-96 | 1 | network | darknet-py fast (cpu fp32) |" in table
     assert "1.00x" in table
+
+
+def test_cfg_with_size_edits_only_the_net_size(tmp_path):
+    from darknet_py.bench.runners import cfg_with_size
+    from darknet_py.formats.cfg import read_cfg
+    src = tmp_path / "m.cfg"
+    src.write_text("[net]\n# size\nwidth=416\nheight=416\nchannels=3\n[maxpool]\nsize=2\n")
+    out = cfg_with_size(str(src), 320, 256, str(tmp_path))
+    assert open(out).read() == "[net]\n# size\nwidth=320\nheight=256\nchannels=3\n[maxpool]\nsize=2\n"
+    net = read_cfg(out)[0]
+    assert (net.int("width"), net.int("height")) == (320, 256)

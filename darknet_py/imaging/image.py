@@ -29,11 +29,14 @@ import threading
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .image_header import MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels
+from ..files import atomic_write_bytes
+from .image_header import (MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels,
+                           read_file_header)
 
 ImageLike = Union[str, os.PathLike, torch.Tensor, np.ndarray]
 
@@ -45,7 +48,6 @@ __all__ = [
 
 
 def _cv2():
-    import cv2  # imported lazily: only image I/O needs OpenCV
 
     return cv2
 
@@ -584,9 +586,30 @@ def save_image(image: torch.Tensor, name: Union[str, os.PathLike], quality: int 
         ok = False
     if not ok:
         raise DataError("failed to write image: OpenCV cannot encode this format", file=out)
-    from ..files import atomic_write_bytes
     try:
         atomic_write_bytes(out, buf.tobytes())   # never a half-written file after a crash
     except OSError as e:
         raise DataError(f"failed to write image: {e.strerror}", file=out) from None
     return out
+
+
+def read_image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
+    """``(width, height)`` of an image file, from its header (JPEG, PNG, GIF, BMP, WebP, TIFF,
+    PNM: :func:`.image_header.read_header`); other formats are decoded, within
+    the image pixel cap.
+
+    RGBA and greyscale PNGs are fine: only the size is read. Raises :class:`DataError` when the
+    file cannot be read as an image.
+    """
+    p = os.fspath(path)
+    try:
+        header = read_file_header(p)
+    except OSError as e:
+        raise DataError(f"cannot read image: {e.strerror}", file=p) from None
+    if header is not None and header.width > 0 and header.height > 0:
+        return int(header.width), int(header.height)
+    try:
+        img = decode_image(p, -1)       # only for formats whose header is not read
+    except DataError as e:
+        raise DataError(f"cannot decode image ({e.message})", file=p) from None
+    return int(img.shape[1]), int(img.shape[0])

@@ -12,7 +12,7 @@ import torch
 
 from conftest import refpath, require
 from darknet_py.errors import DarknetError, DataError
-from darknet_py.infer.image import (image_size, image_to_bgr_uint8, letterbox_image,
+from darknet_py.imaging.image import (image_size, image_to_bgr_uint8, letterbox_image,
                                     letterbox_size, load_image, prepare_input, resize_image,
                                     save_image)
 

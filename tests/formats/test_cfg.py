@@ -1,9 +1,9 @@
 """cfg parser: Darknet's line rules, typed options, errors with file:line."""
 import pytest
 
-from darknet_py.model.cfg import parse_cfg_text, read_cfg
+from darknet_py.formats.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError
-from darknet_py.model.netconfig import NetConfig, find_net_section
+from darknet_py.formats.netconfig import NetConfig, find_net_section
 
 from conftest import REFDATA
 
@@ -103,7 +103,7 @@ def test_net_options_typed(refdata):
 
 
 def test_editable_cfg_keeps_the_users_text():
-    from darknet_py.model.cfg import EditableCfg, with_network_size
+    from darknet_py.formats.cfg import EditableCfg, with_network_size
     text = "# my cfg\r\n[net]\r\nwidth = 416   # input\r\nbatch=1\r\n\r\n[convolutional]\r\nsize=3\r\n"
     out = with_network_size(text, 320, 256, "m.cfg")
     # only the value of the edited line changes; a missing option is added after the last one
@@ -123,7 +123,7 @@ def test_editable_cfg_keeps_the_users_text():
     ("[net\nwidth=1\n", "malformed section header", 1),
 ])
 def test_editable_cfg_fails_as_the_reader_does(text, msg, line):
-    from darknet_py.model.cfg import EditableCfg
+    from darknet_py.formats.cfg import EditableCfg
     with pytest.raises(CfgError) as e:
         EditableCfg(text, "bad.cfg")
     assert msg in str(e.value) and (e.value.file, e.value.line) == ("bad.cfg", line)

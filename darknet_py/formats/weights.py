@@ -194,11 +194,14 @@ def _read_upto(f, n: int) -> bytes:
 
 @dataclass
 class LoadReport:
-    path: str
-    header: WeightsHeader
-    layers_loaded: int      # Darknet's "Loaded N layers" (layer index reached)
-    floats_read: int
-    bytes_left: int
+    """What one load of a ``.weights`` file read (:func:`format_load_report` prints it as
+    Darknet's ``load_weights_upto`` does); kept as ``Network.load_report``."""
+
+    path: str               # the weights file, as given
+    header: WeightsHeader   # its version and ``seen`` (images trained on)
+    layers_loaded: int      # Darknet's "Loaded N layers" (layer index reached; < all: partial)
+    floats_read: int        # parameters read after the header
+    bytes_left: int         # data after the last loaded layer (a partial load leaves the rest)
 
 
 def load_weights(net: "Network", path: Union[str, os.PathLike], cutoff: Optional[int] = None,

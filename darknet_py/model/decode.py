@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..imaging.image import letterbox_size
 from ..layers.registry import head_class
 from ..structures.detections import DetectionSet
 from ..structures.heads import HeadSpec
-from .image import letterbox_size
 
 __all__ = ["Decoded", "decode_head", "HeadDecoder", "head_candidates", "decoded_candidates",
            "get_network_boxes", "correct_yolo_boxes", "as_spec"]

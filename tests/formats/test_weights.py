@@ -7,7 +7,7 @@ import torch
 
 from darknet_py.errors import WeightsError
 from darknet_py.model.network import Network
-from darknet_py.model.weights import WeightsHeader
+from darknet_py.formats.weights import WeightsHeader
 
 from conftest import REFDATA, require
 
@@ -63,6 +63,19 @@ def test_partial_conv29_loads_exactly_layers_0_to_28(v4tiny_bytes, tmp_path):
     full.seen = 0
     full.save_weights(again, cutoff=29, header=WeightsHeader(0, 2, 5, 0))
     assert hashlib.sha256(again.read_bytes()).hexdigest() == CONV29_SHA
+
+
+def test_from_files_builds_loads_and_keeps_the_load_report(v4tiny_bytes, tmp_path):
+    conv29 = tmp_path / "yolov4-tiny.conv.29"
+    conv29.write_bytes(v4tiny_bytes[:CONV29_BYTES])
+    cfg = REFDATA / "cfg" / "darknet" / "yolov4-tiny.cfg"
+    net = Network.from_files(cfg, conv29, batch=1, width=320, height=320, cutoff=29)
+    rep = net.load_report
+    assert (rep.path, rep.layers_loaded, rep.bytes_left) == (str(conv29), 29, 0)
+    assert rep.floats_read == net.num_weight_floats(29)
+    assert rep.header is net.weights_header and rep.header.seen == net.seen
+    assert (net.batch, net.width, net.height, net.training) == (1, 320, 320, True)
+    assert Network.from_files(cfg).load_report is None      # no weights: nothing read
 
 
 def test_partial_file_without_cutoff_is_an_error(v4tiny_bytes, tmp_path):

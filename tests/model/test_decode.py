@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from conftest import refpath, require
-from darknet_py.model.cfg import read_cfg
+from darknet_py.formats.cfg import read_cfg
 from darknet_py.structures.detections import DetectionSet
 from darknet_py.infer.draw import (JsonOutWriter, class_color, demo_detection_lines,
                              detection_lines, detection_to_json, draw_detections, get_color,
                              image_stdout, label_lines, to_detections)
 from darknet_py.layers.base import BuildContext
 from darknet_py.layers.yolo import YoloLayer
-from darknet_py.model.netconfig import NetConfig, find_net_section
+from darknet_py.formats.netconfig import NetConfig, find_net_section
 from darknet_py.infer.nms import apply_nms, nms_params
-from darknet_py.infer.decode import get_network_boxes, head_candidates
+from darknet_py.model.decode import get_network_boxes, head_candidates
 from darknet_py.layers.registry import head_class
 from darknet_py.structures.heads import HeadSpec
 
@@ -283,7 +283,7 @@ def test_gaussian_yolo_decode_hand_values():
 def test_objectness_first_decoding_equals_decoding_everything(kind, new_coords):
     """head_candidates decodes only rows above the threshold: the same sets as thresholding the
     full decode_head rows, image by image, for a batch."""
-    from darknet_py.infer.decode import _threshold, decode_head, head_candidates
+    from darknet_py.model.decode import _threshold, decode_head, head_candidates
     from darknet_py.structures.heads import HeadSpec
     spec = head_class(kind).make_spec(
         index=5, classes=3, n=2, total=4, mask=(1, 3),

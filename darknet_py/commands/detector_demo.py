@@ -5,12 +5,15 @@ each frame, prints ``Objects:`` with one line per detection as Darknet's demo do
 (``draw_detections_cv_v3``: :func:`~darknet_py.infer.draw.demo_detection_lines`) and
 ``FPS:… AVG_FPS:…`` per frame, and with ``-out_filename`` writes the annotated video (MJPG in an
 .avi like Darknet, or any container OpenCV can write, at the source's FPS). Frames go through
-:meth:`~darknet_py.infer.detector.Detector.detect_frames`: the one pipeline with Darknet's demo
-rule for video frames (``cv::resize`` bilinear of the uint8 frame, or ``letterbox_image``:
+:meth:`~darknet_py.infer.detector.Detector.stream`: the one pipeline with Darknet's demo rule
+for video frames (``cv::resize`` bilinear of the uint8 frame, or ``letterbox_image``:
 :func:`~darknet_py.imaging.image.prepare_frame`), so detections can differ slightly from
-``detector test`` on the same picture, exactly as in Darknet. ``-benchmark`` times the network
-only (no drawing, no output). Frames are batched (``-batch N``) when that helps throughput on a
-GPU. ``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and
+``detector test`` on the same picture, exactly as in Darknet; its reader thread reads and
+prepares the next frames while the network runs and this thread prints, draws and writes the
+previous ones. ``FPS`` is the rate at which frames come out (per batch), ``AVG_FPS`` the mean
+since the start, as Darknet's demo measures them; ``-benchmark`` prints only those (no
+detections, drawing or output). Frames are batched (``-batch N``) when that helps throughput on
+a GPU. ``-mjpeg_port N`` streams the drawn frames (MJPEG over HTTP, a page at ``/``) and
 ``-json_port N`` each frame's detections as Darknet's JSON stream (:mod:`darknet_py.serve`).
 
 Deliberate difference: every frame is printed, from the first to the last. Darknet's demo
@@ -34,6 +37,7 @@ import click
 
 from ..errors import DataError, UsageError
 from ..files import refuse_output_onto_inputs
+from ..console import eprint
 from ._common import backend_flags, flag, preflight
 from ._detect_common import HIER_THRESH_HELP, make_detector
 from ._http import http_flags
@@ -55,7 +59,8 @@ GROUP = "detector"
 @flag("ext_output", is_flag=True, help="Print box coordinates.")
 @flag("dont_show", is_flag=True, help="No window (darknet-py never opens one; accepted).")
 @flag("letter_box", is_flag=True)
-@flag("benchmark", is_flag=True, help="Measure network speed only: no drawing or output video.")
+@flag("benchmark", is_flag=True, help="Print only the frame rates: no detections, drawing or "
+      "output video.")
 @flag("batch", type=int, default=1, show_default=True, help="Frames per forward pass.")
 @backend_flags
 @flag("out", "json_out", type=click.Path(dir_okay=False), default=None,
@@ -69,11 +74,10 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             dont_show, letter_box, benchmark, batch, json_out, mjpeg_port, json_port, http_host,
             tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
-    import cv2
     from ..imaging.image import image_from_array, image_to_bgr_uint8
     from ..infer.draw import demo_detection_lines
     from ..infer.results import JsonOutWriter, detection_to_json
-    from ..infer.stream import open_capture
+    from ..infer.stream import frame_reader, read_ahead
     from ..serve import DemoStreams
     parsed = preflight(data, cfg, weights, video=video, names=True)
     inputs = [("data file", data), ("cfg file", cfg), ("weights file", weights),
@@ -90,8 +94,10 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
                         tiling=tiling, **backend_options)
     print("Demo")
     print(f"video file: {video}" if video else f"Webcam index: {cam_index}")
-    cap = open_capture(video or cam_index)
-    src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    reader = frame_reader(det, video or cam_index)
+    src_fps = reader.fps
+    ahead = read_ahead(det.pipeline, reader.queue_size)
+    eprint(f"overlap: {det.pipeline.describe_threads(ahead)}")
     tracker = ByteTracker(det.names, thresh, frame_rate=src_fps) if track else None
     writer = None
     tmp_out = None
@@ -99,23 +105,16 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
     http = DemoStreams(mjpeg_port, json_port, http_host)
     frames = 0
     avg_fps = 0.0
-    t_start = time.perf_counter()
+    results = det.stream(reader)
+    t_start = t_batch = time.perf_counter()
     try:
-        done = False
-        while not done:
-            batch_frames = []
-            while len(batch_frames) < batch:
-                ok, frame = cap.read()
-                if not ok:
-                    done = True
-                    break
-                batch_frames.append(frame)
-            if not batch_frames:
-                break
-            t0 = time.perf_counter()
-            sets = det.detect_frames(batch_frames)
-            fps = len(batch_frames) / max(1e-9, time.perf_counter() - t0)
-            for frame, dets in zip(batch_frames, sets):
+        for group in _batches(results, batch):
+            # Darknet's FPS: frames shown per second; a batch's frames come out together
+            now = time.perf_counter()
+            fps = len(group) / max(1e-9, now - t_batch)
+            t_batch = now
+            for result in group:
+                frame, dets = result.frame, result.raw
                 frames += 1
                 avg_fps = frames / max(1e-9, time.perf_counter() - t_start)
                 if benchmark:
@@ -163,7 +162,8 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             _remove(tmp_out)
         raise
     finally:
-        cap.release()
+        results.close()
+        reader.close()
         http.close()
         if jw is not None:
             jw.close()
@@ -176,6 +176,19 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
         raise DataError("the video has no readable frames", file=video or f"camera {cam_index}")
     if tracker is not None:
         print("\n".join(tracker.summary_lines()))
+
+
+def _batches(results, size: int):
+    """Lists of ``size`` consecutive results (the last one shorter): the frames of one batch,
+    which come out of the pipeline together."""
+    group = []
+    for r in results:
+        group.append(r)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _temp_name(path: str) -> str:

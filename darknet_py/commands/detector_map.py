@@ -127,7 +127,7 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
     sharded = dist.is_distributed()      # torchrun: this rank's images, gathered on rank 0
     inputs = collect_map_inputs(backend, images=dist.shard(images), batch_size=batch,
                                 progress=progress, on_missing_label=None if sharded else missing,
-                                tiling=tiling)
+                                tiling=tiling, announce=lambda line: eprint(f"overlap: {line}"))
     if sharded:
         merged = dist.gather_concat(inputs.paths, inputs.detections, inputs.truths,
                                     inputs.missing_labels)

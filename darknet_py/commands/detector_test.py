@@ -5,6 +5,10 @@ Prints the layer table, then per image Darknet's ``Detection layer`` lines,
 (``dog: 81%``, or with ``-ext_output`` the ``(left_x: … top_y: … width: … height: …)`` block), and
 writes ``predictions.jpg``. Without an image argument, image paths are read from stdin, one per
 line (Darknet's ``Enter Image Path:`` loop); an unreadable image there is reported and skipped.
+When stdin is a list (a file or a pipe, not a terminal), the next images are read and resized
+while the network runs and the previous image is printed and drawn (the pipeline's overlap,
+:meth:`~darknet_py.infer.pipeline.Pipeline.process`): the output is the same, byte for byte
+(timings aside), as one image after the other; at a terminal each path is run as it is typed.
 
 Under ``torchrun`` with paths on stdin, rank 0 reads the whole list, every rank detects its
 contiguous share (:mod:`darknet_py.distributed`), and rank 0 prints the per-image text, writes
@@ -21,6 +25,7 @@ import click
 from .. import distributed as dist
 from ..errors import DataError
 from ..files import refuse_output_onto_inputs, same_file
+from ..console import eprint
 from ._common import backend_flags, flag, preflight
 from ._detect_common import HIER_THRESH_HELP, make_detector, split_model_args
 from ._tiling import tile_flags, tile_options
@@ -68,6 +73,9 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
     single = image is not None
     failures = 0
     try:
+        if not single and not _is_terminal(sys.stdin):
+            _stdin_list(det, writer, out, ext_output, save_labels, thresh)
+            return
         while True:
             if single:
                 path = image
@@ -115,6 +123,61 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
 
 #: the drawing of the last image, in the working folder (Darknet's name)
 PREDICTIONS = "predictions.jpg"
+
+
+#: the tag of the last item of a stdin list: the end of input (the loop's last prompt)
+_END_OF_INPUT = object()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _stdin_list(det, writer, out, ext_output, save_labels, thresh) -> None:
+    """The ``Enter Image Path:`` loop over a list on stdin, overlapped: the pipeline's reader
+    thread reads the lines and the images ahead, the network runs on its thread, and this
+    thread prints, draws and writes each image's results in the order of the lines, with the
+    prompts where the sequential loop prints them."""
+    from ..infer.draw import write_labels
+    from ..imaging.image import save_image
+
+    def lines():
+        """(tag, image path or None) per stdin line, then the end of input; a path this run
+        writes is refused here (``tag`` carries the message)."""
+        for line in sys.stdin:
+            path = line.strip()
+            clash = _output_clash(path, out) if path else ""
+            yield (path, clash), (path if path and not clash else None)
+        yield _END_OF_INPUT, None
+
+    eprint(f"overlap: {det.pipeline.describe_threads()}")
+    results = det.pipeline.process(lines(), keep_images=True, errors_per_image=True)
+    try:
+        for o in results:
+            sys.stdout.write("Enter Image Path: ")
+            sys.stdout.flush()
+            if o.tag is _END_OF_INPUT:
+                break
+            path, clash = o.tag
+            if not path:
+                continue
+            error = clash or (o.error.message if o.error is not None else "")
+            if error:
+                print(f"Cannot load image {path}: {error}", file=sys.stderr)
+                continue
+            sys.stdout.write(det.stdout(o.name, o.detections, o.forward_ms, ext_output))
+            sys.stdout.flush()
+            save_image(det.draw(o.image, o.detections), PREDICTIONS)
+            if writer is not None:
+                writer.add(o.detections, det.names, path)
+            if save_labels:
+                base, _ = os.path.splitext(path)
+                write_labels(base + ".txt", o.detections, thresh)
+    finally:
+        results.close()
 
 
 def _output_clash(path: str, out) -> str:

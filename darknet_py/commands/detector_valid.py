@@ -9,7 +9,10 @@ the original image, written to ``results=`` (default ``results/``) as Darknet do
 * otherwise (``eval=voc``, the default): ``<results>/comp4_det_test_<class>.txt`` per class with
   ``<image id> <prob> <xmin> <ymin> <xmax> <ymax>`` (1-based pixel corners).
 
-Images are decoded by a pool of threads and run through the network in batches (``-batch``).
+Images are read and resized on ``-workers`` threads ahead of the network, which runs in batches
+(``-batch``) on its own thread while the main thread decodes, suppresses and formats the batch
+before (:meth:`~darknet_py.infer.pipeline.Pipeline.process`; the files are the same as with
+every step in one thread).
 ``eval=imagenet``, ``bdd`` and ``kitti`` are not implemented (a clear error says so).
 """
 from __future__ import annotations
@@ -59,7 +62,9 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
 @flag("coco_json", type=click.Path(dir_okay=False), default=None,
       help="COCO instances json: score the results with pycocotools.")
 @flag("batch", type=int, default=8, show_default=True, help="Images per forward pass.")
-@flag("workers", type=int, default=4, show_default=True, help="Image decoding threads.")
+@flag("workers", type=int, default=None,
+      help="Threads that read and resize images ahead of the network (default: one per CPU "
+      "beyond the first, at most 4).")
 @tile_flags
 @backend_flags
 @dist.command
@@ -71,7 +76,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results
     from ..metrics.evaluate import head_codes
     from ..files import atomic_write_bytes, refuse_output_onto_inputs
-    if batch < 1 or workers < 1:
+    if batch < 1 or (workers is not None and workers < 1):
         raise UsageError("-batch and -workers must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     preflight(data, cfg, weights, names=True, lists=("valid",))
@@ -118,6 +123,7 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
     if tiling["tiles"] is not None:
         from ..infer.tiling import tiled
         pipeline = tiled(pipeline, **tiling)
+    eprint(f"overlap: {pipeline.describe_threads()}")
     coco_lines: List[str] = []
     voc = [[] for _ in range(classes)]
     paths = dist.shard(paths)            # torchrun: this rank's images (all for one process)

@@ -181,8 +181,10 @@ class Detector:
     def stream(self, source, queue_size: int = 8):
         """Per-frame results (:class:`~darknet_py.infer.stream.FrameResult`: ``frame_id``,
         ``frame``, ``detections``) of a video file, a camera index or an iterable of frames;
-        frames are decoded on a background thread (``queue_size`` frames ahead) and go through
-        the network :attr:`batch_size` at a time. Each frame gets what
+        frames are read and prepared on the pipeline's reader thread (about ``queue_size``
+        frames ahead) and go through the network, on its own thread, :attr:`batch_size` at a
+        time while the caller's loop handles the frames before
+        (:meth:`~darknet_py.infer.pipeline.Pipeline.process`). Each frame gets what
         ``self.detect_frames([frame])`` gives (Darknet's ``demo`` rule)."""
         from .stream import stream
         return stream(self, source, queue_size=queue_size)

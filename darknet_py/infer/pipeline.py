@@ -21,8 +21,19 @@ Stages: :func:`~darknet_py.imaging.image.load_image` (OpenCV decode, Darknet's f
 ``resize_image`` or ``letterbox_image`` (the model's ``letter_box`` unless overridden), the
 backend, :mod:`~darknet_py.model.decode` (thresholding and ``correct_yolo_boxes``), then
 ``do_nms_sort``/``diounms_sort`` with the last head's ``nms_kind``/``beta_nms``
-(:func:`~darknet_py.infer.nms.apply_nms`). Lists of images are decoded ahead on a thread pool
-(OpenCV releases the GIL) while the backend runs the previous batch.
+(:func:`~darknet_py.infer.nms.apply_nms`).
+
+Lists and streams overlap the stages (:meth:`Pipeline.process`, under :meth:`iterate`/:meth:`run`
+and every command that runs a list or a video): ``loader_threads`` threads read and prepare the
+next batches (decode, resize: OpenCV and numpy release the GIL) at most
+:data:`READ_AHEAD_BATCHES` batches ahead, one thread runs the backend on the batch after the one
+the calling thread decodes, suppresses and hands out (and that the caller prints or draws), and
+bounded queues between them keep memory bounded whatever the list's length
+(:mod:`~darknet_py.infer.prefetch`). Results come out in input order and are the ones the
+sequential path (``loader_threads=0``, or a list of one batch) gives, bit for bit: each batch
+goes through the same functions, only on other threads. The network keeps the threads its
+backend runs with (``-threads``, or the backend's own choice); :meth:`Pipeline.describe_threads`
+says who runs what.
 
 Two rules make the network input, chosen by what the source is, never by the caller:
 
@@ -37,13 +48,15 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import (Any, Callable, Iterable, Iterator, List, Optional, Sequence, Sized, Tuple,
+                    Union)
 
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..devices import usable_cpus
+from ..errors import DataError, UsageError
 from ..files import PathLike
 from ..structures.detections import DetectionSet, scale_to_pixels
 from ..structures.heads import nms_params
@@ -52,14 +65,65 @@ from ..model.decode import decoded_candidates, get_network_boxes
 from ..imaging.image import (DecodedImage, VideoFrame, as_image_tensor, image_from_array, image_size,
                     load_decoded, load_image, prepare_input)
 from .nms import apply_nms
+from .prefetch import Prefetcher
 
-__all__ = ["Pipeline", "ImageInput", "Result"]
+__all__ = ["Pipeline", "ImageInput", "Result", "Outcome", "READ_AHEAD_BATCHES",
+           "default_loader_threads"]
 
 ImageInput = Union[PathLike, torch.Tensor, np.ndarray]
 #: (name, original image (C, H, W) float RGB, or None when not kept, detections after NMS)
 Result = Tuple[str, Optional[torch.Tensor], DetectionSet]
 #: a loaded image before the network input is made: a float tensor, or a decoded file's bytes
 Source = Union[torch.Tensor, DecodedImage]
+
+#: batches the reader threads prepare ahead of the network (the network stage holds as many
+#: outputs for the calling thread): with 2 the network never waits for a batch as long as
+#: reading one is faster than running it, and memory is a few batches whatever the list's length
+READ_AHEAD_BATCHES = 2
+#: most reader threads a list gets by default (Darknet's ``validate_detector`` loads with 4)
+MAX_DEFAULT_LOADERS = 4
+
+
+def default_loader_threads() -> int:
+    """Reader threads of a pipeline by default: one per usable CPU beyond the first, at most
+    :data:`MAX_DEFAULT_LOADERS`, at least one. On 2 CPUs that is one reader: reading and
+    resizing an image costs a fraction of the network (the backend keeps its own threads, and
+    decoding + NMS run in the calling thread), and more readers would only compete with the
+    network for the same two CPUs."""
+    return max(1, min(MAX_DEFAULT_LOADERS, usable_cpus() - 1))
+
+
+@dataclass
+class Outcome:
+    """One item of :meth:`Pipeline.process`, in input order: the caller's ``tag``, the image's
+    name, the original image (when kept), the detections after NMS, and ``error`` instead of
+    detections when the image could not be loaded and errors are reported per image. An item
+    given without an image has neither (``name`` None): it only keeps its place in the order."""
+
+    tag: Any
+    name: Optional[str] = None
+    image: Optional[torch.Tensor] = None
+    detections: Optional[DetectionSet] = None
+    error: Optional[DataError] = None
+    #: milliseconds of the backend call per image of this item's batch (``Predicted in``)
+    forward_ms: float = 0.0
+
+
+@dataclass
+class _Batch:
+    """A batch on its way through the stages: made by the reader, run by the network thread,
+    finished by the calling thread."""
+
+    tags: List[Any]
+    #: per item: (name, loaded source), the load error, or None (no image)
+    loaded: List[Any]
+    prepared: Any = None
+    outputs: Any = None
+    forward_ms: float = 0.0
+
+    @property
+    def originals(self) -> List[Source]:
+        return [x[1] for x in self.loaded if isinstance(x, tuple)]
 
 
 def _is_path(x: Any) -> bool:
@@ -78,12 +142,15 @@ class Pipeline:
         letter_box: None = the model's ``[net] letter_box``; True/False force it.
         batch_size: images per backend call.
         pixel_boxes: scale boxes to pixels of the original image *before* NMS (``detector valid``).
-        loader_threads: image-decoding threads for lists (0 = decode in the calling thread).
+        loader_threads: threads that read and prepare images ahead of the network for lists and
+            streams (:meth:`process`); None = :func:`default_loader_threads`; 0 runs everything
+            in the calling thread, one batch after the other (the sequential path; the results
+            are the same).
     """
 
     def __init__(self, backend: Backend, *, thresh: float = 0.25, hier_thresh: float = 0.5,
                  nms: float = 0.45, letter_box: Optional[bool] = None, batch_size: int = 8,
-                 pixel_boxes: bool = False, loader_threads: int = 0):
+                 pixel_boxes: bool = False, loader_threads: Optional[int] = None):
         self.backend = backend
         self.thresh = float(thresh)
         self.hier_thresh = float(hier_thresh)
@@ -91,7 +158,8 @@ class Pipeline:
         self.letter_box = backend.letter_box if letter_box is None else bool(letter_box)
         self.batch_size = max(1, int(batch_size))
         self.pixel_boxes = bool(pixel_boxes)
-        self.loader_threads = max(0, int(loader_threads))
+        self.loader_threads = default_loader_threads() if loader_threads is None else \
+            max(0, int(loader_threads))
         self.nms_kind, self.beta_nms = nms_params(backend.heads)
         #: milliseconds of the backend call per image of the last batch (``Predicted in``)
         self.last_forward_ms: List[float] = []
@@ -154,11 +222,17 @@ class Pipeline:
                             for im in originals])
 
     def forward(self, x: torch.Tensor):
-        t0 = time.perf_counter()
-        outs = self.backend(x)
-        ms = (time.perf_counter() - t0) * 1000.0 / max(1, x.shape[0])
+        outs, ms = self._timed_forward(x)
         self.last_forward_ms = [ms] * int(x.shape[0])
         return outs
+
+    def _timed_forward(self, x: torch.Tensor) -> Tuple[Any, float]:
+        """(backend outputs, milliseconds per image); touches no state of the pipeline, so the
+        network thread can run it while the calling thread finishes the previous batch."""
+        t0 = time.perf_counter()
+        with torch.no_grad():           # grad mode is per thread: say it on this one
+            outs = self.backend(x)
+        return outs, (time.perf_counter() - t0) * 1000.0 / max(1, x.shape[0])
 
     def decode(self, outputs, image_sizes: Sequence[Tuple[int, int]]) -> List[DetectionSet]:
         """Candidates (before NMS) of each image, boxes relative to the original image."""
@@ -184,12 +258,85 @@ class Pipeline:
         original ``(width, height)`` of each image."""
         return self.suppress(self.decode(self.forward(x), image_sizes))
 
+    # ------------------------------------------------------------------ the stages of a batch
+    # Each batch goes through these three, on the reader thread, the network thread and the
+    # calling thread when overlapped, one after the other otherwise (TiledPipeline overrides the
+    # three hooks with its tiles).
+    def _prepare_sources(self, originals: Sequence[Source]) -> Any:
+        """Reader stage: the network input(s) of a batch of loaded images."""
+        return self.prepare(originals)
+
+    def _forward_prepared(self, prepared: Any, count: int) -> Tuple[Any, float]:
+        """Network stage: (outputs, milliseconds per image) of :meth:`_prepare_sources`'s
+        result for ``count`` images."""
+        return self._timed_forward(prepared)
+
+    def _after_forward(self, prepared: Any) -> Any:
+        """What :meth:`_finish_outputs` needs of the prepared batch (the network inputs can
+        go: a batch waiting for the calling thread holds only its outputs)."""
+        return None
+
+    def _finish_outputs(self, originals: Sequence[Source], prepared: Any,
+                        outputs: Any) -> List[DetectionSet]:
+        """Calling thread: decoding and NMS of a batch."""
+        return self.suppress(self.decode(outputs, [image_size(im) for im in originals]))
+
+    def _load_batch(self, chunk: Sequence[Tuple[Any, Optional[ImageInput]]], frames: bool,
+                    errors_per_image: bool) -> _Batch:
+        load = self.frame_source if frames else self.source
+        loaded: List[Any] = []
+        for _, image in chunk:
+            if image is None:
+                loaded.append(None)
+                continue
+            try:
+                loaded.append(load(image))
+            except DataError as e:
+                if not errors_per_image:
+                    raise
+                loaded.append(e)
+        batch = _Batch([tag for tag, _ in chunk], loaded)
+        originals = batch.originals
+        if originals:
+            batch.prepared = self._prepare_sources(originals)
+        return batch
+
+    def _forward_batch(self, batch: _Batch) -> _Batch:
+        originals = batch.originals
+        if originals:
+            batch.outputs, batch.forward_ms = self._forward_prepared(batch.prepared,
+                                                                     len(originals))
+        batch.prepared = self._after_forward(batch.prepared)   # inputs are not kept
+        return batch
+
+    def _finish_batch(self, batch: _Batch, keep_images: bool) -> List[Outcome]:
+        originals = batch.originals
+        sets = self._finish_outputs(originals, batch.prepared, batch.outputs) if originals \
+            else []
+        if originals:
+            self.last_forward_ms = [batch.forward_ms] * len(originals)
+        out: List[Outcome] = []
+        found = iter(sets)
+        for tag, item in zip(batch.tags, batch.loaded):
+            if item is None:
+                out.append(Outcome(tag))
+            elif isinstance(item, DataError):
+                out.append(Outcome(tag, error=item))
+            else:
+                name, im = item
+                out.append(Outcome(tag, name, as_image_tensor(im) if keep_images else None,
+                                   next(found), None, batch.forward_ms))
+        return out
+
     def _run_loaded(self, loaded: Sequence[Tuple[str, Source]],
                     keep_images: bool = True) -> List[Result]:
-        originals = [im for _, im in loaded]
-        sets = self.detect_batch(self.prepare(originals), [image_size(im) for im in originals])
-        return _results(loaded, sets, keep_images)
+        """One batch of loaded images through the stages, in the calling thread."""
+        batch = _Batch([None] * len(loaded), list(loaded))
+        batch.prepared = self._prepare_sources([im for _, im in loaded])
+        done = self._finish_batch(self._forward_batch(batch), keep_images)
+        return [(o.name, o.image, o.detections) for o in done]  # type: ignore[misc]
 
+    # ------------------------------------------------------------------ whole runs
     def detect_frames(self, frames: Sequence[ImageInput]) -> List[DetectionSet]:
         """Video frames (BGR uint8 arrays as ``VideoCapture`` reads them) -> detections after
         NMS, boxes relative to each frame, all frames in one backend call: what ``detector demo``
@@ -203,22 +350,63 @@ class Pipeline:
         return list(self.iterate(images, keep_images))
 
     def iterate(self, images: Iterable[ImageInput], keep_images: bool = True) -> Iterator[Result]:
-        """:meth:`run` as a generator: results come out batch by batch, in input order, while
-        the next batch's images are decoded on :attr:`loader_threads` threads."""
-        batches = _chunks(iter(images), self.batch_size)
-        if not self.loader_threads:
-            for chunk in batches:
-                yield from self._run_loaded([self.source(im) for im in chunk], keep_images)
+        """:meth:`run` as a generator: results come out batch by batch, in input order, the
+        stages overlapped (:meth:`process`). An image that cannot be loaded raises its
+        :class:`~darknet_py.errors.DataError` after the results of the batches before it."""
+        for o in self.process(((None, im) for im in images), keep_images,
+                              overlap=not _one_batch(images, self.batch_size)):
+            yield o.name, o.image, o.detections  # type: ignore[misc]
+
+    def process(self, items: Iterable[Tuple[Any, Optional[ImageInput]]],
+                keep_images: bool = True, *, frames: bool = False,
+                errors_per_image: bool = False, ahead: Optional[int] = None,
+                overlap: bool = True) -> Iterator[Outcome]:
+        """``(tag, image)`` items -> one :class:`Outcome` per item, in input order,
+        :attr:`batch_size` images per backend call, the stages overlapped (see the module text).
+
+        ``frames``: the images are video frames (:meth:`frame_source`: the demo's rule), else
+        still images (:meth:`source`). ``errors_per_image``: an image that cannot be loaded
+        gives an outcome with ``error`` set and the others go on (``detector test`` on a list);
+        otherwise its error is raised in order. An item whose image is None keeps its place and
+        runs nothing. ``ahead``: batches read ahead (default :data:`READ_AHEAD_BATCHES`; each
+        reader thread gets one more). Stopping early (``close()``, ``break``, an exception in
+        the caller's loop, Ctrl-C) stops the threads and closes ``items`` if it is a generator.
+        ``overlap=False`` or ``loader_threads=0`` runs every stage in the calling thread."""
+        chunks = _chunks(iter(items), self.batch_size)
+
+        def load(chunk):
+            return self._load_batch(chunk, frames, errors_per_image)
+
+        if not overlap or not self.loader_threads:
+            try:
+                for chunk in chunks:
+                    yield from self._finish_batch(self._forward_batch(load(chunk)), keep_images)
+            finally:
+                chunks.close()
             return
-        with ThreadPoolExecutor(max_workers=self.loader_threads) as pool:
-            pending = None
-            for chunk in batches:
-                loading = [pool.submit(self.source, im) for im in chunk]
-                if pending is not None:
-                    yield from self._run_loaded([f.result() for f in pending], keep_images)
-                pending = loading
-            if pending is not None:
-                yield from self._run_loaded([f.result() for f in pending], keep_images)
+        depth = max(1, READ_AHEAD_BATCHES if ahead is None else int(ahead))
+        workers = self.loader_threads
+        reader = Prefetcher(chunks, load, depth=depth + workers - 1, workers=workers,
+                            name="darknet-py-read")
+        network = Prefetcher(reader, self._forward_batch, depth=READ_AHEAD_BATCHES,
+                             name="darknet-py-network")
+        try:
+            for batch in network:
+                yield from self._finish_batch(batch, keep_images)
+        finally:
+            network.close()
+
+    def describe_threads(self, ahead: Optional[int] = None) -> str:
+        """Who runs what when a list or a stream goes through :meth:`process` with ``ahead``
+        (list commands print it on stderr after ``overlap:``)."""
+        net = _network_threads(self.backend)
+        if not self.loader_threads:
+            return f"none: reading, the network ({net}), decoding and NMS in one thread"
+        n = self.loader_threads
+        ahead = max(1, READ_AHEAD_BATCHES if ahead is None else int(ahead)) + n - 1
+        return (f"{n} reader thread{'s' if n != 1 else ''} (read + resize, up to {ahead} "
+                f"batch{'es' if ahead != 1 else ''} of {self.batch_size} ahead), the network on "
+                f"its own thread ({net}), decoding + NMS + output on the main thread")
 
     def __repr__(self) -> str:
         return (f"Pipeline({self.backend.describe()}, thresh={self.thresh}, nms={self.nms}, "
@@ -233,12 +421,32 @@ def _results(loaded: Sequence[Tuple[str, Source]], sets: Sequence[DetectionSet],
             for (name, im), dets in zip(loaded, sets)]
 
 
+def _network_threads(backend: Backend) -> str:
+    """``2 intra-op threads`` (CPU) or the device a backend runs on."""
+    if backend.device.type != "cpu":
+        return f"on {backend.device}"
+    n = getattr(backend, "run_threads", None) or getattr(backend, "threads", None) or \
+        torch.get_num_threads()
+    return f"{n} intra-op thread{'s' if n != 1 else ''}"
+
+
+def _one_batch(images: Any, size: int) -> bool:
+    """Whether ``images`` is a sized collection of at most one batch (nothing to overlap)."""
+    return isinstance(images, Sized) and not isinstance(images, (str, bytes)) and \
+        len(images) <= size
+
+
 def _chunks(items: Iterator[Any], size: int) -> Iterator[List[Any]]:
     chunk: List[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
+    try:
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    finally:
+        close: Optional[Callable[[], None]] = getattr(items, "close", None)
+        if close is not None:       # a generator of frames or lines ends with the pipeline
+            close()

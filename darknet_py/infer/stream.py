@@ -3,16 +3,17 @@
 >>> for frame in det.stream("traffic.mp4"):          # or a camera index, or any iterator
 ...     print(frame.frame_id, [d.name for d in frame.detections])
 
-:class:`FrameReader` decodes frames on a background thread into a bounded queue (so a slow
-consumer holds at most ``queue_size`` decoded frames in memory): an OpenCV ``VideoCapture`` of a
-video file or camera index, or any iterable of frames (BGR ``uint8`` arrays as OpenCV gives
-them, ``(C, H, W)`` float tensors, or image paths). :func:`stream` then sends the frames through
-the detector's :class:`~darknet_py.infer.pipeline.Pipeline` ``batch_size`` frames per forward
-pass, in order, exactly as ``detector demo`` does: every frame gets what
-``detector.detect_frames([frame])`` gives it (Darknet's ``demo`` rule for video frames,
-:func:`~darknet_py.imaging.image.prepare_frame`, then the same decoding and NMS; tiling too when the
-detector tiles). An image path or a float tensor in an iterable is a still image and gets what
-``detector(image)`` gives it.
+:class:`FrameReader` reads the frames of a source: an OpenCV ``VideoCapture`` of a video file or
+camera index, or any iterable of frames (BGR ``uint8`` arrays as OpenCV gives them,
+``(C, H, W)`` float tensors, or image paths). :func:`stream` sends them through the detector's
+:class:`~darknet_py.infer.pipeline.Pipeline` (:meth:`~darknet_py.infer.pipeline.Pipeline.process`)
+``batch_size`` frames per forward pass, in order, exactly as ``detector demo`` does: the
+pipeline's reader thread reads and prepares the next frames (a bounded queue: a slow consumer
+holds at most about ``queue_size`` frames ahead in memory) while the network runs and the
+calling thread handles the previous ones. Every frame gets what ``detector.detect_frames([frame])``
+gives it (Darknet's ``demo`` rule for video frames, :func:`~darknet_py.imaging.image.prepare_frame`,
+then the same decoding and NMS; tiling too when the detector tiles). An image path or a float
+tensor in an iterable is a still image and gets what ``detector(image)`` gives it.
 
 A batch is filled before it runs (deterministic results); with a live camera and ``batch_size``
 above 1 that delays each result by up to ``batch_size - 1`` frames.
@@ -20,10 +21,9 @@ above 1 that delays each result by up to ``batch_size - 1`` frames.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,10 +31,9 @@ import torch
 from ..errors import DataError, UsageError
 from ..files import PathLike
 from ..structures.detections import DetectionSet, ImageDetections
+from .prefetch import Prefetcher
 
 __all__ = ["FrameReader", "FrameResult", "frame_reader", "stream"]
-
-_END = object()
 
 
 @dataclass
@@ -81,19 +80,23 @@ def open_capture(source: Union[PathLike, int]):
 
 
 class FrameReader:
-    """Frames of ``source`` decoded on a background thread: iterate to get
-    ``(frame_id, frame, image)`` with ``image`` what ``load(frame)`` makes of it.
+    """The frames of ``source`` (a video file, a camera index or an iterable of frames).
 
-    ``load`` is run on the reader thread (:func:`frame_reader` gives the pipeline's
-    :meth:`~darknet_py.infer.pipeline.Pipeline.frame_source`); ``fps`` is the video's frame rate
-    (25 when unknown or for iterators)."""
+    Iterate it to get ``(frame_id, frame, image)``, ``image`` being what ``load(frame)`` makes
+    of it, read and loaded on a background thread up to ``queue_size`` frames ahead
+    (:class:`~darknet_py.infer.prefetch.Prefetcher`); :func:`stream` instead reads
+    :meth:`frames` on the pipeline's own reader thread. :func:`frame_reader` gives the
+    pipeline's :meth:`~darknet_py.infer.pipeline.Pipeline.frame_source` as ``load``; ``fps`` is
+    the video's frame rate (25 when unknown or for iterators)."""
 
     def __init__(self, source, load, queue_size: int = 8):
         if queue_size < 1:
             raise UsageError(f"queue_size must be >= 1, got {queue_size}")
         self.load = load
+        self.queue_size = int(queue_size)
         self.fps = 25.0
         self._cap = None
+        self._cap_lock = threading.Lock()       # a capture is released only between reads
         if isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
             import cv2
             self._cap = open_capture(source)
@@ -108,58 +111,63 @@ class FrameReader:
             except TypeError:
                 raise UsageError(f"cannot stream from {type(source).__name__} (a video file, a "
                                  "camera index or an iterable of frames)") from None
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._used = False
+        self._prefetch = None
 
     def _read_capture(self) -> Iterator[np.ndarray]:
-        while True:
-            ok, frame = self._cap.read()
-            if not ok:
-                return
-            yield frame
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self) -> None:
-        try:
-            for k, frame in enumerate(self._frames, 1):
-                if self._stop.is_set() or not self._put((k, frame, self.load(frame))):
-                    return
-            self._put(_END)
-        except BaseException as e:  # handed to the consumer, raised there
-            self._put(e)
-
-    def __iter__(self) -> Iterator[tuple]:
-        if self._thread is not None:
-            raise UsageError("a FrameReader can be iterated once")
-        self._thread = threading.Thread(target=self._work, name="darknet-py-frames", daemon=True)
-        self._thread.start()
         try:
             while True:
-                item = self._queue.get()
-                if item is _END:
+                with self._cap_lock:
+                    if self._cap is None:
+                        return
+                    ok, frame = self._cap.read()
+                if not ok:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                yield frame
+        finally:
+            self._release()
+
+    def frames(self) -> Iterator[Tuple[int, Any]]:
+        """``(frame_id, frame)`` from 1, read in the calling thread (once: a FrameReader is a
+        single pass over its source); the capture is released at the end or when the
+        generator is closed."""
+        if self._used:
+            raise UsageError("a FrameReader can be iterated once")
+        self._used = True
+        return self._numbered()
+
+    def _numbered(self) -> Iterator[Tuple[int, Any]]:
+        try:
+            yield from enumerate(self._frames, 1)
+        finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[tuple]:
+        load = self.load
+        self._prefetch = Prefetcher(self.frames(), lambda kf: (kf[0], kf[1], load(kf[1])),
+                                    depth=self.queue_size, name="darknet-py-frames")
+        try:
+            yield from self._prefetch
         finally:
             self.close()
 
+    def _release(self) -> None:
+        # not while another thread is inside read(); that thread releases it when it returns
+        if self._cap_lock.acquire(timeout=1.0):
+            try:
+                if self._cap is not None:
+                    self._cap.release()
+                    self._cap = None
+            finally:
+                self._cap_lock.release()
+
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        """Stop reading and release the capture."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+        self._release()
 
 
 def frame_reader(detector, source, queue_size: int = 8) -> FrameReader:
@@ -172,29 +180,35 @@ def frame_reader(detector, source, queue_size: int = 8) -> FrameReader:
 
 def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     """Per-frame results of ``detector`` on ``source`` (see the module text; a
-    :class:`FrameReader` is used as it is); frames go through the network
-    ``detector.batch_size`` at a time."""
+    :class:`FrameReader` is used as it is: its frames and its ``load``); frames go through the
+    network ``detector.batch_size`` at a time."""
     from .results import to_detections
     pipeline = detector.pipeline
     reader = source if isinstance(source, FrameReader) else \
         frame_reader(detector, source, queue_size=queue_size)
-    size = pipeline.batch_size
-
-    def run(batch):
-        results = pipeline.run([image for _, _, image in batch], keep_images=False)
-        for (frame_id, frame, _), (_, _, dets) in zip(batch, results):
-            yield FrameResult(frame_id, frame,
-                              to_detections(f"frame {frame_id}", dets, detector.names,
-                                            detector.thresh))
-
-    batch: list = []
+    results = pipeline.process(_loaded_frames(reader), keep_images=False, frames=True,
+                               ahead=read_ahead(pipeline, reader.queue_size))
     try:
-        for item in reader:
-            batch.append(item)
-            if len(batch) == size:
-                yield from run(batch)
-                batch = []
-        if batch:
-            yield from run(batch)
+        for o in results:
+            frame_id, frame = o.tag
+            yield FrameResult(frame_id, frame,
+                              to_detections(f"frame {frame_id}", o.detections, detector.names,
+                                            detector.thresh))
     finally:
+        results.close()
         reader.close()
+
+
+def read_ahead(pipeline, queue_size: int) -> int:
+    """Batches a stream reads ahead: about ``queue_size`` frames."""
+    return max(1, queue_size // pipeline.batch_size)
+
+
+def _loaded_frames(reader: FrameReader) -> Iterator[Tuple[Tuple[int, Any], Any]]:
+    """``((frame_id, frame), reader.load(frame))``: run by the pipeline's reader thread."""
+    frames = reader.frames()
+    try:
+        for frame_id, frame in frames:
+            yield (frame_id, frame), reader.load(frame)
+    finally:
+        frames.close()

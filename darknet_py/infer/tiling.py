@@ -46,7 +46,7 @@ import torch
 from ..errors import UsageError
 from ..structures.detections import DetectionSet
 from ..imaging.image import crop_image, image_size
-from .pipeline import Pipeline, Source, _results
+from .pipeline import Pipeline, Source
 
 __all__ = ["TiledPipeline", "tile_grid", "parse_tiles", "map_tile_boxes", "tiled"]
 
@@ -148,11 +148,21 @@ class TiledPipeline(Pipeline):
         return tile_grid(width, height, self.tiles[0], self.tiles[1], self.tile_overlap,
                          self.width, self.height)
 
-    @torch.no_grad()
     def candidates(self, originals: Sequence[Source]) -> List[DetectionSet]:
         """Pooled candidates (before NMS) of every loaded image or frame (:meth:`source`,
         :meth:`frame_source`), boxes relative to the image."""
-        jobs = []          # (image index, tile or None for the whole image, crop)
+        plan = self._prepare_sources(originals)
+        outputs, ms = self._forward_prepared(plan, len(originals))
+        self.last_forward_ms = [ms] * len(originals)
+        return self._candidates(originals, self._after_forward(plan), outputs)
+
+    # the stages of a batch (see Pipeline): the reader cuts and prepares the tiles, the network
+    # thread runs them backend call by backend call, the calling thread decodes, maps, merges
+    def _prepare_sources(self, originals: Sequence[Source]) -> List[Tuple[list, torch.Tensor]]:
+        """The tile jobs ``(image index, tile or None for the whole image, crop size)`` of a
+        batch, cut into backend calls of ``batch_size`` tiles (at least one image's tiles),
+        each with its prepared input."""
+        jobs = []
         for k, im in enumerate(originals):
             w, h = image_size(im)
             for t in self.grid(w, h):
@@ -162,23 +172,37 @@ class TiledPipeline(Pipeline):
                 jobs.append((k, None, im))
         per_image = max(1, len(jobs) // max(1, len(originals)))
         step = max(self.batch_size, per_image)
-        pooled: List[List[DetectionSet]] = [[] for _ in originals]
-        forward_ms = 0.0
+        plan = []
         for s in range(0, len(jobs), step):
             chunk = jobs[s:s + step]
             crops = [c for _, _, c in chunk]
-            sets = self.decode(self.forward(self.prepare(crops)), [image_size(c) for c in crops])
-            forward_ms += sum(self.last_forward_ms)
-            for (k, t, _), cand in zip(chunk, sets):
+            plan.append(([(k, t, image_size(c)) for k, t, c in chunk], self.prepare(crops)))
+        return plan
+
+    def _forward_prepared(self, plan, count: int):
+        outputs, total_ms = [], 0.0
+        for _, x in plan:
+            outs, ms = self._timed_forward(x)
+            outputs.append(outs)
+            total_ms += ms * int(x.shape[0])
+        return outputs, total_ms / max(1, count)
+
+    def _after_forward(self, plan):
+        return [jobs for jobs, _ in plan]
+
+    def _candidates(self, originals: Sequence[Source], plan: List[list], outputs: list
+                    ) -> List[DetectionSet]:
+        pooled: List[List[DetectionSet]] = [[] for _ in originals]
+        for jobs, outs in zip(plan, outputs):
+            sets = self.decode(outs, [size for _, _, size in jobs])
+            for (k, t, _), cand in zip(jobs, sets):
                 wh = image_size(originals[k])
                 pooled[k].append(cand if t is None else map_tile_boxes(cand, t, wh))
-        self.last_forward_ms = [forward_ms / max(1, len(originals))] * len(originals)
         return [DetectionSet.concat(p, self.backend.classes, image_size(im))
                 for p, im in zip(pooled, originals)]
 
-    def _run_loaded(self, loaded, keep_images: bool = True):
-        originals = [im for _, im in loaded]
-        return _results(loaded, self.suppress(self.candidates(originals)), keep_images)
+    def _finish_outputs(self, originals, plan, outputs) -> List[DetectionSet]:
+        return self.suppress(self._candidates(originals, plan, outputs))
 
     def detect_batch(self, x, image_sizes):
         raise UsageError("tiled detection needs the original images, not network inputs: use "

@@ -57,9 +57,10 @@ def read_map_truths(image_path: str, on_missing: Optional[Callable[[str], None]]
     return np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
-def map_pipeline(backend, batch_size: int = 4, loader_threads: int = 2):
+def map_pipeline(backend, batch_size: int = 4, loader_threads: Optional[int] = None):
     """The pipeline ``validate_detector_map`` runs: objectness 0.005, NMS 0.45 with the last
-    head's kind, the model's own ``letter_box`` (Darknet ignores ``-letter_box`` here)."""
+    head's kind, the model's own ``letter_box`` (Darknet ignores ``-letter_box`` here); its
+    stages overlap (``loader_threads``: see :class:`~darknet_py.infer.pipeline.Pipeline`)."""
     from ..infer.pipeline import Pipeline
     return Pipeline(backend, thresh=MAP_OBJECTNESS_THRESH, hier_thresh=0.0, nms=MAP_NMS_THRESH,
                     letter_box=backend.letter_box, batch_size=batch_size,
@@ -88,12 +89,15 @@ def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[st
                        backend: str = "auto", batch_size: int = 4,
                        progress: Optional[Callable[[int], None]] = None,
                        on_missing_label: Optional[Callable[[str], None]] = None,
-                       tiling: Optional[dict] = None) -> MapInputs:
+                       tiling: Optional[dict] = None,
+                       announce: Optional[Callable[[str], None]] = None) -> MapInputs:
     """Run a model over ``images`` and read their labels (all but the metric itself).
 
     ``model`` is a cfg path (with ``weights``, run by ``backend``) or an already made backend;
     ``tiling`` (``tiles``, ``tile_overlap``, ``tiles_full``) detects on tiles
-    (:func:`~darknet_py.infer.tiling.tiled`), the rest unchanged.
+    (:func:`~darknet_py.infer.tiling.tiled`), the rest unchanged. ``announce`` gets the line
+    saying which threads run what (:meth:`~darknet_py.infer.pipeline.Pipeline.describe_threads`)
+    before the images run.
     """
     from ..infer.backends.base import Backend, make_backend
     if not isinstance(model, Backend):
@@ -113,6 +117,8 @@ def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[st
     if tiling:
         from ..infer.tiling import tiled
         pipeline = tiled(pipeline, **tiling)
+    if announce is not None:
+        announce(pipeline.describe_threads())
     dets = detect_for_map(pipeline, list(images), progress)
     truths = [read_map_truths(p, note_missing) for p in images]
     return MapInputs(list(images), dets, truths, model.classes, head_codes(model.heads), missing)

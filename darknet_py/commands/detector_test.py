@@ -141,7 +141,7 @@ def _stdin_list(det, writer, out, ext_output, save_labels, thresh) -> None:
     thread reads the lines and the images ahead, the network runs on its thread, and this
     thread prints, draws and writes each image's results in the order of the lines, with the
     prompts where the sequential loop prints them."""
-    from ..infer.draw import write_labels
+    from ..infer.results import write_labels
     from ..imaging.image import save_image
 
     def lines():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import REPO, refpath, require
+
 from darknet_py.errors import DarknetError, UsageError
-from darknet_py.infer.backends.base import make_backend
+from darknet_py.infer.backends.factory import make_backend
 from darknet_py.infer.detector import Detector
 from darknet_py.infer.pipeline import Pipeline
 from darknet_py.model.network import Network

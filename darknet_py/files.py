@@ -19,6 +19,8 @@ import os
 import tempfile
 from typing import IO, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .errors import UsageError
+
 __all__ = ["PathLike", "read_bounded", "atomic_write_bytes", "atomic_write_files",
            "default_file_mode", "same_file", "refuse_output_onto_inputs", "AtomicTextWriter"]
 
@@ -133,7 +135,6 @@ def refuse_output_onto_inputs(output: Optional[str], what: str,
     ``"-out"``) is the same file as one of ``inputs`` (``(description, path)`` pairs): Darknet
     would write over the user's cfg, weights, image or video; darknet-py never does. Checked
     before anything runs; an output that does not exist yet cannot be an input."""
-    from .errors import UsageError
     if not output:
         return
     try:

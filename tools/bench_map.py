@@ -60,6 +60,7 @@ def prepare(refdata: Path, work: Path) -> Path:
     weights = work / "untrained.weights"
     if not weights.exists():
         import torch
+
         from darknet_py.model.network import Network
         (work / "conv29").write_bytes((refdata / "weights" / "yolov4-tiny.weights")
                                       .read_bytes()[:CONV29_BYTES])
@@ -83,12 +84,12 @@ def main() -> None:
     import torch
     torch.set_num_threads(args.threads)
     from darknet_py.data.datacfg import read_list
-    from darknet_py.infer.backends.base import make_backend
     from darknet_py.imaging.image import image_size
+    from darknet_py.infer.backends.factory import make_backend
+    from darknet_py.infer.evaluate import map_pipeline, read_map_truths
     from darknet_py.infer.nms import _nms_per_class_dense, _nms_per_class_sparse, apply_nms
     from darknet_py.infer.pipeline import scale_to_pixels
     from darknet_py.metrics import darknet_map, format_map_report
-    from darknet_py.metrics.evaluate import map_pipeline, read_map_truths
 
     work = prepare(Path(args.refdata), Path(args.workdir))
     with open("/proc/loadavg") as f:

@@ -165,16 +165,18 @@ def opencv_runner(cfg: str, weights: str, width: int, height: int, mode: str
 def fixed_threads_backend(cfg: str, weights: str, backend: str, threads: int):
     """The backend ``make_backend`` would pick, with exactly ``threads`` network threads (no
     calibration)."""
-    from darknet_py.infer.backends.base import default_backend_name, load_network
     import torch
-    name = default_backend_name(cfg, torch.device("cpu")) if backend == "auto" else backend
+
+    from darknet_py.infer.backends.factory import auto_backend
+    from darknet_py.model.network import Network
+    name = auto_backend(cfg, torch.device("cpu"))[0] if backend == "auto" else backend
     if name == "onnxruntime":
         from darknet_py.infer.backends.onnxruntime import OnnxRuntimeBackend, cached_export
         return OnnxRuntimeBackend(cached_export(cfg, weights), threads=threads,
                                   calibrate_threads=False)
     if name == "fast":
         from darknet_py.infer.backends.fast import FastBackend
-        return FastBackend(load_network(cfg, weights), "fp32", threads, calibrate_threads=False)
+        return FastBackend(Network.from_files(cfg, weights), "fp32", threads, calibrate_threads=False)
     raise SystemExit(f"--split: backend {name} has no fixed thread count here")
 
 
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
 
     import cv2
     import torch
-    from darknet_py.infer.backends.base import make_backend
+
+    from darknet_py.infer.backends.factory import make_backend
 
     folder = os.path.join(args.refdata, "datasets", "coco128", "images", "val2017")
     images = sorted(os.path.join(folder, f) for f in os.listdir(folder)

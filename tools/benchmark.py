@@ -67,6 +67,7 @@ def random_weights(cfg: str, size: int, folder: str) -> str:
     path = os.path.join(folder, os.path.basename(cfg) + f".random{size}.weights")
     if not os.path.exists(path):
         import torch
+
         from darknet_py.model.network import Network
         torch.manual_seed(0)
         net = Network.from_cfg(cfg, width=size, height=size)
@@ -175,7 +176,7 @@ def run_coco128(argv) -> int:
 
     import torch
 
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     from darknet_py.infer.pipeline import Pipeline
 
     p = argparse.ArgumentParser(description="detector map/valid throughput on coco128")
@@ -228,11 +229,11 @@ def run_int8(argv) -> int:
     0.005, NMS 0.45, IoU 0.5, ``-points 0``) of both on coco128 val2017."""
     import argparse
 
-    from darknet_py.data.datacfg import read_names
-    from darknet_py.infer.backends.base import make_backend
     from darknet_py.bench import BenchConfig, run_benchmark
+    from darknet_py.data.datacfg import read_names
+    from darknet_py.infer.backends.factory import make_backend
+    from darknet_py.infer.evaluate import collect_map_inputs
     from darknet_py.metrics import darknet_map
-    from darknet_py.metrics.evaluate import collect_map_inputs
 
     p = argparse.ArgumentParser(description="int8 against fp32 ONNX Runtime: speed and mAP")
     p.add_argument("--int8", action="store_true")

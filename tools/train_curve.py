@@ -125,7 +125,7 @@ def data_with(data: Path, workdir: Path, saveweights: Optional[int],
 
 # ---------------------------------------------------------------------------------- training
 def train(data: Path, cfg: Path, weights: Optional[Path], workdir: Path, args) -> None:
-    from darknet_py.train.trainer import TrainOptions, Trainer
+    from darknet_py.train.trainer import Trainer, TrainOptions
     opts = TrainOptions(data=str(data), cfg=str(cfg), weights=str(weights) if weights else None,
                         clear=args.clear, dont_show=True, bf16=args.bf16,
                         workers=args.workers, seed=args.seed, max_batches=args.max_batches,
@@ -206,10 +206,11 @@ def evaluate_checkpoints(cfg: Path, checkpoints: Sequence[Checkpoint], valid: st
                          names: Sequence[str], classes: int, thresh: float, device,
                          log_rows: Dict[int, Tuple[float, float, float]]) -> List[CurvePoint]:
     import torch
+
     from darknet_py.data.datacfg import read_list
     from darknet_py.infer.backends.exact import ExactBackend
+    from darknet_py.infer.evaluate import collect_map_inputs
     from darknet_py.metrics import darknet_map
-    from darknet_py.metrics.evaluate import collect_map_inputs
     from darknet_py.model.network import Network
     images = read_list(valid)
     if not images:

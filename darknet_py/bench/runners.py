@@ -20,11 +20,11 @@ import torch
 
 from ..errors import DataError, UsageError
 from ..formats.cfg import with_network_size
-from ..infer.backends.base import make_backend
+from ..imaging.image import image_size, load_image, prepare_input
 from ..infer.backends.cuda import CudaBackend
 from ..infer.backends.exact import ExactBackend
+from ..infer.backends.factory import make_backend
 from ..infer.backends.fast import FastBackend
-from ..imaging.image import image_size, load_image, prepare_input
 from ..infer.pipeline import Pipeline
 from ..model.network import Network
 from .config import NMS_THRESH, RUNTIME_VARIANTS, THRESH, BenchConfig

@@ -7,8 +7,16 @@ from typing import Optional, Tuple
 
 import click
 
+from .. import distributed as dist
 from ..console import eprint
-from ..errors import DataError, UsageError
+from ..data.datacfg import read_data_cfg
+from ..devices import select_device
+from ..errors import CfgError, DataError, UsageError, WeightsError
+from ..formats.weights import format_load_report
+from ..infer.backends.base import BACKENDS, PRECISIONS
+from ..infer.backends.factory import AUTO_BACKEND_RULE, make_backend
+from ..infer.backends.int8 import check_request
+from ..model.network import Network
 
 
 def flag(name: str, dest: Optional[str] = None, **kw):
@@ -18,7 +26,6 @@ def flag(name: str, dest: Optional[str] = None, **kw):
 
 def print_startup(net) -> None:
     """Darknet's start-up text on stderr: the layer table, then what the weights load read."""
-    from ..formats.weights import format_load_report
     net.print_table()
     if net.load_report is not None:
         eprint(format_load_report(net.load_report))
@@ -41,8 +48,6 @@ def preflight(data: Optional[str] = None, cfg: Optional[str] = None,
     left to the command, which explains them). Each error is the one the command would raise
     later, only sooner. Returns the parsed data file (or None).
     """
-    from ..data.datacfg import read_data_cfg
-    from ..errors import CfgError, WeightsError
     parsed = None
     if data is not None:
         check_file(data, "data file")
@@ -80,7 +85,6 @@ def parse_gpus(text: Optional[str]):
 def backend_flags(fn):
     """``-backend``, ``-precision``, ``-calib``, ``-threads``, ``-i`` (and Darknet's ``-half``)
     for the commands that run a model."""
-    from ..infer.backends.base import AUTO_BACKEND_RULE, BACKENDS, PRECISIONS
     decorators = [
         flag("backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
              help=f"What runs the network: auto = {AUTO_BACKEND_RULE} (the choice and why are "
@@ -114,13 +118,11 @@ def calibration_list(data: Optional[str], calibration: Optional[str], precision:
         if calibration is not None:
             raise UsageError("-calib is for -precision int8")
         return None
-    from ..infer.backends.int8 import check_request
     check_request(backend)
     if calibration is not None:
         return check_file(calibration, "calibration list (-calib)")
     if data is None:
         raise UsageError("-precision int8 needs images to calibrate on: -calib LIST")
-    from ..data.datacfg import read_data_cfg
     train = read_data_cfg(data).train
     if train is None:
         raise UsageError(f"-precision int8 calibrates on the train= list of {data}, which has "
@@ -136,10 +138,6 @@ def open_backend(cfg: str, weights: Optional[str], *, backend: str = "auto",
     then one line naming the backend and device (and, for ``-backend auto``, why).
     ``-precision int8`` calibrates on ``calibration`` or the ``train=`` list of the .data file
     ``data`` (once: then cached)."""
-    from .. import distributed as dist
-    from ..devices import select_device
-    from ..infer.backends.base import make_backend
-    from ..model.network import Network
     if threads is not None and threads < 1:
         raise UsageError(f"-threads must be >= 1, got {threads}")
     precision = "fp16" if half else precision

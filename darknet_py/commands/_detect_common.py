@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from ..data.datacfg import read_data_cfg, read_names
 from ..errors import DataError
+from ..infer.detector import Detector
 from ._common import eprint, open_backend
 
 #: ``-hier``'s help (``detector test``, ``demo``); the why: ``model.decode.get_network_boxes``
@@ -16,7 +18,6 @@ HIER_THRESH_HELP = ("Darknet's hierarchy threshold, accepted for its command lin
 
 def names_from_data(data_path: str, classes: int) -> List[str]:
     """Class names from obj.data ``names=`` (Darknet's default data/names.list); too few is an error."""
-    from ..data.datacfg import read_data_cfg, read_names
     data = read_data_cfg(data_path)
     names_path = data.names_or_default()
     if not os.path.exists(names_path):
@@ -43,7 +44,6 @@ def split_model_args(cfg: str, weights: Optional[str], rest: Optional[str]):
 def make_detector(data: str, cfg: str, weights: Optional[str], thresh: float, hier_thresh: float,
                   letter_box: bool, batch_size: int = 1, tiling: Optional[dict] = None,
                   **backend_options):
-    from ..infer.detector import Detector
     backend = open_backend(cfg, weights, data=data, **backend_options)
     det = Detector(cfg, backend=backend, letter_box=True if letter_box else None, thresh=thresh,
                    hier_thresh=hier_thresh, batch_size=batch_size, **(tiling or {}))

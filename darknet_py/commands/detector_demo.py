@@ -34,10 +34,17 @@ import sys
 import time
 
 import click
+import cv2
 
+from ..console import eprint
 from ..errors import DataError, UsageError
 from ..files import refuse_output_onto_inputs
-from ..console import eprint
+from ..imaging.image import image_from_array, image_to_bgr_uint8
+from ..infer.draw import demo_detection_lines
+from ..infer.results import JsonOutWriter, detection_to_json
+from ..infer.stream import frame_reader, read_ahead
+from ..infer.tracking import ByteTracker, require_supervision
+from ..serve import DemoStreams
 from ._common import backend_flags, flag, preflight
 from ._detect_common import HIER_THRESH_HELP, make_detector
 from ._http import http_flags
@@ -74,11 +81,6 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
             dont_show, letter_box, benchmark, batch, json_out, mjpeg_port, json_port, http_host,
             tiles, tile_overlap, tiles_full, track, **backend_options):
     """Detect objects in every frame of VIDEO (or a camera)."""
-    from ..imaging.image import image_from_array, image_to_bgr_uint8
-    from ..infer.draw import demo_detection_lines
-    from ..infer.results import JsonOutWriter, detection_to_json
-    from ..infer.stream import frame_reader, read_ahead
-    from ..serve import DemoStreams
     parsed = preflight(data, cfg, weights, video=video, names=True)
     inputs = [("data file", data), ("cfg file", cfg), ("weights file", weights),
               ("video", video), ("names file", parsed.names_or_default())]
@@ -88,7 +90,6 @@ def COMMAND(data, cfg, weights, video, cam_index, thresh, hier_thresh, out_filen
         raise UsageError("-batch must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     if track:
-        from ..infer.tracking import ByteTracker, require_supervision
         require_supervision()
     det = make_detector(data, cfg, weights, thresh, hier_thresh, letter_box, batch_size=batch,
                         tiling=tiling, **backend_options)
@@ -213,7 +214,6 @@ def _remove(path: str) -> None:
 
 
 def _open_writer(tmp: str, final: str, fps: float, w: int, h: int):
-    import cv2
     ext = os.path.splitext(final)[1].lower()
     fourcc = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "XVID"}.get(ext, "MJPG")
     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h), True)

@@ -39,8 +39,14 @@ from typing import Optional
 import click
 
 from .. import distributed as dist
+from ..data.datacfg import read_data_cfg, read_list, read_names
 from ..errors import DataError, UsageError
-from ..metrics.evaluate import collect_map_inputs, head_codes, read_difficult_truths
+from ..infer.evaluate import collect_map_inputs, head_codes, read_difficult_truths
+from ..metrics import darknet_map, format_map_report
+from ..metrics.coco import write_coco_results
+from ..metrics.coco_map import coco_map
+from ..metrics.plots import write_map_plots
+from ..metrics.progress import StageProgress
 from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
 from ._tiling import tile_flags, tile_options
 
@@ -81,8 +87,6 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
             **backend_options) -> None:
     """Mean average precision of a detector on the data file's valid list (Darknet's
     `detector map`)."""
-    from ..data.datacfg import read_data_cfg, read_list, read_names
-    from ..metrics import darknet_map, format_map_report
     if points < 0:
         raise UsageError(f"-points must be 0, 11, 101 or another positive count, got {points}")
     if batch < 1:
@@ -141,7 +145,6 @@ def COMMAND(datacfg: str, cfgfile: str, weightfile: Optional[str], iou_thresh: f
         # a list parallel to valid=; its labels mark objects whose detections are not ranked
         difficult = read_difficult_truths(check_file(data.difficult, "difficult list"),
                                           len(images))
-    from ..metrics.progress import StageProgress
     shown = StageProgress()         # silent unless matching takes seconds (stderr)
     shown.begin("mAP: matching, images")
     try:
@@ -165,7 +168,6 @@ def _extras(data, inputs, result, classes, names, plots: Optional[str], coco: bo
     opt = data.options.get("coco_json")
     coco_json = opt.value if opt is not None else None
     if coco:
-        from ..metrics.coco_map import coco_map
         run = coco_map(inputs.paths, inputs.detections, inputs.truths, classes, names,
                        coco_json)
         gt_name = coco_json if coco_json else "the YOLO label files"
@@ -173,10 +175,8 @@ def _extras(data, inputs, result, classes, names, plots: Optional[str], coco: bo
         sys.stdout.write(run.summary_lines())
         sys.stdout.flush()
     if plots:
-        from ..metrics.plots import write_map_plots
         write_map_plots(result, plots, run.stats.as_dict() if run is not None else None)
         if run is not None:
-            from ..metrics.coco import write_coco_results
             write_coco_results(os.path.join(plots, "coco_results.json"), run.result_lines)
             if coco_json is None:       # the ground truth built from the labels
                 with open(os.path.join(plots, "coco_ground_truth.json"), "w") as f:

@@ -23,9 +23,11 @@ import sys
 import click
 
 from .. import distributed as dist
+from ..console import eprint
 from ..errors import DataError
 from ..files import refuse_output_onto_inputs, same_file
-from ..console import eprint
+from ..imaging.image import save_image
+from ..infer.results import JsonOutWriter, write_labels
 from ._common import backend_flags, flag, preflight
 from ._detect_common import HIER_THRESH_HELP, make_detector, split_model_args
 from ._tiling import tile_flags, tile_options
@@ -55,8 +57,6 @@ def COMMAND(data, cfg, weights, image, thresh, hier_thresh, ext_output, dont_sho
 
     CFG is a Darknet .cfg (then WEIGHTS follows) or a `darknet-py export` .onnx file (no
     WEIGHTS: `detector test obj.data model.onnx image.jpg`)."""
-    from ..imaging.image import save_image
-    from ..infer.results import JsonOutWriter, write_labels
     tiling = tile_options(tiles, tile_overlap, tiles_full)
     weights, image = split_model_args(cfg, weights, image)
     parsed = preflight(data, cfg, weights, image=image, names=True)
@@ -141,8 +141,6 @@ def _stdin_list(det, writer, out, ext_output, save_labels, thresh) -> None:
     thread reads the lines and the images ahead, the network runs on its thread, and this
     thread prints, draws and writes each image's results in the order of the lines, with the
     prompts where the sequential loop prints them."""
-    from ..infer.results import write_labels
-    from ..imaging.image import save_image
 
     def lines():
         """(tag, image path or None) per stdin line, then the end of input; a path this run
@@ -193,7 +191,6 @@ def _output_clash(path: str, out) -> str:
 
 def _detect_one(det, path, out, ext_output, save_labels, thresh):
     """(stdout text, detections, None) of one image, or (None, None, error message)."""
-    from ..infer.results import write_labels
     clash = _output_clash(path, out)
     if clash:
         return None, None, clash
@@ -210,8 +207,6 @@ def _detect_one(det, path, out, ext_output, save_labels, thresh):
 
 def _sharded_stdin_list(det, out, ext_output, save_labels, thresh) -> None:
     """torchrun: rank 0 reads stdin to its end, the ranks detect their share, rank 0 prints."""
-    from ..imaging.image import save_image
-    from ..infer.results import JsonOutWriter
     lines = dist.broadcast(sys.stdin.readlines() if dist.is_main() else None)
     paths = [line.strip() for line in lines if line.strip()]
     results = dist.map_sharded(paths, lambda mine: [

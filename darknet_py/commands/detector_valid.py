@@ -25,7 +25,13 @@ import click
 import numpy as np
 
 from .. import distributed as dist
+from ..data.datacfg import read_data_cfg, read_list, read_names
 from ..errors import DataError, UsageError
+from ..files import atomic_write_bytes, refuse_output_onto_inputs
+from ..infer.evaluate import head_codes
+from ..infer.pipeline import Pipeline
+from ..infer.tiling import tiled
+from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results
 from ..structures.boxes import xywh_to_xyxy
 from ._common import backend_flags, check_file, eprint, flag, open_backend, preflight
 from ._tiling import tile_flags, tile_options
@@ -71,11 +77,6 @@ def voc_lines(image_id: str, dets, width: int, height: int) -> List[tuple]:
 def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_overlap,
             tiles_full, **backend_options):
     """Write Darknet's detection results for the valid= list (COCO json or VOC files)."""
-    from ..data.datacfg import read_data_cfg, read_list, read_names
-    from ..infer.pipeline import Pipeline
-    from ..metrics.coco import coco_evaluate, coco_result_lines, format_coco_results
-    from ..metrics.evaluate import head_codes
-    from ..files import atomic_write_bytes, refuse_output_onto_inputs
     if batch < 1 or (workers is not None and workers < 1):
         raise UsageError("-batch and -workers must be >= 1")
     tiling = tile_options(tiles, tile_overlap, tiles_full)
@@ -121,7 +122,6 @@ def COMMAND(data, cfg, weights, outfile, coco_json, batch, workers, tiles, tile_
                         letter_box=backend.letter_box, batch_size=batch, pixel_boxes=True,
                         loader_threads=workers)
     if tiling["tiles"] is not None:
-        from ..infer.tiling import tiled
         pipeline = tiled(pipeline, **tiling)
     eprint(f"overlap: {pipeline.describe_threads()}")
     coco_lines: List[str] = []

@@ -12,12 +12,14 @@ import sys
 from typing import List, Optional
 
 import click
+import cv2
 import numpy as np
 
 from ..data.augment import AugmentConfig
 from ..data.datacfg import read_data_cfg, read_list, read_names
 from ..data.dataset import DetectionDataset
 from ..errors import DataError, UsageError
+from ..infer.draw import class_color
 from ..structures.boxes import xywh_to_xyxy
 
 GROUP = "detector"
@@ -30,8 +32,6 @@ def draw_truth(image_chw: np.ndarray, truth: np.ndarray, names: Optional[List[st
     416x416 photo: here each class has Darknet's class colour (as in predictions.jpg), boxes are
     ``thickness`` pixels (default: 2 up to 600 px, more for larger images) and each label is
     white or black text on a filled box of that colour, above the box when there is room."""
-    import cv2
-    from ..infer.draw import class_color
     img = (np.clip(image_chw, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
@@ -64,7 +64,6 @@ def draw_truth(image_chw: np.ndarray, truth: np.ndarray, names: Optional[List[st
 def show_batch(datacfg: str, cfgfile: str, n: int = 16, out_dir: str = ".",
                seed: Optional[int] = None) -> List[str]:
     """Write ``n`` augmented samples to ``out_dir``; returns the written paths."""
-    import cv2
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
     data = read_data_cfg(datacfg)

@@ -34,7 +34,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..imaging.image import read_image_size
+from ..imaging.image import decode_image, read_image_size
+from ..imaging.image_header import check_pixels
+from ..model.network import Network
 from ..structures.boxes import xywh_to_xyxy, xyxy_to_xywh
 from .anchors import kmeans_anchors
 from .datacfg import DataConfig, read_data_cfg, read_list_lines, read_names
@@ -197,7 +199,6 @@ def _percentiles(a: np.ndarray) -> Optional[Dict[str, List[float]]]:
 # --------------------------------------------------------------------------- network
 def network_info(cfg: str) -> NetworkInfo:
     """Input size, head strides and anchors per head from a cfg (builds the network once)."""
-    from ..model.network import Network
     net = Network.from_cfg(cfg, batch=1)
     if not net.heads:
         raise DataError("the cfg has no [yolo]/[region] layer: no strides to check against",
@@ -218,8 +219,6 @@ class _Image:
 
 def _check_image(path: str, decode: bool, report: Callable[[str, str], None]) -> _Image:
     """Header (and end marker) check, or a full decode; problems go to ``report(kind, msg)``."""
-    from ..imaging.image import decode_image
-    from ..imaging.image_header import check_pixels
 
     try:
         st = os.stat(path)

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..distributed import shard, shard_bounds
 from ..errors import DataError
-from .augment import (AugmentConfig, draw_augmentation, load_detection_sample,
-                      load_image_hwc_uint8, rand_scale)
+from .augment import (AugmentConfig, draw_augmentation, load_detection_sample, load_image_hwc_uint8,
+                      rand_scale)
 from .labels import read_labels, report_once
 from .paths import label_path
 
@@ -306,7 +307,6 @@ class DetectionBatchSampler(Sampler):
             it, sub = self.iteration, self._sub
             mb = order[start:start + self.mini_batch]
             if self.world > 1:
-                from ..distributed import shard
                 mb = shard(mb, self.rank, self.world)
             yield [(int(i), w, h, it, sub) for i in mb]
             self._sub += 1
@@ -415,7 +415,6 @@ class SequenceBatchSampler(DetectionBatchSampler):
         return items
 
     def __iter__(self) -> Iterator[List[SequenceItem]]:
-        from ..distributed import shard_bounds
         mine = shard_bounds(self.sequences, self.rank, self.world)
         for _ in range(len(self) // self.subdivisions):
             self._maybe_resize()

@@ -54,9 +54,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
+from ..data.datacfg import read_data_cfg, read_names
 from ..errors import DarknetError, UsageError
 from ..files import PathLike, atomic_write_files
 from ..model.decode import HeadDecoder
+from ..model.network import Network
 
 __all__ = ["ExportError", "ExportOptions", "export_model", "export_network", "export_metadata",
            "ExportedGraph", "head_metadata", "FORMATS", "MIN_OPSET", "MAX_OPSET",
@@ -181,7 +184,6 @@ class ExportOptions:
 
 def export_metadata(net: Any, options: ExportOptions) -> Dict[str, Any]:
     """The description stored with an export (ONNX metadata, TorchScript extra file, sidecar)."""
-    from .. import __version__
     heads = head_metadata(net)
     rows = 0
     for h in heads:
@@ -440,7 +442,6 @@ def export_network(net: Any, out: PathLike, options: Optional[ExportOptions] = N
 def read_names_option(names: Optional[PathLike] = None,
                       data: Optional[PathLike] = None) -> Optional[List[str]]:
     """Class names from a ``.names`` file, or from the ``names=`` of an ``obj.data`` file."""
-    from ..data.datacfg import read_data_cfg, read_names
     if names is not None:
         return read_names(names)
     if data is not None:
@@ -459,7 +460,6 @@ def export_model(cfg: PathLike, weights: Optional[PathLike], out: PathLike,
 
     ``weights=None`` exports Darknet's random initialisation (for testing a cfg).
     """
-    from ..model.network import Network
     options = options or ExportOptions()
     options.validate()
     out = os.fspath(out)

@@ -26,13 +26,18 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..data.datacfg import read_names
 from ..files import PathLike
-from ..imaging.image import image_from_array
+from ..imaging.image import image_from_array, image_to_bgr_uint8
 from ..structures.detections import DetectionSet, ImageDetections
-from .backends.base import Backend, make_backend
+from .backends.base import Backend
+from .backends.factory import make_backend
 from .draw import draw_detections, image_stdout
 from .pipeline import ImageInput, Pipeline, _is_path
 from .results import to_detections
+from .stream import stream
+from .tiling import TiledPipeline, parse_tiles
+from .tracking import track
 
 __all__ = ["Detector"]
 
@@ -47,7 +52,7 @@ class Detector:
         weights: a Darknet ``.weights`` file (or ``None`` for random weights).
         names: class names: a list, a ``.names`` file, or ``None`` (class numbers as names).
         backend: ``auto`` (default: the rule of
-            :func:`~darknet_py.infer.backends.base.auto_backend`; ``self.backend.auto_reason``
+            :func:`~darknet_py.infer.backends.factory.auto_backend`; ``self.backend.auto_reason``
             says why it chose what it did), ``exact``, ``fast``, ``cuda``, ``onnxruntime`` or
             ``openvino`` (see :mod:`darknet_py.infer.backends.base`).
         device: ``None`` = a CUDA GPU when available, else the CPU; or ``"cpu"``, ``"cuda:1"``.
@@ -89,7 +94,6 @@ class Detector:
                                         calibration=calibration)
         options = dict(thresh=thresh, hier_thresh=hier_thresh, nms=nms, letter_box=letter_box,
                        batch_size=batch_size)
-        from .tiling import TiledPipeline, parse_tiles
         tiles = parse_tiles(tiles)
         if tiles is None:
             self.pipeline: Pipeline = Pipeline(self.backend, **options)
@@ -105,7 +109,6 @@ class Detector:
         if names is None:
             return [str(i) for i in range(self.classes)]
         if _is_path(names):
-            from ..data.datacfg import read_names
             return read_names(names)  # type: ignore[arg-type]
         return [str(n) for n in names]  # type: ignore[union-attr]
 
@@ -186,7 +189,6 @@ class Detector:
         time while the caller's loop handles the frames before
         (:meth:`~darknet_py.infer.pipeline.Pipeline.process`). Each frame gets what
         ``self.detect_frames([frame])`` gives (Darknet's ``demo`` rule)."""
-        from .stream import stream
         return stream(self, source, queue_size=queue_size)
 
     def track(self, video_or_frames, **tracker_options):
@@ -194,7 +196,6 @@ class Detector:
         :class:`~darknet_py.infer.tracking.TrackedFrame` whose detections carry a persistent
         ``track_id``. Options go to :class:`~darknet_py.infer.tracking.ByteTracker`
         (``frame_rate`` defaults to the video's, ``lost_track_buffer`` …)."""
-        from .tracking import track
         return track(self, video_or_frames, **tracker_options)
 
     def stdout(self, name: str, dets: DetectionSet, milliseconds: float = 0.0,
@@ -211,7 +212,6 @@ class Detector:
         if raw is None:
             raise TypeError("these ImageDetections carry no raw DetectionSet to draw")
         if isinstance(image, np.ndarray):
-            from ..imaging.image import image_to_bgr_uint8
             drawn = draw_detections(image_from_array(image), raw, self.names, self.thresh,
                                     self.classes)
             return image_to_bgr_uint8(drawn)

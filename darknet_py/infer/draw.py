@@ -26,9 +26,11 @@ from __future__ import annotations
 import math
 from typing import Any, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 
+from ..model.decode import as_spec
 from ..structures.boxes import xywh_to_ltwh, xywh_to_xyxy
 from ..structures.detections import DetectionSet
 
@@ -170,7 +172,6 @@ def demo_detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float
 
 def detection_layer_lines(heads: Sequence[Any]) -> List[str]:
     """`` Detection layer: <index> - type = <LAYER_TYPE> `` for every head (``test_detector``)."""
-    from ..model.decode import as_spec
 
     specs = [as_spec(h[0] if isinstance(h, tuple) else h) for h in heads]
     return [f" Detection layer: {s.index} - type = {s.type_code} " for s in specs]
@@ -208,7 +209,6 @@ def _draw_box(img: torch.Tensor, x1: int, y1: int, x2: int, y2: int, rgb: Sequen
 
 def _label_patch(text: str, size: int) -> np.ndarray:
     """A white label with black text, about as tall as Darknet's size-``size`` bitmap font."""
-    import cv2
 
     target_h = 11 + 10.5 * size
     font = cv2.FONT_HERSHEY_SIMPLEX

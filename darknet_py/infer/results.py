@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..files import PathLike
+from ..files import AtomicTextWriter, PathLike, atomic_write_bytes
 from ..structures.detections import Detection, DetectionSet, ImageDetections
 from .draw import _class_name, _pixel_box, _printout_order, _shown, actual_detections
 
@@ -95,7 +95,6 @@ class JsonOutWriter:
     """
 
     def __init__(self, path: PathLike):
-        from ..files import AtomicTextWriter
         self.path = os.fspath(path)
         self._out = AtomicTextWriter(self.path)
         self.frame_id = 0
@@ -158,7 +157,6 @@ def label_lines(dets: DetectionSet, thresh: float = 0.25) -> List[str]:
 
 def write_labels(path: PathLike, dets: DetectionSet, thresh: float = 0.25) -> None:
     """Write ``-save_labels`` lines to ``path`` (the label path of the image), atomically."""
-    from ..files import atomic_write_bytes
     text = "".join(line + "\n" for line in label_lines(dets, thresh))
     try:
         atomic_write_bytes(os.fspath(path), text.encode())

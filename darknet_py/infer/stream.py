@@ -25,13 +25,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
 from ..files import PathLike
+from ..imaging.image_header import check_pixels
 from ..structures.detections import DetectionSet, ImageDetections
 from .prefetch import Prefetcher
+from .results import to_detections
 
 __all__ = ["FrameReader", "FrameResult", "frame_reader", "stream"]
 
@@ -52,7 +55,6 @@ class FrameResult:
 
 def open_capture(source: Union[PathLike, int]):
     """An opened ``cv2.VideoCapture`` of a video file or camera index (DataError otherwise)."""
-    import cv2
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -68,7 +70,6 @@ def open_capture(source: Union[PathLike, int]):
     # first frame is decoded (each frame is decoded, converted and drawn at full size)
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     if w > 0 and h > 0:
-        from ..imaging.image_header import check_pixels
         try:
             check_pixels(w, h, where)
         except DataError as e:
@@ -98,7 +99,6 @@ class FrameReader:
         self._cap = None
         self._cap_lock = threading.Lock()       # a capture is released only between reads
         if isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
-            import cv2
             self._cap = open_capture(source)
             self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 25.0)
             self._frames: Iterable[Any] = self._read_capture()
@@ -182,7 +182,6 @@ def stream(detector, source, queue_size: int = 8) -> Iterator[FrameResult]:
     """Per-frame results of ``detector`` on ``source`` (see the module text; a
     :class:`FrameReader` is used as it is: its frames and its ``load``); frames go through the
     network ``detector.batch_size`` at a time."""
-    from .results import to_detections
     pipeline = detector.pipeline
     reader = source if isinstance(source, FrameReader) else \
         frame_reader(detector, source, queue_size=queue_size)

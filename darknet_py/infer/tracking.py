@@ -35,6 +35,7 @@ from ..structures.boxes import xywh_to_xyxy
 from ..structures.detections import Detection, DetectionSet, ImageDetections
 from .draw import actual_detections, draw_detections
 from .results import detection_to_json, to_detections
+from .stream import frame_reader, stream
 
 __all__ = ["ByteTracker", "TrackedFrame", "track", "require_supervision"]
 
@@ -187,7 +188,6 @@ def track(detector, source, tracker: Optional[ByteTracker] = None, **tracker_opt
     """:meth:`Detector.stream` with a :class:`ByteTracker`: one :class:`TrackedFrame` per frame.
     ``source`` is a video file, a camera index or an iterable of frames; ``frame_rate`` defaults
     to the video's."""
-    from .stream import frame_reader, stream
     require_supervision()
     reader = frame_reader(detector, source)
     if tracker is None:

@@ -39,7 +39,7 @@ rows are in the order ``do_nms_sort`` / ``diounms_sort`` leave them (sorted per 
 Darknet's order).
 
 Label files are read by :mod:`darknet_py.data` (``label_path`` + ``read_labels(...).rows``, i.e.
-``replace_image_to_label`` + ``read_boxes``); see :mod:`darknet_py.metrics.evaluate`.
+``replace_image_to_label`` + ``read_boxes``); see :mod:`darknet_py.infer.evaluate`.
 """
 from __future__ import annotations
 

@@ -17,16 +17,16 @@ from typing import Dict, List, Optional, TextIO
 import torch
 from torch import nn
 
-from ..formats.cfg import Section, read_cfg
 from ..errors import CfgError, WeightsError
-from ..files import PathLike
+from ..files import PathLike, atomic_write_bytes
+from ..formats.cfg import Section, read_cfg
+from ..formats.netconfig import NetConfig, find_net_section
+from ..formats.weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
+                               save_weights, weights_bytes)
 from ..layers.base import BuildContext, Layer, max_alloc_floats
 from ..layers.head import DetectionHead
-from ..formats.netconfig import NetConfig, find_net_section
 from ..layers.registry import layer_class
 from ..structures.heads import HeadSpec
-from ..formats.weights import (LoadReport, WeightsHeader, count_weight_floats, load_weights,
-                      save_weights, weights_bytes)
 
 #: per-layer options every section may carry (read by Darknet's parse_network_cfg loop)
 COMMON_LAYER_OPTIONS = ("clip", "onlyforward", "dont_update", "burnin_update", "stopbackward",
@@ -340,7 +340,6 @@ class Network(nn.Module):
         """Save a PyTorch state_dict (plus ``seen``) with torch.save, atomically."""
         import io
 
-        from ..files import atomic_write_bytes
         buf = io.BytesIO()
         torch.save({"state_dict": self.state_dict(), "seen": int(self.seen),
                     "cfg": os.path.basename(self.cfg_path)}, buf)

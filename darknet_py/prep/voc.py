@@ -58,6 +58,7 @@ NAME_MAP_PRESETS: Dict[str, Dict[str, str]] = {"facemask": FACEMASK_NAME_MAP}
 
 #: Image extensions replace_image_to_label turns into ``.txt`` (one list, in darknet_py.data).
 from ..data.paths import IMAGE_EXTENSIONS as DARKNET_IMAGE_EXTENSIONS  # noqa: E402
+from ..data.paths import label_path
 
 
 # --------------------------------------------------------------------------- names and maps
@@ -128,7 +129,6 @@ def label_path_for_image(image_path: PathLike) -> str:
     The one implementation lives in :func:`darknet_py.data.paths.label_path`; an image whose
     extension Darknet cannot map keeps its path (so the caller sees it does not end in .txt).
     """
-    from ..data.paths import label_path
     out = label_path(image_path, strict=False)
     return os.fspath(image_path) if out is None else out
 

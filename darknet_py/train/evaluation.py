@@ -15,7 +15,7 @@ from typing import Callable, List, TextIO
 
 from ..data.datacfg import read_names
 from ..errors import DarknetError
-from ..metrics.evaluate import evaluate_network_map
+from ..infer.evaluate import evaluate_network_map
 from ..metrics.plots import write_map_plots
 
 __all__ = ["next_map_iteration", "MapSchedule", "BestMap", "TrainEvaluation", "class_names"]
@@ -105,7 +105,7 @@ class TrainEvaluation:
 
     def evaluate(self) -> float:
         """mAP on ``valid=`` in eval mode (the training mode is restored); raises
-        :class:`~darknet_py.metrics.evaluate.EvaluationStopped` when ``should_stop`` turns
+        :class:`~darknet_py.infer.evaluate.EvaluationStopped` when ``should_stop`` turns
         true."""
         # asked at the first evaluation: without valid= that is when the fallback is announced
         valid = self.data_cfg.valid_or_default(self.train_list)

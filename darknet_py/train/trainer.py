@@ -34,7 +34,7 @@ from .. import distributed as dist
 from ..data.datacfg import read_data_cfg
 from ..devices import describe, select_device
 from ..errors import TrainingStopped
-from ..metrics.evaluate import EvaluationStopped
+from ..infer.evaluate import EvaluationStopped
 from ..serve.streams import TrainStreams
 from .batches import BatchSource, read_train_list
 from .chart import TrainChart, TrainDisplay

@@ -12,9 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import REFDATA, require
-
 from test_bad_inputs import (CORPUS, DETECT, assert_clean_error, changed, run_inproc,  # noqa: F401
                              snapshot, work)
 
@@ -158,8 +156,7 @@ def test_header_bombs_are_refused_before_decoding(tmp_path, no_decoding):
     loader and voc2yolo's size reader agree."""
     from darknet_py.data.augment import load_image_hwc_uint8 as train_load
     from darknet_py.errors import DataError
-    from darknet_py.imaging.image import load_image
-    from darknet_py.imaging.image import read_image_size
+    from darknet_py.imaging.image import load_image, read_image_size
     for ext, path in _header_bombs(tmp_path).items():
         for load in (load_image, train_load):
             with pytest.raises(DataError) as e:
@@ -248,9 +245,8 @@ def test_inference_never_converts_a_whole_image_to_float(tmp_path, monkeypatch):
     import torch
 
     from darknet_py.imaging import image as image_module
+    from darknet_py.imaging.image import DecodedImage, letterbox_image, prepare_input, resize_image
     from darknet_py.infer.detector import Detector
-    from darknet_py.imaging.image import (DecodedImage, letterbox_image, prepare_input,
-                                       resize_image)
     rng = np.random.default_rng(1)
     photo = rng.integers(0, 256, (1500, 2000, 3), np.uint8)
     cv2.imwrite(str(tmp_path / "photo.png"), photo)
@@ -697,9 +693,10 @@ def test_class_names_with_quotes_and_backslashes_give_valid_json(work):
     them raw and its JSON is invalid for such names."""
     import json
 
+    import torch
+
     from darknet_py.infer.results import detection_to_json
     from darknet_py.structures.detections import DetectionSet
-    import torch
     (work / "good" / "tiny.names").write_text('a "quoted" \\name\n')
     r = run_inproc(*DETECT, *MODEL, "good/small.jpg", "-dont_show", "-backend", "exact",
                    "-thresh", 0.0, "-out", "result.json")
@@ -795,7 +792,7 @@ def test_a_truncated_cached_onnx_export_is_rebuilt(tmp_path, monkeypatch, runtim
     copy cut short stayed broken for good. It is rebuilt when the runtime cannot load it."""
     pytest.importorskip("onnx")
     pytest.importorskip(runtime)
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     monkeypatch.setenv("DARKNET_PY_CACHE", str(tmp_path))
     model = (CORPUS / "good" / "tiny.cfg", CORPUS / "good" / "tiny.weights")
     make_backend(*model, backend=runtime, device="cpu")

@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import refpath, require
 
 MODELS = ["yolov4-tiny", "yolov3-tiny", "yolo-fastest-1.1", "yolo-fastest-1.1-xl"]
@@ -35,7 +34,7 @@ def _network(model):
 
 @functools.lru_cache(maxsize=None)
 def _backend(model, name):
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     o = _oracle(model)
     if name in ("onnxruntime", "openvino"):
         pytest.importorskip(name)
@@ -113,7 +112,8 @@ def test_auto_rule():
     """``auto``: ONNX Runtime on the CPU when installed (it is what the oracle test above runs),
     OpenVINO for bf16 when installed, else the fast plan; cuda on a GPU; onnxruntime for .onnx."""
     import importlib.util
-    from darknet_py.infer.backends.base import auto_backend
+
+    from darknet_py.infer.backends.factory import auto_backend
     cpu = torch.device("cpu")
     have = lambda *m: all(importlib.util.find_spec(x) is not None for x in m)  # noqa: E731
     name = lambda *a: auto_backend(*a)[0]  # noqa: E731
@@ -129,7 +129,7 @@ def test_auto_choice_is_printed_with_its_reason(capsys):
     """The ``Using backend`` line of ``-backend auto`` says which clause of the rule applied;
     a backend named on the command line gets no reason."""
     from darknet_py.commands._common import open_backend
-    from darknet_py.infer.backends.base import auto_backend
+    from darknet_py.infer.backends.factory import auto_backend
     o = _oracle("yolo-fastest-1.1")
     cfg, weights = _shared(o["cfg"]), _shared(o["weights"])
     name, reason = auto_backend(cfg, torch.device("cpu"))
@@ -144,18 +144,20 @@ def test_auto_choice_is_printed_with_its_reason(capsys):
 
 def test_auto_falls_back_to_fast_when_the_export_fails(monkeypatch):
     from darknet_py.errors import UsageError
-    from darknet_py.infer.backends import base, onnxruntime as ortmod
+    from darknet_py.infer.backends import factory
+    from darknet_py.infer.backends import onnxruntime as ortmod
     pytest.importorskip("onnxruntime")
 
     def refuse(*a, **k):
         raise UsageError("cannot export this layer")
     monkeypatch.setattr(ortmod, "cached_export", refuse)
+    monkeypatch.setattr(factory, "cached_export", refuse)
     o = _oracle("yolo-fastest-1.1")
-    be = base.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="auto", device="cpu",
-                           network=_network("yolo-fastest-1.1"))
+    be = factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="auto", device="cpu",
+                              network=_network("yolo-fastest-1.1"))
     assert be.name == "fast" and be.auto_reason.startswith("onnxruntime cannot take this model")
     with pytest.raises(UsageError):
-        base.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="onnxruntime",
+        factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), backend="onnxruntime",
                           device="cpu", network=_network("yolo-fastest-1.1"))
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import REFDATA, REPO, require
 
 from darknet_py.cli import main as cli_main
@@ -99,7 +98,7 @@ def int8_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def calibrated(int8_cache, coco10):
     """yolov4-tiny made int8 on coco10 (the one real calibration of the tests: ~30 s)."""
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     require(CFG), require(WEIGHTS)
     lines = []
     backend = make_backend(CFG, WEIGHTS, precision="int8", calibration=str(coco10),
@@ -155,7 +154,7 @@ def test_int8_detections_on_dog_close_to_fp32(calibrated):
     """int8 is not exact: the same four objects over -thresh 0.25 (bicycle, dog, truck, car),
     each box at IoU > 0.85 of fp32's and its probability within 0.15 (measured here: IoU >= 0.95,
     bicycle 0.60 -> 0.52, the others within 0.02, calibrated on 8 images)."""
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     int8 = _detections(calibrated[0])
     fp32 = _detections(make_backend(CFG, WEIGHTS, backend="exact", device="cpu"))
     assert sorted(d[0] for d in fp32) == sorted(d[0] for d in int8) == [1, 2, 7, 16]
@@ -166,7 +165,7 @@ def test_int8_detections_on_dog_close_to_fp32(calibrated):
 
 @NEEDS_TOOLKIT
 def test_second_run_takes_the_cache(calibrated, coco10, monkeypatch):
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
 
     def no_calibration(*args, **kwargs):
         raise AssertionError("calibrated again")
@@ -192,7 +191,7 @@ def test_second_run_takes_the_cache(calibrated, coco10, monkeypatch):
 @pytest.mark.parametrize("change", ["other images", "input size"])
 def test_key_follows_the_calibration_set_and_the_model(calibrated, coco10, tmp_path, monkeypatch,
                                                        change):
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     stems = []
 
     def record(onnx_path, cs, stem, *args):
@@ -219,7 +218,7 @@ class _Stop(Exception):
 @NEEDS_TOOLKIT
 def test_damaged_cached_model_is_made_again(calibrated, coco10, monkeypatch):
     """A cached model that OpenVINO cannot read is calibrated again, not an error."""
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     xml = Path(calibrated[0].path)
     good = xml.read_bytes()
     calls = []
@@ -321,7 +320,7 @@ def test_int8_is_never_the_default():
     import torch
 
     from darknet_py.cli import GROUPS
-    from darknet_py.infer.backends.base import auto_backend, make_backend
+    from darknet_py.infer.backends.factory import auto_backend, make_backend
     from darknet_py.infer.detector import Detector
     for group, name in [("detector", "test"), ("detector", "map"), ("detector", "valid"),
                         ("detector", "demo"), (None, "detect")]:

@@ -179,7 +179,7 @@ def test_matches_literal_darknet_loops_on_random_sets(kind):
 
 
 def _dump_heads(dump):
-    from test_decode import build_heads
+    from oracle_heads import build_heads
     return build_heads(dump)
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import REPO, refpath, require
+
 from darknet_py.errors import DarknetError, UsageError
-from darknet_py.infer.backends.base import make_backend
+from darknet_py.infer.backends.factory import make_backend
 from darknet_py.infer.detector import Detector
 from darknet_py.infer.pipeline import Pipeline
 from darknet_py.model.network import Network
@@ -95,7 +95,7 @@ def test_auto_on_cpu_is_onnxruntime_when_installed_else_fast():
 
 @pytest.mark.parametrize("kwargs, text", [
     ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
-    ({"precision": "int8"}, "unknown precision 'int8'"),
+    ({"precision": "int4"}, "unknown precision 'int4'"),
     ({"backend": "fast", "precision": "fp16"}, "fp32 or bf16"),
 ])
 def test_backend_choice_errors(kwargs, text):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO, refpath, require
+
 from darknet_py.errors import DataError
 from darknet_py.infer.prefetch import READ_GRACE, Prefetcher
 
@@ -196,7 +196,7 @@ WEIGHTS = REPO / "weights" / "yolo-fastest-1.1.weights"
 
 @pytest.fixture(scope="module")
 def backend():
-    from darknet_py.infer.backends.base import make_backend
+    from darknet_py.infer.backends.factory import make_backend
     return make_backend(CFG, WEIGHTS, backend="exact", device="cpu")
 
 
@@ -291,6 +291,7 @@ def test_the_three_stages_run_at_the_same_time(backend):
     OpenCV, a backend call or a slow disk release the GIL): one after the other 12 batches take
     at least 0.9 s, overlapped about a third of that (whatever the CPUs are busy with)."""
     import numpy as np
+
     from darknet_py.infer.pipeline import Pipeline
     pipe = Pipeline(backend, batch_size=1, loader_threads=1)
     wait = 0.025
@@ -311,6 +312,7 @@ def test_the_three_stages_run_at_the_same_time(backend):
 
 def test_a_frame_reader_iterated_by_itself():
     import numpy as np
+
     from darknet_py.errors import UsageError
     from darknet_py.infer.stream import FrameReader
     frames = [np.full((4, 4, 3), k, np.uint8) for k in range(10)]

@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import refpath, require
-from darknet_py.structures.detections import DetectionSet
+
 from darknet_py.errors import DataError
 from darknet_py.metrics import MapResult, darknet_map, format_map_report
 from darknet_py.metrics.darknet_map import box_iou_matrix
+from darknet_py.structures.detections import DetectionSet
 
 
 def dets(boxes, probs) -> DetectionSet:
@@ -380,8 +380,8 @@ def test_report_format_matches_oracle_text(model, flags):
 
 def _network_parity_available() -> bool:
     try:
-        import darknet_py.model.network  # noqa: F401
         import darknet_py.model.decode  # noqa: F401
+        import darknet_py.model.network  # noqa: F401
         from darknet_py.commands import detector_map  # noqa: F401
     except ImportError:
         return False
@@ -403,15 +403,16 @@ MODEL_FILES = {
 def coco128_run(request):
     if not _network_parity_available():
         pytest.skip("darknet_py.model.network / darknet_py.model.decode not available yet")
-    from darknet_py.metrics.evaluate import collect_map_inputs
+    from darknet_py.infer.backends.factory import make_backend
+    from darknet_py.infer.evaluate import collect_map_inputs
     cfg, weights = MODEL_FILES[request.param]
     images = sorted(require(refpath("datasets", "coco128", "images", "val2017")).glob("*.jpg"))
     names = require(refpath("cfg", "darknet", "coco.names")).read_text().split("\n")
     names = [n for n in names if n]
     # 8 images per network call: not bit-identical to Darknet's one at a time (~3e-8) but
     # twice as fast, and the printout is the same
-    inputs = collect_map_inputs(require(refpath(cfg)), require(refpath(weights)),
-                                [str(p) for p in images], batch_size=8)
+    backend = make_backend(str(require(refpath(cfg))), str(require(refpath(weights))))
+    inputs = collect_map_inputs(backend, [str(p) for p in images], batch_size=8)
     return request.param, inputs, names
 
 
@@ -466,6 +467,7 @@ def _data_file(tmp_path, images, names_file):
 
 def test_command_prints_darknet_lines(tmp_path):
     from click.testing import CliRunner
+
     from darknet_py.cli import main
     if not _network_parity_available():
         pytest.skip("darknet_py.model.network / darknet_py.model.decode not available yet")
@@ -493,6 +495,7 @@ def test_command_prints_darknet_lines(tmp_path):
 
 def test_command_names_must_match_classes(tmp_path):
     from click.testing import CliRunner
+
     from darknet_py.cli import main
     if not _network_parity_available():
         pytest.skip("darknet_py.model.network / darknet_py.model.decode not available yet")

@@ -6,25 +6,20 @@ detections.json, the `detector test` -out JSON and stdout for dog.jpg (oracle/de
 """
 import json
 import re
-from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import refpath, require
-from darknet_py.formats.cfg import read_cfg
+from oracle_heads import build_heads
 from darknet_py.structures.detections import DetectionSet
 from darknet_py.infer.draw import (class_color, demo_detection_lines, detection_lines,
                                    draw_detections, get_color, image_stdout)
 from darknet_py.infer.results import JsonOutWriter, detection_to_json, label_lines, to_detections
-from darknet_py.layers.base import BuildContext
-from darknet_py.layers.yolo import YoloLayer
-from darknet_py.formats.netconfig import NetConfig, find_net_section
 from darknet_py.infer.nms import apply_nms, nms_params
 from darknet_py.model.decode import get_network_boxes, head_candidates
 from darknet_py.layers.registry import head_class
-from darknet_py.structures.heads import HeadSpec
 
 DUMPS = {  # dump folder -> oracle/detect run with the same model and mode
     "yolov4-tiny__dog": "yolov4-tiny__default",
@@ -33,30 +28,6 @@ DUMPS = {  # dump folder -> oracle/detect run with the same model and mode
     "yolo-fastest-1.1-xl__dog": "yolo-fastest-1.1-xl__default",
     "yolov4-tiny__dog__letterbox": "yolov4-tiny__letter_box",
 }
-
-
-def _shared(p):
-    return require(refpath(p.replace("$SHARED/", "")))
-
-
-def build_heads(dump):
-    """(meta, [(YoloLayer from the cfg, recorded l.output as (1, C, h, w))])."""
-    folder = refpath("oracle", "dumps", dump)
-    meta = json.loads(require(folder / "meta.json").read_text())
-    cfg_path = _shared(meta["cfg"])
-    sections = read_cfg(cfg_path)
-    net = NetConfig.from_section(find_net_section(sections, str(cfg_path)))
-    yolo_sections = [s for s in sections if s.type == "yolo"]
-    yolo_meta = [l for l in meta["layers"] if l["type_name"] == "yolo"]
-    assert len(yolo_sections) == len(yolo_meta)
-    heads = []
-    for sec, lm in zip(yolo_sections, yolo_meta):
-        layer = YoloLayer(lm["index"], sec, BuildContext(net=net, shapes=[(lm["c"], lm["h"], lm["w"])]))
-        assert layer.mask == lm["mask"] and layer.anchors == pytest.approx(lm["anchors"])
-        assert layer.scale_x_y == pytest.approx(lm["scale_x_y"])
-        out = np.load(require(folder / lm["file"]))
-        heads.append((layer, torch.from_numpy(out).reshape(1, -1, lm["h"], lm["w"])))
-    return meta, heads
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +255,6 @@ def test_objectness_first_decoding_equals_decoding_everything(kind, new_coords):
     """head_candidates decodes only rows above the threshold: the same sets as thresholding the
     full decode_head rows, image by image, for a batch."""
     from darknet_py.model.decode import _threshold, decode_head, head_candidates
-    from darknet_py.structures.heads import HeadSpec
     spec = head_class(kind).make_spec(
         index=5, classes=3, n=2, total=4, mask=(1, 3),
         anchors=(10.0, 14.0, 23.0, 27.0, 37.0, 58.0, 81.0, 82.0), w=5, h=4, new_coords=new_coords)

@@ -11,12 +11,11 @@ import re
 
 import pytest
 import torch
+from train_fixtures import make_shapes_workdir, run_cli
 
 from darknet_py import devices
-from darknet_py.metrics.evaluate import evaluate_network_map
+from darknet_py.infer.evaluate import evaluate_network_map
 from darknet_py.model.network import Network
-
-from train_fixtures import make_shapes_workdir, run_cli
 
 
 def _map_on_train_list(net: Network, work) -> float:

@@ -1,4 +1,5 @@
-"""The backend interface of the inference pipeline, and the one function that picks a backend.
+"""The backend interface of the inference pipeline (the function that picks a backend is
+:func:`.factory.make_backend`).
 
 A backend runs the network and nothing else: it takes the prepared batch (``(B, C, H, W)``
 float32, RGB in [0, 1], the size :attr:`Backend.width` x :attr:`Backend.height`, on the CPU) and
@@ -25,7 +26,8 @@ Every backend may be called from several threads at once and gives each call its
 ``openvino`` gives each concurrent call its own infer request); ``tests/cli/test_reliability.py``
 compares multi-threaded runs of every installed backend with single-threaded ones.
 
-``auto`` (the default) is the rule of :func:`auto_backend`, in words :data:`AUTO_BACKEND_RULE`
+``auto`` (the default) is the rule of :func:`.factory.auto_backend`, in words
+:data:`.factory.AUTO_BACKEND_RULE`
 (``-backend``'s help text). Why: on the CPU ONNX Runtime (fp32) was measured faster than ``fast``
 on every benchmarked model at 1 and 2 threads (docs/benchmarks.md) and its detections equal the
 exact path's and Darknet's on the oracle set (``tests/infer/test_backends.py``); OpenVINO is the
@@ -36,16 +38,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from ...errors import DarknetError, DataError, UsageError
-from ...files import PathLike
+from ...errors import UsageError
 from ...structures.heads import HeadSpec
 
-__all__ = ["Backend", "BACKENDS", "PRECISIONS", "AUTO_BACKEND_RULE", "make_backend",
-           "auto_backend"]
+__all__ = ["Backend", "BACKENDS", "CPU_BACKENDS", "PRECISIONS", "check_heads"]
 
 #: backends time their candidate set-ups (thread counts, Winograd or not) against each other at
 #: build time only for networks faster than this per batch-1 call (larger ones gain from threads)
@@ -55,12 +55,6 @@ BACKENDS = ("auto", "exact", "fast", "cuda", "onnxruntime", "openvino")
 #: backends that run on the CPU only (no device rule needed when one is asked for by name)
 CPU_BACKENDS = ("fast", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-#: :func:`auto_backend`'s rule in words, first match wins (``-backend``'s help shows this text,
-#: the docs refer to it; a change of the rule changes both)
-AUTO_BACKEND_RULE = ("openvino for -precision int8; onnxruntime for an .onnx file; cuda on a GPU; "
-                     "on the CPU onnxruntime when onnxruntime and onnx are installed (with "
-                     "-precision bf16: openvino when openvino and onnx are installed), else fast; "
-                     "fast also when the ONNX export or runtime cannot take the model")
 
 
 class Backend(ABC):
@@ -111,140 +105,6 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}: {os.path.basename(self.source)}>"
-
-
-# ----------------------------------------------------------------------------- construction
-def _is_onnx(path: PathLike) -> bool:
-    return os.fspath(path).lower().endswith(".onnx")
-
-
-def _installed(*modules: str) -> bool:
-    import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in modules)
-
-
-def auto_backend(model: PathLike, device: torch.device, precision: str = "fp32"
-                 ) -> Tuple[str, str]:
-    """What ``-backend auto`` runs, and why: ``(backend name, the clause that applied)``.
-
-    The rule is :data:`AUTO_BACKEND_RULE` (the module docstring has the measurements behind it);
-    its last clause, the fall-back to ``fast`` when the ONNX export or runtime fails, is
-    :func:`make_backend`'s, since only building the backend finds that out.
-    """
-    if precision == "int8":
-        return "openvino", "-precision int8"
-    if _is_onnx(model):
-        return "onnxruntime", "an .onnx file"
-    if device.type == "cuda":
-        return "cuda", "a GPU"
-    if precision == "fp32":
-        if _installed("onnxruntime", "onnx"):
-            return "onnxruntime", "the CPU, onnxruntime installed"
-        return "fast", "the CPU, onnxruntime or onnx not installed"
-    if precision == "bf16":
-        if _installed("openvino", "onnx"):
-            return "openvino", "the CPU, bf16, openvino installed"
-        return "fast", "the CPU, bf16, openvino or onnx not installed"
-    return "fast", f"the CPU, {precision}"
-
-
-def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend: str = "auto",
-                 device: Union[None, str, torch.device] = None, precision: str = "fp32",
-                 width: Optional[int] = None, height: Optional[int] = None,
-                 threads: Optional[int] = None, network: Any = None,
-                 calibration: Any = None,
-                 log: Optional[Callable[[str], None]] = None) -> Backend:
-    """The backend ``backend`` for a cfg (+ weights) or a ``darknet-py export`` ONNX file.
-
-    ``device`` None follows the rule of :func:`darknet_py.devices.select_device` (a GPU when CUDA
-    is available, else the CPU). ``network`` passes an already built (and loaded) Network for
-    the cfg instead of building it again. ``precision="int8"`` needs ``calibration``: a Darknet
-    list file or a list of image paths (:mod:`.int8`, which reports through ``log``, default
-    stderr).
-    """
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})",
-                         value=backend)
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})",
-                         value=precision)
-    if precision == "int8":
-        from .int8 import int8_backend
-        reason = auto_backend(model, torch.device("cpu"), precision)[1] if backend == "auto" \
-            else None
-        return _chosen(int8_backend(model, weights, calibration=calibration, backend=backend,
-                                    device=device, width=width, height=height, threads=threads,
-                                    network=network, log=log), reason)
-    if calibration is not None:
-        raise UsageError("calibration images (-calib, calibration=) are for -precision int8")
-    onnx_file = _is_onnx(model)
-    if device is None and backend in CPU_BACKENDS:
-        dev = torch.device("cpu")  # CPU backends asked for by name
-    else:
-        from ...devices import select_device
-        dev = select_device(device=device)
-    name, reason = auto_backend(model, dev, precision) if backend == "auto" else (backend, None)
-    if onnx_file:
-        if weights is not None or width or height:
-            raise UsageError("an ONNX export already holds its weights and input size: give no "
-                             "weights, width or height", value=os.fspath(model))
-        if name not in ("onnxruntime", "openvino"):
-            raise UsageError(f"an .onnx file runs with -backend onnxruntime or openvino, not "
-                             f"'{name}'", value=os.fspath(model))
-        return _chosen(_onnx_backend(name, os.fspath(model), precision, threads), reason)
-    if name in ("onnxruntime", "openvino"):
-        from .onnxruntime import cached_export
-        try:
-            path = cached_export(model, weights, width=width, height=height, network=network)
-            try:
-                return _chosen(_onnx_backend(name, path, precision, threads), reason)
-            except DataError:
-                # the cached file cannot be loaded (cut short by a full disk or a killed
-                # process, damaged): it is ours to rebuild, once
-                path = cached_export(model, weights, width=width, height=height,
-                                     network=network, rebuild=True)
-                return _chosen(_onnx_backend(name, path, precision, threads), reason)
-        except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError) as e:
-            if backend != "auto":
-                raise
-            # auto: a model the export or the runtime cannot take runs on fast
-            name, reason = "fast", f"{name} cannot take this model ({_first_line(e)})"
-    if network is not None:
-        net = network
-    else:
-        from ...model.network import Network
-        net = Network.from_files(model, weights, batch=1, width=width, height=height)
-    if name == "exact":
-        from .exact import ExactBackend
-        return ExactBackend(net, dev, precision)
-    if name == "fast":
-        if dev.type != "cpu":
-            raise UsageError("-backend fast is the CPU plan; on a GPU use -backend cuda")
-        from .fast import FastBackend
-        return _chosen(FastBackend(net, precision, threads), reason)
-    if dev.type != "cuda":
-        raise UsageError("-backend cuda needs a CUDA GPU (torch.cuda.is_available() is False); "
-                         "use -backend fast or exact on the CPU")
-    from .cuda import CudaBackend
-    return _chosen(CudaBackend(net, dev, precision), reason)
-
-
-def _chosen(backend: Backend, auto_reason: Optional[str]) -> Backend:
-    backend.auto_reason = auto_reason
-    return backend
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _onnx_backend(name: str, path: str, precision: str, threads: Optional[int]) -> Backend:
-    if name == "openvino":
-        from .openvino import OpenVinoBackend
-        return OpenVinoBackend(path, precision, threads)
-    from .onnxruntime import OnnxRuntimeBackend
-    return OnnxRuntimeBackend(path, precision, threads)
 
 
 def check_heads(heads: Sequence[HeadSpec], source: str) -> None:

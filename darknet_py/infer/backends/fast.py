@@ -47,12 +47,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .base import CALIBRATE_MAX_SECONDS
-
 from ...layers.base import FLT_MAX
 from ...layers.convolutional import ConvolutionalLayer
 from ...layers.maxpool import MaxpoolLayer, max_pool_separable
 from ...timing import quiet_clock, race, time_call
+from .base import CALIBRATE_MAX_SECONDS
 
 __all__ = ["optimize_for_inference", "FastNetwork", "nnpack_available", "set_threads",
            "runtime_info"]
@@ -445,8 +444,6 @@ class FastNetwork:
 
     # ------------------------------------------------------------------ building
     def _build_steps(self, autotune: bool) -> List[_Step]:
-        from ...layers.dropout import DropoutLayer
-        from ...layers.yolo import YoloLayer
         convs = {l.index: self._conv_kernel(l, autotune) for l in self.net.layers
                  if isinstance(l, ConvolutionalLayer) and not l.xnor}
         any_winograd = any(k[2] is not None for k in convs.values())
@@ -786,6 +783,9 @@ def runtime_info() -> Dict[str, object]:
     return info
 
 
+from ...errors import UsageError
+from ...layers.dropout import DropoutLayer
+from ...layers.yolo import YoloLayer
 # ----------------------------------------------------------------------------- backend
 from .base import Backend, check_heads  # noqa: E402  (the plan above does not need it)
 
@@ -797,7 +797,6 @@ class FastBackend(Backend):
 
     def __init__(self, net, precision: str = "fp32", threads: Optional[int] = None,
                  calibrate_threads: bool = True, choose_plan: bool = True, **plan_options):
-        from ...errors import UsageError
         check_heads(net.heads, net.cfg_path)
         if precision == "fp16":
             raise UsageError("-backend fast runs fp32 or bf16 on the CPU, not fp16")

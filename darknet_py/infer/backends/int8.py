@@ -53,7 +53,7 @@ from ...export.exporter import METADATA_KEY
 from ...files import PathLike, atomic_write_bytes
 from ...imaging.image import prepare_input
 from ...metrics import darknet_map
-from ...metrics.evaluate import collect_map_inputs
+from ..evaluate import collect_map_inputs
 from .onnxruntime import _cache_key, cache_folder, cached_export, read_onnx_metadata, require_module
 from .openvino import REPORT_RT_KEY, OpenVinoBackend
 

@@ -21,9 +21,11 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from ... import __version__
 from ...devices import usable_cpus
 from ...errors import DataError, UsageError
-from ...export.exporter import DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME
+from ...export.exporter import (DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME, ExportOptions,
+                                export_model, export_network)
 from ...files import PathLike
 from ...layers.registry import head_class
 from ...structures.heads import HeadSpec
@@ -201,7 +203,6 @@ class OnnxRuntimeBackend(OnnxFileBackend):
 
 # ----------------------------------------------------------------------------- export cache
 def _cache_key(cfg: str, weights: Optional[str], width, height) -> str:
-    from ... import __version__
     h = hashlib.sha256()
     with open(cfg, "rb") as f:
         h.update(f.read())
@@ -218,8 +219,7 @@ def cached_export(cfg: PathLike, weights: Optional[PathLike], *, width=None, hei
     """The path of an ONNX export of cfg + weights (dynamic batch, head outputs), made once;
     ``rebuild`` replaces a cached file that could not be loaded. Exports are written
     atomically, but a file cut short by an older version or damaged later is rebuilt by
-    :func:`~darknet_py.infer.backends.base.make_backend` when the runtime refuses it."""
-    from ...export.exporter import ExportOptions, export_model, export_network
+    :func:`~darknet_py.infer.backends.factory.make_backend` when the runtime refuses it."""
     cfg, weights = os.fspath(cfg), (None if weights is None else os.fspath(weights))
     if not os.path.isfile(cfg):
         raise DataError("cfg file not found", file=cfg)

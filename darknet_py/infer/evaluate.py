@@ -14,9 +14,18 @@ from typing import Callable, List, Optional, Sequence, TextIO
 import numpy as np
 
 from ..console import eprint
+from ..data.datacfg import read_list
+from ..data.labels import read_labels
+from ..data.paths import label_path
 from ..errors import DataError, UsageError
+from ..metrics import darknet_map, format_map_report
+from ..metrics.progress import StageProgress
+from ..model.decode import as_spec
 from ..structures.detections import DetectionSet
-
+from .backends.base import Backend
+from .backends.exact import ExactBackend
+from .pipeline import Pipeline
+from .tiling import tiled
 
 #: ``validate_detector_map``'s fixed values
 MAP_OBJECTNESS_THRESH = 0.005
@@ -41,8 +50,6 @@ def read_map_truths(image_path: str, on_missing: Optional[Callable[[str], None]]
                     ) -> np.ndarray:
     """The label rows Darknet's ``read_boxes`` returns for an image (``(M, 5)`` float32), via
     :mod:`darknet_py.data` (path mapping and reader); no label file -> no rows."""
-    from ..data.labels import read_labels
-    from ..data.paths import label_path
     lp = label_path(image_path, strict=False)
     if lp is None:
         eprint(f"Failed to infer label file name (check image extension is supported): "
@@ -61,7 +68,6 @@ def map_pipeline(backend, batch_size: int = 4, loader_threads: Optional[int] = N
     """The pipeline ``validate_detector_map`` runs: objectness 0.005, NMS 0.45 with the last
     head's kind, the model's own ``letter_box`` (Darknet ignores ``-letter_box`` here); its
     stages overlap (``loader_threads``: see :class:`~darknet_py.infer.pipeline.Pipeline`)."""
-    from ..infer.pipeline import Pipeline
     return Pipeline(backend, thresh=MAP_OBJECTNESS_THRESH, hier_thresh=0.0, nms=MAP_NMS_THRESH,
                     letter_box=backend.letter_box, batch_size=batch_size,
                     loader_threads=loader_threads)
@@ -81,28 +87,22 @@ def detect_for_map(pipeline, images: Sequence[str],
 
 def head_codes(heads) -> List[tuple]:
     """(layer index, Darknet LAYER_TYPE code) of each head (the ``Detection layer`` lines)."""
-    from ..model.decode import as_spec
     return [(as_spec(h).index, as_spec(h).type_code) for h in heads]
 
 
-def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[str] = (), *,
-                       backend: str = "auto", batch_size: int = 4,
+def collect_map_inputs(model: Backend, images: Sequence[str] = (), *, batch_size: int = 4,
                        progress: Optional[Callable[[int], None]] = None,
                        on_missing_label: Optional[Callable[[str], None]] = None,
                        tiling: Optional[dict] = None,
                        announce: Optional[Callable[[str], None]] = None) -> MapInputs:
     """Run a model over ``images`` and read their labels (all but the metric itself).
 
-    ``model`` is a cfg path (with ``weights``, run by ``backend``) or an already made backend;
+    ``model`` is the backend that runs the network (:func:`~.backends.factory.make_backend`);
     ``tiling`` (``tiles``, ``tile_overlap``, ``tiles_full``) detects on tiles
     (:func:`~darknet_py.infer.tiling.tiled`), the rest unchanged. ``announce`` gets the line
     saying which threads run what (:meth:`~darknet_py.infer.pipeline.Pipeline.describe_threads`)
     before the images run.
     """
-    from ..infer.backends.base import Backend, make_backend
-    if not isinstance(model, Backend):
-        model = make_backend(str(model), None if weights is None else str(weights),
-                             backend=backend)
     if not model.heads:
         raise UsageError("the network has no detection layer ([yolo], [region], "
                          "[Gaussian_yolo]); detector map needs one", value=model.source)
@@ -115,7 +115,6 @@ def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[st
 
     pipeline = map_pipeline(model, batch_size)
     if tiling:
-        from ..infer.tiling import tiled
         pipeline = tiled(pipeline, **tiling)
     if announce is not None:
         announce(pipeline.describe_threads())
@@ -126,7 +125,6 @@ def collect_map_inputs(model, weights: Optional[str] = None, images: Sequence[st
 
 def read_difficult_truths(difficult_list: str, count: int) -> List[np.ndarray]:
     """Labels of the ``difficult=`` list (parallel to ``valid=``, VOC2007)."""
-    from ..data.datacfg import read_list
     dif_images = read_list(difficult_list)
     if len(dif_images) < count:
         raise DataError(f"the difficult list has {len(dif_images)} images, the valid list "
@@ -155,19 +153,15 @@ def evaluate_network_map(net, valid_list: str, names: Sequence[str], classes: in
     period is shorter than a long evaluation). Progress goes to stderr once a stage has taken
     ``progress_delay`` seconds (default: :class:`~darknet_py.metrics.progress.StageProgress`'s).
     """
-    from .progress import StageProgress
 
     def check() -> None:
         if should_stop is not None and should_stop():
             raise EvaluationStopped()
-    from ..data.datacfg import read_list
-    from . import darknet_map, format_map_report
     out = out or sys.stdout
     images = read_list(valid_list)
     if not images:
         raise DataError("the valid list is empty", file=valid_list)
     print("\n calculation mAP (mean average precision)...", file=out)
-    from ..infer.backends.exact import ExactBackend
     backend = ExactBackend.wrap(net)
     for index, code in head_codes(backend.heads):
         print(f" Detection layer: {index} - type = {code} ", file=out)

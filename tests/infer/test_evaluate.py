@@ -10,7 +10,7 @@ import torch
 
 from darknet_py.infer.backends.exact import ExactBackend
 from darknet_py.infer.pipeline import Pipeline
-from darknet_py.metrics import evaluate
+from darknet_py.infer import evaluate
 from darknet_py.model.network import Network
 
 CFG = """[net]

@@ -25,6 +25,13 @@ from darknet_py.infer.backends.int8 import (MAX_CALIBRATION_IMAGES, MAX_HELD_OUT
 CFG = REFDATA / "cfg" / "darknet" / "yolov4-tiny.cfg"
 WEIGHTS = REFDATA / "weights" / "yolov4-tiny.weights"
 DOG = REFDATA / "images" / "dog.jpg"
+# Run in a process of their own (tests/infer/test_int8_process.py runs this file): in the same
+# process as the rest of the suite, after its many torch/ONNX Runtime/OpenVINO sessions, NNCF's
+# calibration ended the whole pytest process with a segmentation fault (seen twice, in CI order
+# only; this file alone passes). A fresh process keeps the checks and isolates the native crash.
+pytestmark = pytest.mark.skipif(os.environ.get("DARKNET_PY_INT8_OWN_PROCESS") != "1",
+                                reason="run in its own process by test_int8_process.py")
+
 NEEDS_TOOLKIT = pytest.mark.skipif(
     not all(int8_module._installed(m) for m in ("onnx", "openvino", "nncf")),
     reason="-precision int8 needs onnx, openvino and nncf (pip install 'darknet-py[int8]')")

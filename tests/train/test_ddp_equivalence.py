@@ -171,12 +171,12 @@ def test_gpus_list_relaunches_through_torchrun(tmp_path, monkeypatch):
     """`-gpus 0,1` re-runs the same command line under torchrun's launcher (one process per
     GPU); inside torchrun (WORLD_SIZE set) the command trains instead of relaunching."""
     from click.testing import CliRunner
-    import torch.distributed.run as trun
     from darknet_py.cli import main as cli_main
+    from darknet_py.commands import detector_train
     from darknet_py.train import trainer as trainer_mod
     make_tiny_workdir(tmp_path)
     launched, trained = [], []
-    monkeypatch.setattr(trun, "main", lambda argv: launched.append(argv))
+    monkeypatch.setattr(detector_train, "torchrun_main", lambda argv: launched.append(argv))
     monkeypatch.setattr(trainer_mod.Trainer, "run", lambda self: trained.append(self.opts))
     # two GPUs as far as the device rule can see (it checks every -gpus entry first)
     import torch

@@ -4,6 +4,7 @@ import torch
 
 from darknet_py import devices
 from darknet_py.model.network import Network
+from darknet_py.train import precision as precision_mod
 from darknet_py.train.precision import choose_precision
 
 from conftest import REPO
@@ -11,7 +12,7 @@ from conftest import REPO
 
 def test_choice(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: True)
+    monkeypatch.setattr(precision_mod, "cpu_bf16_supported", lambda: True)
     auto = choose_precision(cpu)               # default where the CPU has it: bf16, NHWC
     assert auto.dtype == torch.bfloat16 and auto.channels_last
     p = choose_precision(cpu, bf16=True)
@@ -22,7 +23,7 @@ def test_choice(monkeypatch):
     g = choose_precision(gpu)
     assert g.dtype == torch.float16 and g.needs_grad_scaler and g.channels_last
     assert choose_precision(gpu, amp=False).dtype is None
-    monkeypatch.setattr(devices, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_bf16_supported", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16"):
         assert choose_precision(cpu, bf16=True).dtype is None
     assert choose_precision(cpu).dtype is None                 # default there: fp32, no warning

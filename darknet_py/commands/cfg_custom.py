@@ -46,12 +46,18 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Set anchors= (and num=) of every [yolo] head, e.g. calc_anchors' output.")
 @click.option("--anchors-from", "anchors_from", metavar="ANCHORS.txt",
               help="Like --anchors, read from a file (calc_anchors writes anchors.txt).")
+@click.option("--stopbackward", type=int, metavar="LAYER",
+              help="Set stopbackward=1 in layer LAYER (0-based, as cfg show numbers them): "
+                   "training runs no backward pass from there down, so that layer and the "
+                   "ones before it keep their pretrained weights (a faster fine-tune; 9 is "
+                   "yolov4-tiny's first maxpool).")
 def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
             width: Optional[int], height: Optional[int], batch: int, subdivisions: int,
             max_batches: Optional[int], steps: Optional[str], train_images: int,
             train_list: Optional[str], mosaic: Optional[int], learning_rate: Optional[float],
             burn_in: Optional[int], keep_schedule: bool,
-            anchors: Optional[str], anchors_from: Optional[str]) -> None:
+            anchors: Optional[str], anchors_from: Optional[str],
+            stopbackward: Optional[int]) -> None:
     """Write a custom cfg for N classes, editing SRC.cfg in place like the README says.
 
     classes= in every [yolo]/[region], filters=(classes+5)*masks in the [convolutional] before
@@ -96,7 +102,8 @@ def COMMAND(classes: Optional[int], names: Optional[str], src: str, dst: str,
                               subdivisions=subdivisions, max_batches=max_batches,
                               steps=step_values, train_images=train_images, mosaic=mosaic,
                               learning_rate=learning_rate, burn_in=burn_in,
-                              keep_schedule=keep_schedule, anchors=anchor_values)
+                              keep_schedule=keep_schedule, anchors=anchor_values,
+                              stopbackward=stopbackward)
     heads = ", ".join(f"{t} line {line} (filters={f})" for t, line, f in result.heads)
     click.echo(f"wrote {dst}: classes={result.classes}, max_batches={result.max_batches}, "
                f"steps={','.join(map(str, result.steps))}; heads: {heads}")

@@ -9,6 +9,8 @@ from conftest import refpath, require
 
 from darknet_py.formats.cfg import parse_cfg_text, read_cfg
 from darknet_py.errors import CfgError, UsageError
+from darknet_py.model.network import Network
+from darknet_py.train.freeze import BackwardStops
 from darknet_py.prep.custom_cfg import (LEARNING_RATE_COMMENT, custom_max_batches, custom_steps,
                                          make_custom_cfg, write_custom_cfg)
 
@@ -93,6 +95,10 @@ def test_learning_rate_cap_override_and_warning():
     assert any("learning_rate=0.00261 with burn_in=40 can diverge" in w for w in made.warnings)
     made = make_custom_cfg(up, 3, learning_rate=0.002, burn_in=150)
     assert parse_cfg_text(made.text)[0].float("learning_rate") == 0.002 and not made.warnings
+    # the quick trial's 0.002 with burn_in=100 learned; 99 is below what was measured
+    assert not make_custom_cfg(up, 3, learning_rate=0.002, burn_in=100).warnings
+    assert any("burn_in=99 can diverge" in w
+               for w in make_custom_cfg(up, 3, learning_rate=0.002, burn_in=99).warnings)
     # yolov4-custom.cfg already trains at 0.001: nothing changes, no comment
     v4 = make_custom_cfg(_text(require(UPSTREAM / "yolov4-custom.cfg")), 3)
     assert LEARNING_RATE_COMMENT not in v4.text and "learning_rate" not in "".join(v4.changes)
@@ -105,6 +111,27 @@ def test_learning_rate_cap_override_and_warning():
     with pytest.raises(UsageError, match="--learning-rate must be a positive"):
         make_custom_cfg(up, 3, learning_rate=0)
 
+
+
+def test_stopbackward_freezes_from_the_layer_given(tmp_path):
+    """--stopbackward 9 (the quick trial's): layer 9 (yolov4-tiny's first maxpool) gets
+    stopbackward=1, the network built from the cfg stops its backward pass there (layers 0-9
+    are not trained), and an index outside the layers is a usage error naming the range."""
+    up = _text(require(UPSTREAM / "yolov4-tiny-custom.cfg"))
+    made = make_custom_cfg(up, 3, stopbackward=9)
+    layers = parse_cfg_text(made.text)[1:]
+    assert layers[9].type == "maxpool" and layers[9].int("stopbackward") == 1
+    assert [i for i, sec in enumerate(layers) if sec.has("stopbackward")] == [9]
+    assert any("[maxpool] added stopbackward=1" in c for c in made.changes)
+    cfg = tmp_path / "frozen.cfg"
+    cfg.write_text(made.text)
+    net = Network.from_cfg(cfg, batch=1, width=64, height=64)
+    stops = BackwardStops.for_network(net)
+    assert stops.stops == [(9, 1)] and stops.frozen_through(0) == 9 and stops.train0_below == 9
+    with pytest.raises(UsageError, match=r"--stopbackward must be a layer index from 0 to 36"):
+        make_custom_cfg(up, 3, stopbackward=37)
+    with pytest.raises(UsageError, match=r"--stopbackward must be"):
+        make_custom_cfg(up, 3, stopbackward=-1)
 
 def test_readme_rule_for_max_batches_and_steps():
     assert custom_max_batches(1) == 6000 and custom_max_batches(3) == 6000

@@ -4,6 +4,8 @@ import os as _os
 # OpenMP threads that spin while idle steal the CPU from the data loader and from each other on
 # small machines (measured: 5x slower inference under load, docs/benchmarks.md). Passive waiting
 # is the default here unless the user set the variable; it must be set before torch is imported.
+#: the user's own OMP_WAIT_POLICY (None when unset): ONNX Runtime's thread race honours it
+USER_WAIT_POLICY = _os.environ.get("OMP_WAIT_POLICY")
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .errors import CfgError, DarknetError, DataError, UsageError, WeightsError
 

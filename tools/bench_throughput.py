@@ -42,11 +42,11 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")    # as importing darknet_py does
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+import darknet_py  # noqa: E402,F401  (OMP_WAIT_POLICY before torch, the user's policy on record)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

@@ -25,22 +25,23 @@ are calibrated on coco128 train2017 (``--calib LIST`` for another list), once, t
 The suite's and ``--coco128``'s int8 runners (``openvino-int8``, ``openvino:int8``) calibrate on
 coco128 train2017 too.
 
-Unlike the ``darknet-py bench`` command, this script sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the
-environment already sets it) *before* PyTorch is imported: with the default policy PyTorch's
-OpenMP threads spin-wait between operations, which on a machine whose CPUs are shared with other
-processes makes multi-threaded inference many times slower (OpenCV's own thread pool does not
-spin that way). The policy in force is printed with the results.
+The script imports ``darknet_py`` before PyTorch, as every user's program does, so
+``OMP_WAIT_POLICY=PASSIVE`` is in force unless the environment sets a policy: with the default
+policy PyTorch's OpenMP threads spin-wait between operations, which on a machine whose CPUs are
+shared with other processes makes multi-threaded inference many times slower. A policy set in the
+environment also decides ONNX Runtime's spinning (unset, its thread race tries both). The
+policy in force is printed with the results.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+import darknet_py  # noqa: E402,F401  (OMP_WAIT_POLICY before torch, the user's policy on record)
 
 #: (name, cfg, weights, size) relative to the reference-data folder
 SUITE = [

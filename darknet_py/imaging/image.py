@@ -418,28 +418,62 @@ def resize_image(image: Union[torch.Tensor, np.ndarray, DecodedImage], w: int, h
 
 def _resize_decoded(mat: np.ndarray, w: int, h: int) -> torch.Tensor:
     """:func:`resize_image` of ``DecodedImage(mat).to_tensor()``, converting to float only the
-    source columns pass 1 reads (``w`` of them instead of the image's width): the same bytes
+    source columns pass 1 reads (``2*w`` of them instead of the image's width): the same bytes
     through the same table give the same floats, and the arithmetic is the same."""
     in_h, in_w = int(mat.shape[0]), int(mat.shape[1])
     if in_w == w and in_h == h:
         return torch.from_numpy(_planar_float(np.ascontiguousarray(mat)))
-    if 2 * w >= in_w:
+    if 2 * w >= in_w or in_w == 1:
         # pass 1 reads two columns per output column: converting the whole image is then no
         # more memory than the gathered columns, and faster (one conversion, no gathers)
         return resize_image(torch.from_numpy(_planar_float(np.ascontiguousarray(mat))), w, h)
     ix, ix1, wx0, wx1 = _axis_weights(in_w, w)
-    # np.take along the columns: 4x faster than fancy indexing here, and contiguous
-    pa = _planar_float(np.take(mat, ix.numpy(), axis=1))
-    planes = pa.shape[0]
-    pa = pa.reshape(planes * in_h, w)
-    if in_w > 1:
-        pb = _planar_float(np.take(mat, ix1.numpy(), axis=1)).reshape(planes * in_h, w)
-        np.multiply(pa, wx0, out=pa)
-        np.multiply(pb, wx1, out=pb)
-        np.add(pa, pb, out=pa)
-        last = _planar_float(np.ascontiguousarray(mat[:, in_w - 1:in_w]))
-        pa[:, w - 1] = last.reshape(planes * in_h)
-    return _resize_rows(pa, planes, in_h, w, h)
+    # the columns pass 1 reads, [ix | ix1], gathered in one go, then one conversion to float
+    both = _planar_float(_gather_columns(mat, np.concatenate([ix.numpy(), ix1.numpy()])))
+    planes = both.shape[0]
+    pa, pb = both[:, :, :w], both[:, :, w:]
+    # the last output column copies the last input column: ix1's last entry, except for w=1
+    last = pb[:, :, w - 1].copy() if int(ix1[-1]) == in_w - 1 else \
+        _planar_float(np.ascontiguousarray(mat[:, in_w - 1:in_w]))[:, :, 0]
+    np.multiply(pa, wx0, out=pa)
+    np.multiply(pb, wx1, out=pb)
+    part = np.empty((planes, in_h, w), np.float32)
+    np.add(pa, pb, out=part)
+    part[:, :, w - 1] = last
+    return _resize_rows(part.reshape(planes * in_h, w), planes, in_h, w, h)
+
+
+#: rows per cv2.remap call of :func:`_gather_columns` (its map is this many rows tall)
+_GATHER_STRIP = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _column_map(columns: bytes, rows: int) -> np.ndarray:
+    """cv2.remap's integer map (CV_16SC2) that copies ``columns`` (int64 bytes) of ``rows``
+    rows: pixel (r, k) <- (r, columns[k])."""
+    cols = np.frombuffer(columns, np.int64).astype(np.int16)
+    m = np.empty((rows, len(cols), 2), np.int16)
+    m[:, :, 0] = cols
+    m[:, :, 1] = np.arange(rows, dtype=np.int16)[:, None]
+    return m
+
+
+def _gather_columns(mat: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``np.take(mat, columns, axis=1)`` of a uint8 image, done by OpenCV's nearest-neighbour
+    remap on integer coordinates (an exact copy of the pixels, ~1.6x faster than the gather),
+    strip by strip so that the map stays small whatever the image's height."""
+    in_w = int(mat.shape[1])
+    if in_w > np.iinfo(np.int16).max or mat.ndim == 3 and mat.shape[2] > 4:
+        return np.take(mat, columns, axis=1)
+    cv2 = _cv2()
+    in_h = int(mat.shape[0])
+    out = np.empty((in_h, len(columns)) + mat.shape[2:], np.uint8)
+    strip = min(_GATHER_STRIP, in_h)
+    cmap = _column_map(np.ascontiguousarray(columns, np.int64).tobytes(), strip)
+    for r0 in range(0, in_h, strip):
+        r1 = min(in_h, r0 + strip)
+        cv2.remap(mat[r0:r1], cmap[:r1 - r0], None, cv2.INTER_NEAREST, dst=out[r0:r1])
+    return out
 
 
 def _resize_rows(part: np.ndarray, planes: int, in_h: int, w: int, h: int) -> torch.Tensor:

@@ -195,3 +195,36 @@ def test_fast_backend_races_winograd_against_onednn():
     ref = ExactBackend(net, torch.device("cpu"))(x)
     for a, b in zip(be(x), ref):
         assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(b.abs().max()))
+
+
+def test_thread_race_rule_prefers_the_cheaper_setup_within_the_margin():
+    from darknet_py.infer.backends.onnxruntime import RACE_MARGIN, pick_setup
+    assert RACE_MARGIN == 0.05
+    # spinning 10 % faster than one thread: picked; two sleeping threads 3 % faster: not
+    assert pick_setup({(1, False): 10.0, (2, False): 9.7, (2, True): 9.0}) == (2, True)
+    # within 5 % of one thread: one thread stays (noise does not buy a second core)
+    assert pick_setup({(1, False): 10.0, (2, False): 9.8, (2, True): 9.6}) == (1, False)
+    # spinning must beat two sleeping threads by the margin too
+    assert pick_setup({(1, False): 10.0, (2, False): 8.0, (2, True): 7.9}) == (2, False)
+    assert pick_setup({(1, False): 10.0, (2, False): 12.0}) == (1, False)
+
+
+@pytest.mark.parametrize("policy", [None, "PASSIVE", "ACTIVE"])
+def test_onnxruntime_thread_race_and_its_printout(policy, monkeypatch):
+    """A small network races 1 thread against 2 sleeping and (policy unset) 2 spinning workers,
+    keeps what pick_setup says and prints the race; a policy the user set is honoured."""
+    pytest.importorskip("onnxruntime")
+    from darknet_py.infer.backends import onnxruntime as ortmod
+    monkeypatch.setattr(ortmod, "USER_WAIT_POLICY", policy)
+    monkeypatch.setattr(ortmod, "usable_cpus", lambda: 2)
+    path = _backend("yolo-fastest-1.1", "onnxruntime").path
+    be = ortmod.OnnxRuntimeBackend(path)
+    spin = policy == "ACTIVE"
+    expected = {(1, False), (2, spin)} | ({(2, True)} if policy is None else set())
+    assert set(be.calibration) == expected
+    assert (be.threads, be.spinning) == ortmod.pick_setup(be.calibration)
+    assert "; raced 1: " in be.details() and ("2 spinning: " in be.details()) == (policy != "PASSIVE")
+    x = torch.rand(1, 3, be.height, be.width)
+    ref = ortmod.OnnxRuntimeBackend(path, threads=1, calibrate_threads=False)(x)
+    for a, b in zip(be(x), ref):
+        assert torch.allclose(a, b, atol=1e-5)

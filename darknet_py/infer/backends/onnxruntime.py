@@ -16,12 +16,12 @@ import functools
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ... import __version__
+from ... import USER_WAIT_POLICY, __version__
 from ...devices import usable_cpus
 from ...errors import DataError, UsageError
 from ...export.exporter import (DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME, ExportOptions,
@@ -33,7 +33,7 @@ from ...timing import race, time_call
 from .base import CALIBRATE_MAX_SECONDS, Backend, check_heads
 
 __all__ = ["OnnxRuntimeBackend", "read_onnx_metadata", "metadata_from_props", "cached_export",
-           "require_module"]
+           "require_module", "pick_setup"]
 
 
 def require_module(name: str, extra: str):
@@ -152,18 +152,22 @@ class OnnxRuntimeBackend(OnnxFileBackend):
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.threads = threads
-        self.calibration: Dict[int, float] = {}
+        #: whether idle intra-op workers spin (ONNX Runtime's default) or sleep
+        self.spinning = _spin_default()
+        #: the thread race's median seconds per set-up, ``(threads, spinning)`` -> s
+        self.calibration: Dict[Tuple[int, bool], float] = {}
         if calibrate_threads:
             self._calibrate_threads(ort, threads)
 
-    def _session(self, ort, threads: Optional[int]):
+    def _session(self, ort, threads: Optional[int], spinning: Optional[bool] = None):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
-        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-            # the same rule as darknet_py's OpenMP default: waiting workers sleep instead of
-            # spinning (spinning workers steal the CPU from everyone on a shared machine)
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        spin = _spin_default() if spinning is None else spinning
+        # workers that sleep between operators free the CPU for everyone else on a shared
+        # machine; spinning ones answer the next operator sooner (each of a small network's
+        # ~130 operators wakes them): the thread race decides unless the user set the policy
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         try:
             return ort.InferenceSession(self.path, sess_options=opts,
@@ -172,10 +176,12 @@ class OnnxRuntimeBackend(OnnxFileBackend):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DataError(f"onnxruntime cannot load the file: {first}", file=self.path) from None
 
-    def _calibrate_threads(self, ort, threads: Optional[int], rounds: int = 5) -> None:
-        """The thread policy of :mod:`.fast` for ONNX Runtime: a small network (one batch-1 run
-        under ``CALIBRATE_MAX_SECONDS``) is timed with one thread against ``threads`` (default:
-        the usable CPUs), interleaved, and the faster session kept."""
+    def _calibrate_threads(self, ort, threads: Optional[int]) -> None:
+        """The thread policy for a small network (one batch-1 run under
+        ``CALIBRATE_MAX_SECONDS``): one thread and ``threads`` (default: the usable CPUs) with
+        sleeping workers and, unless the user set OMP_WAIT_POLICY, with spinning ones, timed
+        interleaved for :data:`RACE_ROUNDS` rounds; :func:`pick_setup` decides from the
+        medians. :meth:`details` prints the outcome."""
         full = int(threads) if threads else usable_cpus()
         if full <= 1:
             return
@@ -187,18 +193,50 @@ class OnnxRuntimeBackend(OnnxFileBackend):
         if time_call(functools.partial(self.session.run, None, feed), repeat=1,
                      warmup=0) > CALIBRATE_MAX_SECONDS:
             return
-        sessions = {full: self.session, 1: self._session(ort, 1)}
-        sessions[1].run(None, feed)        # both sessions have run once: no warm-up round
+        sessions = {(full, self.spinning): self.session, (1, False): self._session(ort, 1, False)}
+        if USER_WAIT_POLICY is None:
+            sessions[(full, not self.spinning)] = self._session(ort, full, not self.spinning)
+        for s in sessions.values():
+            s.run(None, feed)           # every session has run once: no warm-up round
         self.calibration = race({k: functools.partial(s.run, None, feed)
-                                 for k, s in sessions.items()}, rounds, warmup=0)
-        best = 1 if self.calibration[1] < self.calibration[full] else full
-        self.session, self.threads = sessions[best], best
+                                 for k, s in sessions.items()}, RACE_ROUNDS, warmup=0)
+        best = pick_setup(self.calibration)
+        self.session, self.threads, self.spinning = sessions[best], best[0], best[1]
 
     def _session_run(self, arr: np.ndarray) -> List[np.ndarray]:
         return self.session.run(None, {self.input_name: arr})
 
     def details(self) -> str:
-        return f"{self.threads or 'default'} threads, {self.outputs_kind}"
+        spin = ", spinning" if self.spinning and self.threads != 1 else ""
+        text = f"{self.threads or 'default'} threads{spin}, {self.outputs_kind}"
+        if self.calibration:
+            text += "; raced " + ", ".join(
+                f"{n}{' spinning' if sp else ''}: {1000 * t:.1f} ms"
+                for (n, sp), t in sorted(self.calibration.items()))
+        return text
+
+
+#: interleaved rounds of the thread race (a median of 11 shrugs off a few disturbed rounds)
+RACE_ROUNDS = 11
+#: a set-up costing more CPU (more threads, or spinning) must be this much faster to be picked
+RACE_MARGIN = 0.05
+
+
+def _spin_default() -> bool:
+    """Spinning workers when the user's OMP_WAIT_POLICY says ACTIVE, else sleeping ones."""
+    return (USER_WAIT_POLICY or "").upper() == "ACTIVE"
+
+
+def pick_setup(medians: Dict[Tuple[int, bool], float]) -> Tuple[int, bool]:
+    """The set-up of the thread race to keep: starting from the cheapest (fewest threads, not
+    spinning), a costlier one replaces the current choice only when it is :data:`RACE_MARGIN`
+    faster, so that noise never buys CPU time the network does not repay."""
+    order = sorted(medians, key=lambda k: (k[0], k[1]))
+    best = order[0]
+    for k in order[1:]:
+        if medians[k] < medians[best] * (1 - RACE_MARGIN):
+            best = k
+    return best
 
 
 # ----------------------------------------------------------------------------- export cache

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from typing import Optional, Sequence, Union
 
@@ -27,7 +28,7 @@ import torch
 
 from .errors import UsageError
 
-__all__ = ["select_device", "describe", "cpu_bf16_supported", "usable_cpus"]
+__all__ = ["select_device", "describe", "cpu_bf16_supported", "usable_cpus", "cpu_model"]
 
 DeviceSpec = Union[None, str, int, torch.device]
 
@@ -128,6 +129,18 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):    # no affinity call on this platform (macOS, Windows)
         return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_bf16_supported() -> bool:

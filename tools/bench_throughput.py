@@ -47,10 +47,10 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import darknet_py  # noqa: E402,F401  (OMP_WAIT_POLICY before torch, the user's policy on record)
+from darknet_py.devices import cpu_model  # noqa: E402
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -76,17 +76,6 @@ def uptime() -> str:
                               timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def usable_cpus() -> List[int]:

@@ -8,20 +8,8 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ..devices import usable_cpus
+from ..devices import cpu_model, usable_cpus
 from ..infer.backends.fast import runtime_info
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``, else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> Dict[str, Any]:

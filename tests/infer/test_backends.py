@@ -6,7 +6,9 @@ oracle models, one Network per model shared by both. The other backends (``fast`
 ``onnxruntime``, ``openvino``) and the letter-box runs are ``@pytest.mark.slow``.
 """
 import functools
+import importlib.util
 import json
+import re
 
 import numpy as np
 import pytest
@@ -134,6 +136,14 @@ def test_auto_choice_is_printed_with_its_reason(capsys):
     cfg, weights = _shared(o["cfg"]), _shared(o["weights"])
     name, reason = auto_backend(cfg, torch.device("cpu"))
     be = open_backend(cfg, weights, quiet=True, gpu_index=-1)
+    if name == "onnxruntime" and importlib.util.find_spec("openvino") is not None:
+        # both runtimes: the faster on this machine, with both times in the reason
+        assert be.name in ("onnxruntime", "openvino")
+        assert re.fullmatch(r"the CPU, (onnxruntime|openvino) [0-9.]+ ms against "
+                            r"(onnxruntime|openvino) [0-9.]+ ms per batch-1 call \(timed "
+                            r"(now|earlier on this machine); openvino needs a 5 % lead\)",
+                            be.auto_reason), be.auto_reason
+        name, reason = be.name, be.auto_reason
     assert be.name == name and be.auto_reason == reason
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"Using backend {name} on cpu") and \
@@ -228,3 +238,58 @@ def test_onnxruntime_thread_race_and_its_printout(policy, monkeypatch):
     ref = ortmod.OnnxRuntimeBackend(path, threads=1, calibrate_threads=False)(x)
     for a, b in zip(be(x), ref):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_auto_times_the_two_runtimes_once_and_keeps_the_faster(tmp_path, monkeypatch):
+    """With onnxruntime and openvino installed, ``auto`` times both on the export (batch 1,
+    interleaved), keeps OpenVINO only with a 5 % lead, writes the result beside the export and
+    reads it back next time (no second race); a damaged choice file is timed again."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from darknet_py.infer.backends import factory
+    monkeypatch.setenv("DARKNET_PY_CACHE", str(tmp_path))
+    o = _oracle("yolo-fastest-1.1")
+    said = []
+    be = factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), device="cpu",
+                              network=_network("yolo-fastest-1.1"), log=said.append)
+    assert said == ["auto: timing onnxruntime against openvino on this model (once for this "
+                    "machine)"]
+    (choices,) = tmp_path.glob("*.onnx.auto.json")
+    entry = json.loads(choices.read_text())[factory._choice_key(None)]
+    ms = entry["ms"]
+    want = "openvino" if ms["openvino"] < 0.95 * ms["onnxruntime"] else "onnxruntime"
+    assert entry["choice"] == be.name == want and "(timed now;" in be.auto_reason
+    # the same choice again, from the file
+    monkeypatch.setattr(factory, "race", lambda *a, **k: pytest.fail("raced twice"))
+    again = factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), device="cpu",
+                                 network=_network("yolo-fastest-1.1"), log=said.append)
+    assert again.name == be.name and "timed earlier on this machine" in again.auto_reason
+    assert len(said) == 1
+    # a made-up faster OpenVINO in the file is what auto runs
+    data = json.loads(choices.read_text())
+    data[factory._choice_key(None)] = {"choice": "openvino",
+                                       "ms": {"onnxruntime": 9.0, "openvino": 4.0}}
+    choices.write_text(json.dumps(data))
+    assert factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), device="cpu",
+                                network=_network("yolo-fastest-1.1")).name == "openvino"
+    choices.write_text("{not json")
+    monkeypatch.undo()
+    monkeypatch.setenv("DARKNET_PY_CACHE", str(tmp_path))
+    factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), device="cpu",
+                         network=_network("yolo-fastest-1.1"), log=said.append)
+    assert len(said) == 2 and json.loads(choices.read_text())
+
+
+def test_auto_runtime_rule_gives_openvino_only_a_clear_lead(monkeypatch):
+    """The 5 % margin: OpenVINO 4 % faster keeps ONNX Runtime, 6 % faster takes OpenVINO."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from darknet_py.infer.backends import factory
+    path = _backend("yolo-fastest-1.1", "onnxruntime").path
+    for ov_ms, want in ((9.6, "onnxruntime"), (9.4, "openvino")):
+        monkeypatch.setattr(factory, "race", lambda c, r, warmup=0, ov=ov_ms:
+                            {"onnxruntime": 0.010, "openvino": ov / 1000})
+        monkeypatch.setattr(factory, "_read_choices", lambda p: {})
+        monkeypatch.setattr(factory, "atomic_write_bytes", lambda p, d: None)
+        be = factory._fastest_runtime(path, None, lambda s: None)
+        assert be.name == want, (ov_ms, be.auto_reason)

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 __all__ = ["AUTO_BACKEND_RULE", "auto_backend", "make_backend"]
 
+import json
 import os
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+import numpy as np
 import torch
 
-from ...devices import select_device
+from ... import __version__
+from ...console import eprint
+from ...devices import cpu_model, select_device, usable_cpus
 from ...errors import DarknetError, DataError, UsageError
-from ...files import PathLike
+from ...files import PathLike, atomic_write_bytes
+from ...timing import race, time_call
 from ...model.network import Network
 from .base import BACKENDS, CPU_BACKENDS, PRECISIONS, Backend
 from .cuda import CudaBackend
@@ -25,9 +30,12 @@ from .openvino import OpenVinoBackend
 #: :func:`auto_backend`'s rule in words, first match wins (``-backend``'s help shows this text,
 #: the docs refer to it; a change of the rule changes both)
 AUTO_BACKEND_RULE = ("openvino for -precision int8; onnxruntime for an .onnx file; cuda on a GPU; "
-                     "on the CPU onnxruntime when onnxruntime and onnx are installed (with "
-                     "-precision bf16: openvino when openvino and onnx are installed), else fast; "
-                     "fast also when the ONNX export or runtime cannot take the model")
+                     "on the CPU onnxruntime when onnxruntime and onnx are installed, or openvino "
+                     "when openvino is installed too and ran the model at least 5 % faster on "
+                     "this machine (timed once per model, CPU and thread count, cached with the "
+                     "export); with -precision bf16 openvino when openvino and onnx are "
+                     "installed; else fast; fast also when the ONNX export or runtime cannot take "
+                     "the model")
 
 
 # ----------------------------------------------------------------------------- construction
@@ -108,15 +116,21 @@ def make_backend(model: PathLike, weights: Optional[PathLike] = None, *, backend
                              f"'{name}'", value=os.fspath(model))
         return _chosen(_onnx_backend(name, os.fspath(model), precision, threads), reason)
     if name in ("onnxruntime", "openvino"):
+        raced = backend == "auto" and name == "onnxruntime" and precision == "fp32" and \
+            _installed("openvino")
         try:
             path = cached_export(model, weights, width=width, height=height, network=network)
             try:
+                if raced:
+                    return _fastest_runtime(path, threads, log)
                 return _chosen(_onnx_backend(name, path, precision, threads), reason)
             except DataError:
                 # the cached file cannot be loaded (cut short by a full disk or a killed
                 # process, damaged): it is ours to rebuild, once
                 path = cached_export(model, weights, width=width, height=height,
                                      network=network, rebuild=True)
+                if raced:
+                    return _fastest_runtime(path, threads, log)
                 return _chosen(_onnx_backend(name, path, precision, threads), reason)
         except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError) as e:
             if backend != "auto":
@@ -147,6 +161,79 @@ def _chosen(backend: Backend, auto_reason: Optional[str]) -> Backend:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+#: OpenVINO replaces ONNX Runtime as ``auto``'s choice only when this much faster (within it
+#: the two are equal for the user, and ONNX Runtime is the runtime the oracle tests run)
+RUNTIME_MARGIN = 0.05
+#: seconds the runtime race may take for a small network (a large one gets 3 rounds)
+RUNTIME_RACE_SECONDS = 1.0
+#: most machine/thread entries one model's choice file keeps
+_CHOICE_ENTRIES = 16
+
+
+def _choice_key(threads: Optional[int]) -> str:
+    import onnxruntime
+    import openvino
+    return (f"{cpu_model()}|cpus={usable_cpus()}|threads={threads or 'default'}|"
+            f"onnxruntime={onnxruntime.__version__}|openvino={openvino.__version__}|"
+            f"darknet_py={__version__}")
+
+
+def _read_choices(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}            # none yet, or damaged: timed again and rewritten
+
+
+def _fastest_runtime(path: str, threads: Optional[int],
+                     log: Optional[Callable[[str], None]]) -> Backend:
+    """``auto`` on the CPU with both runtimes installed: the faster of ONNX Runtime and OpenVINO
+    (fp32, batch 1, interleaved medians; OpenVINO only when :data:`RUNTIME_MARGIN` faster) for
+    this export, CPU and thread count. Timed once, then read from ``<export>.auto.json``; the
+    reason printed with the choice gives both times."""
+    choices_file = path + ".auto.json"
+    key = _choice_key(threads)
+    choices = _read_choices(choices_file)
+    entry = choices.get(key)
+    if isinstance(entry, dict) and entry.get("choice") in ("onnxruntime", "openvino") and \
+            isinstance(entry.get("ms"), dict):
+        ms = entry["ms"]
+        return _chosen(_onnx_backend(entry["choice"], path, "fp32", threads),
+                       _runtime_reason(entry["choice"], ms, cached=True))
+    say = log or eprint
+    say("auto: timing onnxruntime against openvino on this model (once for this machine)")
+    ort_be = _onnx_backend("onnxruntime", path, "fp32", threads)
+    ov_be = _onnx_backend("openvino", path, "fp32", threads)
+    x = np.random.default_rng(0).random(
+        (ort_be.fixed_batch or 1, ort_be.channels, ort_be.height, ort_be.width)).astype(np.float32)
+    first = max(time_call(lambda: ov_be.run(x), repeat=1, warmup=1),
+                time_call(lambda: ort_be.run(x), repeat=1, warmup=0))
+    rounds = int(min(11, max(3, RUNTIME_RACE_SECONDS / (2 * max(first, 1e-4)))))
+    medians = race({"onnxruntime": lambda: ort_be.run(x), "openvino": lambda: ov_be.run(x)},
+                   rounds, warmup=0)
+    ms = {k: round(1000 * v, 2) for k, v in medians.items()}
+    choice = "openvino" if ms["openvino"] < ms["onnxruntime"] * (1 - RUNTIME_MARGIN) \
+        else "onnxruntime"
+    choices[key] = {"choice": choice, "ms": ms, "rounds": rounds}
+    while len(choices) > _CHOICE_ENTRIES:
+        choices.pop(next(iter(choices)))
+    try:
+        atomic_write_bytes(choices_file, json.dumps(choices, indent=1).encode())
+    except OSError:
+        pass                 # a read-only cache: the race runs again next time
+    return _chosen(ov_be if choice == "openvino" else ort_be,
+                   _runtime_reason(choice, ms, cached=False))
+
+
+def _runtime_reason(choice: str, ms: Dict[str, Any], cached: bool) -> str:
+    other = "openvino" if choice == "onnxruntime" else "onnxruntime"
+    how = "timed earlier on this machine" if cached else "timed now"
+    return (f"the CPU, {choice} {ms.get(choice)} ms against {other} {ms.get(other)} ms per "
+            f"batch-1 call ({how}; openvino needs a 5 % lead)")
 
 
 def _onnx_backend(name: str, path: str, precision: str, threads: Optional[int]) -> Backend:

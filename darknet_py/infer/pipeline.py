@@ -68,7 +68,7 @@ from .nms import apply_nms
 from .prefetch import Prefetcher
 
 __all__ = ["Pipeline", "ImageInput", "Result", "Outcome", "READ_AHEAD_BATCHES",
-           "default_loader_threads"]
+           "ONE_THREAD_NETWORK_RATIO", "default_loader_threads"]
 
 ImageInput = Union[PathLike, torch.Tensor, np.ndarray]
 #: (name, original image (C, H, W) float RGB, or None when not kept, detections after NMS)
@@ -82,6 +82,13 @@ Source = Union[torch.Tensor, DecodedImage]
 READ_AHEAD_BATCHES = 2
 #: most reader threads a list gets by default (Darknet's ``validate_detector`` loads with 4)
 MAX_DEFAULT_LOADERS = 4
+#: an overlapped list runs the network on one thread when the readers leave it one CPU and its
+#: one-thread time per image is at most this many times the reading time per image
+ONE_THREAD_NETWORK_RATIO = 2.0
+
+
+def _nothing() -> None:
+    pass
 
 
 def default_loader_threads() -> int:
@@ -120,6 +127,8 @@ class _Batch:
     prepared: Any = None
     outputs: Any = None
     forward_ms: float = 0.0
+    #: milliseconds the reader spent per image of this batch (load + prepare)
+    read_ms: float = 0.0
 
     @property
     def originals(self) -> List[Source]:
@@ -284,6 +293,7 @@ class Pipeline:
     def _load_batch(self, chunk: Sequence[Tuple[Any, Optional[ImageInput]]], frames: bool,
                     errors_per_image: bool) -> _Batch:
         load = self.frame_source if frames else self.source
+        t0 = time.perf_counter()
         loaded: List[Any] = []
         for _, image in chunk:
             if image is None:
@@ -299,6 +309,7 @@ class Pipeline:
         originals = batch.originals
         if originals:
             batch.prepared = self._prepare_sources(originals)
+            batch.read_ms = (time.perf_counter() - t0) * 1000.0 / len(originals)
         return batch
 
     def _forward_batch(self, batch: _Batch) -> _Batch:
@@ -386,15 +397,38 @@ class Pipeline:
             return
         depth = max(1, READ_AHEAD_BATCHES if ahead is None else int(ahead))
         workers = self.loader_threads
+        restore: List[Callable[[], None]] = []
+
+        def forward(batch: _Batch) -> _Batch:
+            if not restore and batch.originals:
+                restore.append(self._overlap_network_threads(batch.read_ms) or _nothing)
+            return self._forward_batch(batch)
+
         reader = Prefetcher(chunks, load, depth=depth + workers - 1, workers=workers,
                             name="darknet-py-read")
-        network = Prefetcher(reader, self._forward_batch, depth=READ_AHEAD_BATCHES,
+        network = Prefetcher(reader, forward, depth=READ_AHEAD_BATCHES,
                              name="darknet-py-network")
         try:
             for batch in network:
                 yield from self._finish_batch(batch, keep_images)
         finally:
             network.close()
+            for undo in restore:
+                undo()
+
+    def _overlap_network_threads(self, read_ms: float) -> Optional[Callable[[], None]]:
+        """On the first overlapped batch: when the readers leave the network one CPU and the
+        network's one-thread time is within :data:`ONE_THREAD_NETWORK_RATIO` times the reading
+        time per image, the network runs on one thread for the rest of the run (the restore
+        function undoes it). A network that small gains less from a second intra-op thread
+        than the reader, which needs that CPU, loses: yolo-fastest's list ran at 65 img/s with
+        one network thread against 56 with two (``tools/bench_throughput.py``, 2 CPUs)."""
+        one = self.backend.one_thread_ms()
+        if one is None or usable_cpus() - self.loader_threads > 1:
+            return None
+        if one > ONE_THREAD_NETWORK_RATIO * read_ms:
+            return None
+        return self.backend.use_one_thread()
 
     def describe_threads(self, ahead: Optional[int] = None) -> str:
         """Who runs what when a list or a stream goes through :meth:`process` with ``ahead``
@@ -404,9 +438,12 @@ class Pipeline:
             return f"none: reading, the network ({net}), decoding and NMS in one thread"
         n = self.loader_threads
         ahead = max(1, READ_AHEAD_BATCHES if ahead is None else int(ahead)) + n - 1
+        one = "" if self.backend.one_thread_ms() is None or usable_cpus() - n > 1 else \
+            (f"; 1 if its one-thread time is within {ONE_THREAD_NETWORK_RATIO:g}x the reading "
+             "time per image, decided on the first batch")
         return (f"{n} reader thread{'s' if n != 1 else ''} (read + resize, up to {ahead} "
                 f"batch{'es' if ahead != 1 else ''} of {self.batch_size} ahead), the network on "
-                f"its own thread ({net}), decoding + NMS + output on the main thread")
+                f"its own thread ({net}{one}), decoding + NMS + output on the main thread")
 
     def __repr__(self) -> str:
         return (f"Pipeline({self.backend.describe()}, thresh={self.thresh}, nms={self.nms}, "

@@ -322,3 +322,52 @@ def test_a_frame_reader_iterated_by_itself():
     with pytest.raises(UsageError, match="once"):
         list(reader)
     assert not _alive("darknet-py-frames")
+
+
+@pytest.mark.parametrize("one_ms, cpus, switched", [(5.0, 2, True), (500.0, 2, False),
+                                                    (5.0, 4, False), (None, 2, False)])
+def test_a_small_network_runs_on_one_thread_beside_the_reader(backend, images, monkeypatch,
+                                                             one_ms, cpus, switched):
+    """On the first overlapped batch: with one CPU left beside the reader and a network whose
+    one-thread time is within ONE_THREAD_NETWORK_RATIO x the reading time, the rest of the list
+    runs the network on one thread; the backend gets its set-up back at the end. The results
+    stay those of the sequential pipeline."""
+    from darknet_py.infer import pipeline as module
+    monkeypatch.setattr(module, "usable_cpus", lambda: cpus)
+    calls, undone = [], []
+    monkeypatch.setattr(backend, "one_thread_ms", lambda: one_ms, raising=False)
+    monkeypatch.setattr(backend, "use_one_thread",
+                        lambda: calls.append(1) or (lambda: undone.append(1)), raising=False)
+    pipe = module.Pipeline(backend, batch_size=1, loader_threads=1)
+    monkeypatch.setattr(pipe, "_prepare_sources",
+                        lambda originals, real=pipe._prepare_sources: time.sleep(0.01) or
+                        real(originals))      # reading takes >= 10 ms an image here
+    got = pipe.run(images[:3], keep_images=False)
+    assert calls == undone == ([1] if switched else [])
+    want = module.Pipeline(backend, batch_size=1, loader_threads=0).run(images[:3],
+                                                                       keep_images=False)
+    assert all(_equal(a[2], b[2]) for a, b in zip(got, want))
+    text = pipe.describe_threads()
+    assert ("decided on the first batch" in text) == (one_ms is not None and cpus == 2)
+
+
+def test_onnxruntime_switches_to_its_raced_one_thread_session(monkeypatch):
+    """The ONNX Runtime backend keeps the one-thread session of its thread race for
+    use_one_thread, and restores its choice after."""
+    pytest.importorskip("onnxruntime")
+    from darknet_py.infer.backends import onnxruntime as ortmod
+    monkeypatch.setattr(ortmod, "usable_cpus", lambda: 2)
+    path = ortmod.cached_export(CFG, WEIGHTS)
+    be = ortmod.OnnxRuntimeBackend(path)
+    assert be.one_thread_ms() == pytest.approx(1000 * be.calibration[(1, False)])
+    chosen = (be.session, be.threads, be.spinning)
+    restore = be.use_one_thread()
+    assert be.threads == 1 and not be.spinning and be.session is be._one_thread_session
+    x = torch.rand(1, 3, be.height, be.width)
+    one = be(x)
+    restore()
+    assert (be.session, be.threads, be.spinning) == chosen
+    for a, b in zip(one, be(x)):
+        assert torch.allclose(a, b, atol=1e-5)
+    unraced = ortmod.OnnxRuntimeBackend(path, calibrate_threads=False)
+    assert unraced.one_thread_ms() is None and unraced.use_one_thread() is None

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -97,6 +97,16 @@ class Backend(ABC):
     def details(self) -> str:
         """Backend-specific words for :meth:`describe` (threads, providers, plan)."""
         return ""
+
+    def one_thread_ms(self) -> Optional[float]:
+        """Milliseconds of a batch-1 call on one CPU thread, when the backend measured it (its
+        thread race) and could switch to it; else None."""
+        return None
+
+    def use_one_thread(self) -> Optional[Callable[[], None]]:
+        """Run on one CPU thread from now on, if the backend can (after :meth:`one_thread_ms`
+        gave a time): returns the function that restores the previous set-up, else None."""
+        return None
 
     def describe(self) -> str:
         """One line: ``backend fast on cpu (fp32, 2 threads)``."""

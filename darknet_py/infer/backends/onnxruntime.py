@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -156,6 +156,7 @@ class OnnxRuntimeBackend(OnnxFileBackend):
         self.spinning = _spin_default()
         #: the thread race's median seconds per set-up, ``(threads, spinning)`` -> s
         self.calibration: Dict[Tuple[int, bool], float] = {}
+        self._one_thread_session = None
         if calibrate_threads:
             self._calibrate_threads(ort, threads)
 
@@ -202,6 +203,22 @@ class OnnxRuntimeBackend(OnnxFileBackend):
                                  for k, s in sessions.items()}, RACE_ROUNDS, warmup=0)
         best = pick_setup(self.calibration)
         self.session, self.threads, self.spinning = sessions[best], best[0], best[1]
+        # the one-thread session stays for :meth:`use_one_thread` (overlapped lists)
+        self._one_thread_session = sessions[(1, False)]
+
+    def one_thread_ms(self) -> Optional[float]:
+        t = self.calibration.get((1, False))
+        return None if t is None or self._one_thread_session is None else 1000.0 * t
+
+    def use_one_thread(self) -> Optional[Callable[[], None]]:
+        if self._one_thread_session is None:
+            return None
+        before = (self.session, self.threads, self.spinning)
+        self.session, self.threads, self.spinning = self._one_thread_session, 1, False
+
+        def restore() -> None:
+            self.session, self.threads, self.spinning = before
+        return restore
 
     def _session_run(self, arr: np.ndarray) -> List[np.ndarray]:
         return self.session.run(None, {self.input_name: arr})

@@ -293,3 +293,21 @@ def test_auto_runtime_rule_gives_openvino_only_a_clear_lead(monkeypatch):
         monkeypatch.setattr(factory, "atomic_write_bytes", lambda p, d: None)
         be = factory._fastest_runtime(path, None, lambda s: None)
         assert be.name == want, (ov_ms, be.auto_reason)
+
+
+def test_auto_runs_onnxruntime_when_openvino_cannot_take_the_model(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from darknet_py.errors import DataError
+    from darknet_py.infer.backends import factory
+
+    def refuse(path, precision, threads):
+        raise DataError("OpenVINO cannot compile the file: unsupported", file=path)
+    monkeypatch.setattr(factory, "OpenVinoBackend", refuse)
+    monkeypatch.setenv("DARKNET_PY_CACHE", str(tmp_path))
+    o = _oracle("yolo-fastest-1.1")
+    be = factory.make_backend(_shared(o["cfg"]), _shared(o["weights"]), device="cpu",
+                              network=_network("yolo-fastest-1.1"), log=pytest.fail)
+    assert be.name == "onnxruntime"
+    assert be.auto_reason.startswith("the CPU, onnxruntime installed (openvino cannot take")
+    assert not list(tmp_path.glob("*.auto.json"))

@@ -204,10 +204,15 @@ def _fastest_runtime(path: str, threads: Optional[int],
         ms = entry["ms"]
         return _chosen(_onnx_backend(entry["choice"], path, "fp32", threads),
                        _runtime_reason(entry["choice"], ms, cached=True))
+    ort_be = _onnx_backend("onnxruntime", path, "fp32", threads)
+    try:
+        ov_be = _onnx_backend("openvino", path, "fp32", threads)
+    except (DarknetError, RuntimeError, ValueError, NotImplementedError, OSError) as e:
+        # a model OpenVINO cannot compile runs on ONNX Runtime (not timed, not cached)
+        return _chosen(ort_be, f"the CPU, onnxruntime installed (openvino cannot take this "
+                               f"model: {_first_line(e)})")
     say = log or eprint
     say("auto: timing onnxruntime against openvino on this model (once for this machine)")
-    ort_be = _onnx_backend("onnxruntime", path, "fp32", threads)
-    ov_be = _onnx_backend("openvino", path, "fp32", threads)
     x = np.random.default_rng(0).random(
         (ort_be.fixed_batch or 1, ort_be.channels, ort_be.height, ort_be.width)).astype(np.float32)
     first = max(time_call(lambda: ov_be.run(x), repeat=1, warmup=1),

@@ -18,10 +18,13 @@ Darknet's procedure, reproduced exactly:
 
 The oracle's glibc ``qsort`` is a stable merge sort, so each class's order is "``prob[k]``
 descending, ties in the order left by the previous class's sort"; this is reproduced with stable
-sorts. The greedy pass is computed without a loop over box pairs: the pairwise criterion matrix of
-a class's non-zero candidates (sorted) is built once, and the greedy keep-set is found as the
+sorts. The greedy pass is computed without a loop over box pairs: the greedy keep-set is the
 fixed point of ``keep[i] = not any(keep[j] and S[j, i] for j < i)`` (unique, reached after at most
-"longest suppression chain" iterations of a matrix-vector product).
+"longest suppression chain" iterations). With a positive threshold (every real one) the pairs
+``S`` holds are found once per image, for all classes (the criterion depends on the boxes only),
+and the keep-sets of all classes come from one fixed point over them
+(:func:`_nms_per_class_sparse`); otherwise each class's criterion matrix is built
+(:func:`_nms_per_class_dense`).
 """
 from __future__ import annotations
 
@@ -159,17 +162,16 @@ def _nms_per_class_chain(dets: DetectionSet, thresh: float, kind: str, beta: flo
                         None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
 
 
-#: up to this many candidates the dense path is the faster (a trained model's few dozen boxes:
-#: 0.8 against 1.1 ms for 32 candidates of yolo-fastest on dog.jpg); its memory is classes x n^2
-DENSE_MAX_CANDIDATES = 64
+#: up to this many candidates every pair of them is examined (fewer operations than the pair
+#: search of :func:`_candidate_pairs`, which pays off on the hundreds that ``detector map`` sees)
+ALL_PAIRS_MAX_CANDIDATES = 64
 
 
 def _nms_per_class(dets: DetectionSet, thresh: float, kind: str, beta: float) -> DetectionSet:
     """Darknet's class loop, through :func:`_nms_per_class_sparse` when the threshold is
-    positive (every real NMS threshold) and there are more than :data:`DENSE_MAX_CANDIDATES`
-    candidates, else :func:`_nms_per_class_dense` (both give Darknet's result)."""
-    if len(dets) > DENSE_MAX_CANDIDATES and 0 < thresh and torch.isfinite(dets.probs).all() and \
-            not bool((dets.probs < 0).any()):
+    positive (every real NMS threshold) and the probabilities are finite and not negative, else
+    :func:`_nms_per_class_dense` (both give Darknet's result)."""
+    if 0 < thresh and torch.isfinite(dets.probs).all() and not bool((dets.probs < 0).any()):
         return _nms_per_class_sparse(dets, thresh, kind, beta)
     return _nms_per_class_dense(dets, thresh, kind, beta)
 
@@ -254,12 +256,13 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
     symmetric, even in float32), not on the class, and with a positive threshold only boxes
     whose IoU exceeds it can suppress each other (Darknet's DIoU is the IoU less a square).
     So the pairs above the threshold are found once per image among the few pairs that can
-    reach it (:func:`_candidate_pairs`), where the dense path
-    computed every pair of candidates once per class: an untrained model's 2500 candidates per
-    image made that minutes per ``detector map``. Then, class by class in Darknet's order (the
-    chain of stable sorts, which also settles ties), the greedy keep-set of the class's
-    candidates over those pairs: the fixed point of ``keep[i] = not any(keep[j], j earlier and
-    paired with i)``, reached after "longest suppression chain" passes over the pairs.
+    reach it (:func:`_candidate_pairs`; every pair up to :data:`ALL_PAIRS_MAX_CANDIDATES`
+    candidates), where the dense path computed every pair of candidates once per class: an
+    untrained model's 2500 candidates per image made that minutes per ``detector map``. Then
+    the greedy keep-set of every class over those pairs, the fixed point of ``keep[i] = not
+    any(keep[j], j earlier and paired with i)``, reached after "longest suppression chain"
+    passes: for all classes at once (:func:`_sparse_drops_all_classes`), or, when paired
+    candidates tie, class by class in Darknet's order (the chain of stable sorts settles ties).
     """
     n = len(dets)
     perm, total = _move_zero_objectness(dets.objectness)
@@ -270,7 +273,9 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
     live = np.flatnonzero((p != 0).any(axis=1))           # candidates of at least one class
     a = b = np.zeros(0, np.int64)
     if live.size >= 2 and thresh < 1:                      # an IoU never exceeds 1
-        pairs = _candidate_pairs(boxes[torch.from_numpy(live)], thresh, MAX_NMS_PAIRS)
+        # a few dozen candidates: every pair (the search costs more than the pairs it skips)
+        pairs = _all_pairs(live.size) if live.size <= ALL_PAIRS_MAX_CANDIDATES else \
+            _candidate_pairs(boxes[torch.from_numpy(live)], thresh, MAX_NMS_PAIRS)
         if pairs is None:
             return _nms_per_class_dense(dets, thresh, kind, beta)
         pa, pb = pairs
@@ -281,9 +286,18 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
                 torch.tensor(thresh, dtype=boxes.dtype)
             hit = hit.numpy()
             a, b = pa[hit], pb[hit]
+    classes = np.flatnonzero((p != 0).any(axis=0))
+    drops = _sparse_drops_all_classes(p, classes, a, b)
+    if drops is not None:
+        rows, cols = drops
+        if rows.size:
+            probs_out[torch.from_numpy(rows), torch.from_numpy(cols)] = 0
+        # the chain of stable sorts, class after class, ends in this lexicographic order
+        keys = [np.arange(total)] + [-p[:, k] for k in classes]
+        return _arranged(dets, perm, probs_out, torch.from_numpy(np.lexsort(keys)), total, n)
     order = np.arange(total)
     drop_rows, drop_cols = [], []
-    for k in np.flatnonzero((p != 0).any(axis=0)):
+    for k in classes:
         # Darknet's qsort of the current arrangement by prob[k] (stable: glibc's merge sort)
         order = order[np.argsort(-p[order, k], kind="stable")]
         if not a.size:
@@ -316,6 +330,60 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
         cols = torch.from_numpy(np.concatenate(drop_cols).astype(np.int64))
         probs_out[rows, cols] = 0
     final = torch.cat([torch.from_numpy(order), torch.arange(total, n)])
+    idx = perm[final]
+    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
+                        None if dets.uncertainty is None else dets.uncertainty[idx],
+                        dets.image_size)
+
+
+#: most (pair, class) entries :func:`_sparse_drops_all_classes` works on at once (beyond it the
+#: class loop runs, in O(pairs) memory)
+MAX_PAIR_CLASSES = 1 << 22
+
+
+def _sparse_drops_all_classes(p: np.ndarray, classes: np.ndarray, a: np.ndarray, b: np.ndarray
+                              ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The greedy pass of every class at once over the suppression pairs ``(a, b)``: the
+    ``(rows, classes)`` whose probability Darknet's class loop zeroes, or None when that needs
+    the loop (two paired candidates of a class with the same non-zero probability, whose order
+    the earlier classes' sorts decide; or too many entries).
+
+    Within class ``k`` only the order of two paired candidates matters to the greedy pass
+    (``keep[j]`` = no kept earlier candidate paired with ``j``), and without ties that order is
+    ``prob[k]`` descending whatever the classes before did. So each (pair, class) with both
+    probabilities non-zero gives one edge from the higher to the lower, and the keep-sets of all
+    classes are one fixed point over the edges, reached after "longest chain" passes."""
+    total = p.shape[0]
+    if not a.size or not classes.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if a.size * classes.size > MAX_PAIR_CLASSES:
+        return None
+    pa, pb = p[a][:, classes], p[b][:, classes]            # (pairs, classes)
+    both = (pa != 0) & (pb != 0)
+    if (both & (pa == pb)).any():
+        return None
+    pair, cls = np.nonzero(both)
+    a_first = pa[pair, cls] > pb[pair, cls]
+    src = np.where(a_first, a[pair], b[pair]) + cls * total   # flat (class, row) indices
+    dst = np.where(a_first, b[pair], a[pair]) + cls * total
+    cand = (p[:, classes] != 0).T.ravel()                   # (classes * total,)
+    keep = cand.copy()
+    for _ in range(src.size + 1):
+        suppressed = np.zeros(cand.size, bool)
+        suppressed[dst[keep[src]]] = True
+        new_keep = cand & ~suppressed
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    gone = np.flatnonzero(cand & ~keep)
+    return gone % total, classes[gone // total].astype(np.int64)
+
+
+def _arranged(dets: DetectionSet, perm: torch.Tensor, probs_out: torch.Tensor,
+              order: torch.Tensor, total: int, n: int) -> DetectionSet:
+    """The result of a class loop: rows in Darknet's final arrangement (``order`` of the
+    ``total`` non-zero-objectness rows of ``perm``, then the rest), with ``probs_out``."""
+    final = torch.cat([order, torch.arange(total, n)])
     idx = perm[final]
     return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
                         None if dets.uncertainty is None else dets.uncertainty[idx],
@@ -401,6 +469,15 @@ def _nms_per_class_dense(dets: DetectionSet, thresh: float, kind: str,
     idx = perm[final]
     return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
                         None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+
+
+@functools.lru_cache(maxsize=ALL_PAIRS_MAX_CANDIDATES + 1)
+def _all_pairs(m: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Every pair ``a < b < m``, once."""
+    a, b = np.triu_indices(m, 1)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
 
 
 @functools.lru_cache(maxsize=32)

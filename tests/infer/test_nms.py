@@ -367,3 +367,45 @@ def test_pair_search_with_non_finite_and_tiny_boxes_equals_every_pair():
         b = _nms_per_class_dense(d, 0.45, kind, 0.6)
         assert torch.equal(a.probs, b.probs)
         assert torch.equal(torch.nan_to_num(a.boxes), torch.nan_to_num(b.boxes))
+
+
+@pytest.mark.parametrize("kind", ["default", "greedynms"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_every_class_in_one_pass_equals_the_class_loop(kind, ties, monkeypatch):
+    """The greedy pass of all classes over the suppression pairs at once gives what the class
+    loop (one stable sort and one pass per class) gives, bit for bit; paired candidates of a
+    class with tied probabilities are left to the loop, which settles them by the earlier
+    classes' order."""
+    from darknet_py.infer import nms
+    d = _untrained_like(np.random.default_rng(11), classes=6)
+    if not ties:
+        probs = d.probs.clone()
+        probs[probs != 0] += torch.arange(int((probs != 0).sum()), dtype=torch.float32) * 1e-7
+        d = DetectionSet(d.boxes, d.objectness, probs, None, d.image_size)
+    seen = []
+    one_pass = nms._sparse_drops_all_classes
+
+    def spy(*args):
+        seen.append(one_pass(*args))
+        return seen[-1]
+    monkeypatch.setattr(nms, "_sparse_drops_all_classes", spy)
+    fast = nms._nms_per_class_sparse(d, 0.45, kind, 0.6)
+    assert seen and (seen[-1] is None) == ties
+    monkeypatch.setattr(nms, "_sparse_drops_all_classes", lambda *a: None)
+    loop = nms._nms_per_class_sparse(d, 0.45, kind, 0.6)
+    assert torch.equal(fast.boxes, loop.boxes) and torch.equal(fast.probs, loop.probs)
+    assert torch.equal(fast.objectness, loop.objectness)
+    assert int((fast.probs == 0).sum()) > int((d.probs == 0).sum()) + 100
+
+
+def test_every_class_in_one_pass_bounds_its_entries(monkeypatch):
+    """More (pair, class) entries than MAX_PAIR_CLASSES: the class loop runs instead."""
+    from darknet_py.infer import nms
+    p = np.ones((4, 3), np.float32)
+    a, b = np.array([0, 1]), np.array([2, 3])
+    monkeypatch.setattr(nms, "MAX_PAIR_CLASSES", 5)
+    assert nms._sparse_drops_all_classes(p, np.arange(3), a, b) is None
+    monkeypatch.setattr(nms, "MAX_PAIR_CLASSES", 6)
+    p[:, :] = [[0.9], [0.8], [0.7], [0.6]]
+    rows, cols = nms._sparse_drops_all_classes(p, np.arange(3), a, b)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(r, k) for r in (2, 3) for k in range(3)]

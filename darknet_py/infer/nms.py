@@ -156,10 +156,7 @@ def _nms_per_class_chain(dets: DetectionSet, thresh: float, kind: str, beta: flo
             continue
         keep = _greedy_keep_sorted(boxes[cand], kind, beta, thr)
         probs_out[cand[~keep], k] = 0
-    final = torch.cat([order, torch.arange(total, n)])
-    idx = perm[final]
-    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
-                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+    return _arranged(dets, perm, probs_out, order, total, n)
 
 
 #: up to this many candidates every pair of them is examined (fewer operations than the pair
@@ -329,11 +326,7 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
         rows = torch.from_numpy(np.concatenate(drop_rows))
         cols = torch.from_numpy(np.concatenate(drop_cols).astype(np.int64))
         probs_out[rows, cols] = 0
-    final = torch.cat([torch.from_numpy(order), torch.arange(total, n)])
-    idx = perm[final]
-    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
-                        None if dets.uncertainty is None else dets.uncertainty[idx],
-                        dets.image_size)
+    return _arranged(dets, perm, probs_out, torch.from_numpy(order), total, n)
 
 
 #: most (pair, class) entries :func:`_sparse_drops_all_classes` works on at once (beyond it the
@@ -465,10 +458,7 @@ def _nms_per_class_dense(dets: DetectionSet, thresh: float, kind: str,
             probs_out[torch.from_numpy(rows), torch.from_numpy(classes)] = 0
     keys = [np.arange(total)] + [neg[:, j] for j in range(neg.shape[1])]
     order = torch.from_numpy(np.lexsort(keys))
-    final = torch.cat([order, torch.arange(total, n)])
-    idx = perm[final]
-    return DetectionSet(dets.boxes[idx], dets.objectness[idx], probs_out[final],
-                        None if dets.uncertainty is None else dets.uncertainty[idx], dets.image_size)
+    return _arranged(dets, perm, probs_out, order, total, n)
 
 
 @functools.lru_cache(maxsize=ALL_PAIRS_MAX_CANDIDATES + 1)

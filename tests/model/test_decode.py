@@ -272,3 +272,36 @@ def test_objectness_first_decoding_equals_decoding_everything(kind, new_coords):
         assert torch.equal(dets.objectness, want.objectness)
         if kind == "gaussian_yolo":
             assert torch.equal(dets.uncertainty, want.uncertainty)
+
+
+@pytest.mark.parametrize("kind,new_coords", [("yolo", 0), ("yolo", 1), ("gaussian_yolo", 0)])
+def test_heads_joined_equal_heads_one_by_one(kind, new_coords, monkeypatch):
+    """get_network_boxes thresholds and corrects the candidates of all heads together: the same
+    sets, bit for bit and in the same order, as doing it head by head and joining the results,
+    for a batch whose images get candidates from some heads only (and one from none)."""
+    from darknet_py.model import decode
+    specs = [head_class(kind).make_spec(
+        index=i, classes=3, n=2, total=6, mask=m,
+        anchors=(10.0, 14.0, 23.0, 27.0, 37.0, 58.0, 81.0, 82.0, 135.0, 169.0, 344.0, 319.0),
+        w=w, h=h, new_coords=new_coords) for i, (m, w, h) in
+        enumerate([((4, 5), 5, 4), ((2, 3), 10, 8), ((0, 1), 20, 16)])]
+    g = torch.Generator().manual_seed(5)
+    outs = [torch.rand((4, s.n * s.entries, s.h, s.w), generator=g) for s in specs]
+    obj = head_class(kind).obj_entry
+    for k, o in enumerate(outs):
+        o.view(4, 2, specs[k].entries, specs[k].h, specs[k].w)[:, :, obj] *= 0.6
+        o.view(4, 2, specs[k].entries, specs[k].h, specs[k].w)[k, :, obj] = 0  # none from head k
+        o.view(4, 2, specs[k].entries, specs[k].h, specs[k].w)[3, :, obj] = 0    # none at all
+    sizes = [(640, 480), (300, 500), (416, 416), (1280, 720)]
+    joined = get_network_boxes(list(zip(specs, outs)), 320, 256, sizes, 0.4, letter_box=True)
+    monkeypatch.setattr(decode, "_joined_candidates", lambda *a: None)
+    one_by_one = get_network_boxes(list(zip(specs, outs)), 320, 256, sizes, 0.4, letter_box=True)
+    assert [len(d) for d in joined] == [len(d) for d in one_by_one]
+    assert sum(len(d) for d in joined) > 20 and len(joined[3]) == 0
+    for a, b in zip(joined, one_by_one):
+        assert a.image_size == b.image_size
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.probs, b.probs)
+        assert torch.equal(a.objectness, b.objectness)
+        assert (a.uncertainty is None) == (b.uncertainty is None)
+        if a.uncertainty is not None:
+            assert torch.equal(a.uncertainty, b.uncertainty)

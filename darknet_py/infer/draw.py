@@ -83,16 +83,13 @@ def actual_detections(dets: DetectionSet, thresh: float, names: Sequence[str]
     return [(int(i), int(best[i])) for i in np.nonzero(ok)[0]]
 
 
-def _c_round(v: float) -> float:
-    """C ``round()``: half away from zero, keeps the sign of zero."""
-    return math.copysign(math.floor(abs(v) + 0.5), v)
-
-
-def _pixel_box(box: np.ndarray, im_w: int, im_h: int) -> Tuple[float, float, float, float]:
-    """``-ext_output``'s ``round((b.x - b.w/2)*im.w)``, ... of one float32 box: float arithmetic
-    as in Darknet, then C ``round``."""
+def _pixel_boxes(boxes: np.ndarray, im_w: int, im_h: int) -> np.ndarray:
+    """``-ext_output``'s ``round((b.x - b.w/2)*im.w)``, ... of float32 boxes ``(n, 4)`` ->
+    ``(n, 4)`` float64 (left, top, width, height): float32 arithmetic as in Darknet, then C
+    ``round`` (half away from zero, keeping the sign of zero) on the value as a double."""
     size = np.array([im_w, im_h, im_w, im_h], np.float32)
-    return tuple(_c_round(float(v)) for v in xywh_to_ltwh(box.astype(np.float32)) * size)
+    v = (xywh_to_ltwh(boxes.astype(np.float32)) * size).astype(np.float64)
+    return np.copysign(np.floor(np.abs(v) + 0.5), v)
 
 
 def _printout_order(boxes: np.ndarray, selected: List[Tuple[int, int]]) -> np.ndarray:
@@ -119,11 +116,12 @@ def detection_lines(dets: DetectionSet, names: Sequence[str], thresh: float = 0.
     probs = dets.probs.detach().to(torch.float32).cpu().numpy()
     thr = np.float32(thresh)
     lines: List[str] = []
+    pixels = _pixel_boxes(boxes, im_w, im_h) if ext_output else None
     for o in _printout_order(boxes, selected):
         i, best = selected[o]
         tail = ""
-        if ext_output:
-            l, t, w, h = _pixel_box(boxes[i], im_w, im_h)
+        if pixels is not None:
+            l, t, w, h = pixels[i]
             tail = "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)" % (l, t, w, h)
         lines.append(f"{_class_name(names, best)}: {_percent(probs[i, best])}{tail}")
         for j in np.nonzero(probs[i] > thr)[0]:

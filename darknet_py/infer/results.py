@@ -20,7 +20,7 @@ import torch
 from ..errors import DataError
 from ..files import AtomicTextWriter, PathLike, atomic_write_bytes
 from ..structures.detections import Detection, DetectionSet, ImageDetections
-from .draw import _class_name, _pixel_box, _printout_order, _shown, actual_detections
+from .draw import _class_name, _pixel_boxes, _printout_order, _shown, actual_detections
 
 __all__ = ["to_detections", "detection_to_json", "JsonOutWriter", "label_lines", "write_labels"]
 
@@ -36,9 +36,10 @@ def to_detections(path: str, dets: DetectionSet, names: Sequence[str], thresh: f
         boxes = dets.boxes.detach().to(torch.float32).cpu().numpy()
         probs = dets.probs.detach().to(torch.float32).cpu().numpy()
         thr = np.float32(thresh)
+        pixels = _pixel_boxes(boxes, im_w, im_h)
         for o in _printout_order(boxes, selected):
             i, best = selected[o]
-            l, t, w, h = _pixel_box(boxes[i], im_w, im_h)
+            l, t, w, h = pixels[i]
             others = [int(j) for j in np.nonzero(probs[i] > thr)[0] if j != best]
             for j in [best] + others:
                 out.append(Detection(j, _class_name(names, j), float(probs[i, j]),

@@ -12,6 +12,7 @@
 * :class:`AtomicTextWriter`: a results file written progressively into a temp file and renamed
   over the destination only when the run succeeded.
 * :data:`PathLike`: the type of every path argument of the package (``str`` or ``os.PathLike``).
+* :func:`cache_folder`: where what is made once and reused is kept.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import IO, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import UsageError
 
-__all__ = ["PathLike", "read_bounded", "atomic_write_bytes", "atomic_write_files",
+__all__ = ["PathLike", "cache_folder", "read_bounded", "atomic_write_bytes", "atomic_write_files",
            "default_file_mode", "same_file", "refuse_output_onto_inputs", "AtomicTextWriter"]
 
 #: a path argument: ``str`` or anything ``os.fspath`` takes
@@ -212,3 +213,13 @@ class AtomicTextWriter:
             self.commit()
         else:
             self.abort()
+
+
+def cache_folder() -> str:
+    """Where darknet-py keeps what it makes once and reuses (on-the-fly exports, int8 models,
+    compiled kernels): ``$DARKNET_PY_CACHE``, else ``$XDG_CACHE_HOME/darknet_py``, else
+    ``~/.cache/darknet_py`` (never the weights' folder, which may be read-only or shared)."""
+    if os.environ.get("DARKNET_PY_CACHE"):
+        return os.environ["DARKNET_PY_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "darknet_py")

@@ -18,7 +18,7 @@ What is done, in order (:func:`int8_backend`):
    distinct images (at most :data:`MAX_HELD_OUT_IMAGES`) for the report and calibrates on at most
    :data:`MAX_CALIBRATION_IMAGES` of the others;
 2. the cache: ``<weights>.<key>.int8.xml`` (+ ``.bin``) in the export cache folder
-   (:func:`~darknet_py.infer.backends.onnxruntime.cache_folder`), keyed by the model (cfg text and
+   (:func:`~darknet_py.files.cache_folder`), keyed by the model (cfg text and
    weights bytes, or the ONNX file's bytes), the input size, the calibration set (the list's
    distinct paths and the bytes of the sampled images), the OpenVINO and NNCF versions and this
    recipe. A cached model is used as it is: no calibration, no report beyond one line;
@@ -50,11 +50,11 @@ from ...console import eprint
 from ...data.datacfg import read_list
 from ...errors import DataError, UsageError
 from ...export.exporter import METADATA_KEY
-from ...files import PathLike, atomic_write_bytes
+from ...files import PathLike, atomic_write_bytes, cache_folder
 from ...imaging.image import prepare_input
 from ...metrics import darknet_map
 from ..evaluate import collect_map_inputs
-from .onnxruntime import _cache_key, cache_folder, cached_export, read_onnx_metadata, require_module
+from .onnxruntime import _cache_key, cached_export, read_onnx_metadata, require_module
 from .openvino import REPORT_RT_KEY, OpenVinoBackend
 
 __all__ = ["CalibrationSet", "read_calibration_images", "sample_calibration", "int8_backend",

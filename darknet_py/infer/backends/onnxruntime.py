@@ -26,7 +26,7 @@ from ...devices import usable_cpus
 from ...errors import DataError, UsageError
 from ...export.exporter import (DETECTIONS_NAME, METADATA_KEY, SELECTED_NAME, ExportOptions,
                                 export_model, export_network)
-from ...files import PathLike
+from ...files import PathLike, cache_folder
 from ...layers.registry import head_class
 from ...structures.heads import HeadSpec
 from ...timing import race, time_call
@@ -297,16 +297,6 @@ def cached_export(cfg: PathLike, weights: Optional[PathLike], *, width=None, hei
     else:
         export_model(cfg, weights, path, options, width=width, height=height, sidecar=False)
     return path
-
-
-def cache_folder() -> str:
-    """Where on-the-fly exports are kept: ``$DARKNET_PY_CACHE``, else
-    ``$XDG_CACHE_HOME/darknet_py``, else ``~/.cache/darknet_py`` (never the weights' folder,
-    which may be read-only or shared)."""
-    if os.environ.get("DARKNET_PY_CACHE"):
-        return os.environ["DARKNET_PY_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "darknet_py")
 
 
 def _head_spec(d: Dict[str, Any]) -> HeadSpec:

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import DataError
 from ..files import PathLike, atomic_write_bytes
+from .resize_kernel import compiled_resize
 from .image_header import (MAX_PIXELS_ENV, check_pixels, header_of_bytes, max_image_pixels,
                            read_file_header)
 
@@ -423,6 +424,9 @@ def _resize_decoded(mat: np.ndarray, w: int, h: int) -> torch.Tensor:
     in_h, in_w = int(mat.shape[0]), int(mat.shape[1])
     if in_w == w and in_h == h:
         return torch.from_numpy(_planar_float(np.ascontiguousarray(mat)))
+    kernel = compiled_resize()
+    if kernel is not None:
+        return _resize_compiled(kernel, mat, w, h)
     if 2 * w >= in_w or in_w == 1:
         # pass 1 reads two columns per output column: converting the whole image is then no
         # more memory than the gathered columns, and faster (one conversion, no gathers)
@@ -441,6 +445,44 @@ def _resize_decoded(mat: np.ndarray, w: int, h: int) -> torch.Tensor:
     np.add(pa, pb, out=part)
     part[:, :, w - 1] = last
     return _resize_rows(part.reshape(planes * in_h, w), planes, in_h, w, h)
+
+
+def _resize_compiled(kernel, mat: np.ndarray, w: int, h: int) -> torch.Tensor:
+    """:func:`_resize_decoded` by the compiled loop of :mod:`.resize_kernel` (the same values).
+    Every array it gets is writable and C-contiguous (the kernel is compiled for those types
+    once, ahead of the first call)."""
+    src = mat if mat.ndim == 3 else mat.reshape(mat.shape[0], mat.shape[1], 1)
+    if not (src.flags.c_contiguous and src.flags.writeable):
+        src = np.array(src, order="C")
+    in_h, in_w, planes = (int(v) for v in src.shape)
+    ix, ix1, wx0, wx1 = _kernel_axis(in_w, w)
+    iy, iy1, wy0, wy1 = _kernel_axis(in_h, h)
+    part = _scratch("compiled-part", (planes, in_h, w)).numpy()
+    out = np.empty((planes, h, w), np.float32)
+    kernel(src, _KERNEL_LUT, ix, ix1, wx0, wx1, iy, iy1, wy0, wy1, _rows_read(in_h, h), part, out,
+           planes in (3, 4))
+    return torch.from_numpy(out)
+
+
+#: the byte floats as the kernel takes them (a writable copy of :data:`_BYTE_TO_FLOAT`)
+_KERNEL_LUT = _BYTE_TO_FLOAT.reshape(256).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_axis(src: int, dst: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_axis_weights` as writable numpy arrays (never written: the kernel's types)."""
+    return tuple(np.array(np.asarray(v)) for v in _axis_weights(src, dst))  # type: ignore
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_read(in_h: int, h: int) -> np.ndarray:
+    """Which source rows pass 2 of ``in_h -> h`` reads (pass 1 skips the others)."""
+    iy, iy1, _, _ = _axis_weights(in_h, h)
+    need = np.zeros(in_h, np.bool_)
+    need[iy.numpy()] = True
+    if in_h > 1 and h > 1:
+        need[iy1.numpy()[:h - 1]] = True
+    return need
 
 
 #: rows per cv2.remap call of :func:`_gather_columns` (its map is this many rows tall)

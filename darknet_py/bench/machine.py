@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..devices import cpu_model, usable_cpus
+from ..imaging.resize_kernel import kernel_state
 from ..infer.backends.fast import runtime_info
 
 
@@ -26,6 +27,7 @@ def machine_info() -> Dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "resize": kernel_state(),
     }
     try:
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]

@@ -22,6 +22,8 @@ def format_report(report: Dict[str, Any]) -> str:
         + (f", cuda {mach.get('cuda_device')}" if mach.get("cuda") else ", no CUDA"),
         f"runs: {cfg['runs']} interleaved (+{cfg['warmup']} warm-up) per runner",
     ]
+    if mach.get("resize"):
+        lines.append(f"darknet-py's exact resize: {mach['resize']}")
     peers = [p for p in PEERS if any(r["runner"] == p for r in report["results"])]
     for mode, title in (("network", "network only (forward pass)"),
                         ("end_to_end", "end to end (decode + resize + forward + boxes + NMS)")):

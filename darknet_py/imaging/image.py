@@ -457,13 +457,19 @@ def _resize_compiled(kernel, mat: np.ndarray, w: int, h: int) -> torch.Tensor:
     in_h, in_w, planes = (int(v) for v in src.shape)
     ix, ix1, wx0, wx1 = _kernel_axis(in_w, w)
     iy, iy1, wy0, wy1 = _kernel_axis(in_h, h)
-    part = _scratch("compiled-part", (planes, in_h, w)).numpy()
+    shape = (planes, in_h, w)
+    # pass 1's rows are a per-thread buffer (a worker thread's fresh arrays fault their pages
+    # in on every call), except for a huge photo's, which is not kept after its image
+    part = _scratch("compiled-part", shape).numpy() if planes * in_h * w <= _KEEP_PART_VALUES \
+        else np.empty(shape, np.float32)
     out = np.empty((planes, h, w), np.float32)
     kernel(src, _KERNEL_LUT, ix, ix1, wx0, wx1, iy, iy1, wy0, wy1, _rows_read(in_h, h), part, out,
            planes in (3, 4))
     return torch.from_numpy(out)
 
 
+#: largest pass-1 buffer of the compiled resize kept between calls (4M values: 16 MiB)
+_KEEP_PART_VALUES = 1 << 22
 #: the byte floats as the kernel takes them (a writable copy of :data:`_BYTE_TO_FLOAT`)
 _KERNEL_LUT = _BYTE_TO_FLOAT.reshape(256).copy()
 

@@ -253,12 +253,21 @@ def test_inference_never_converts_a_whole_image_to_float(tmp_path, monkeypatch):
     converted = []
     real = image_module._planar_float
     monkeypatch.setattr(image_module, "_planar_float",
-                        lambda mat: converted.append(mat.size) or real(mat))
+                        lambda mat, *a: converted.append(mat.size) or real(mat, *a))
     det = Detector(CORPUS / "good" / "tiny.cfg", CORPUS / "good" / "tiny.weights",
                    backend="exact", device="cpu")
-    det(str(tmp_path / "photo.png"))
+    # the numpy resize (no compiled kernel)
+    with monkeypatch.context() as m:
+        m.setattr(image_module, "compiled_resize", lambda wait=False: None)
+        det(str(tmp_path / "photo.png"))
     # a 32x32 network: the two columns each output column reads, 64 of the 2000
     assert converted and max(converted) <= 1500 * 2 * 32 * 3, max(converted)
+    # the compiled resize (the speed extra) converts nothing to a float array but the output
+    from darknet_py.imaging.resize_kernel import compiled_resize
+    if compiled_resize(wait=True) is not None:
+        converted.clear()
+        det(str(tmp_path / "photo.png"))
+        assert converted == []
     monkeypatch.undo()
     for mat in (photo[:37, :53], photo[:5, :1], photo[:1, :9], photo[:40, :30, 0],
                 np.dstack([photo[:33, :21], photo[:33, :21, :1]])):

@@ -88,3 +88,15 @@ def test_without_numba_the_numpy_path_runs(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_numba)
     kernel, reason = K._build()
     assert kernel is False and "speed" in reason
+
+
+def test_a_huge_source_is_not_kept_and_gives_the_same_values(kernel, monkeypatch):
+    """Above _KEEP_PART_VALUES pass 1's buffer is made for the call and not kept per thread
+    (memory stays bounded after a huge photo); the values are the same."""
+    mat = np.random.default_rng(6).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    monkeypatch.setattr(I, "_KEEP_PART_VALUES", 10)
+    kept_before = dict(getattr(I._SCRATCH, "bufs", {}))
+    got = I._resize_compiled(kernel, mat, 17, 9)
+    assert not [k for k in getattr(I._SCRATCH, "bufs", {}) if k not in kept_before
+                and k[0] == "compiled-part"]
+    assert torch.equal(got, I.resize_image(I.DecodedImage(mat).to_tensor(), 17, 9))

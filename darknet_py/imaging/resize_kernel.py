@@ -14,8 +14,9 @@ table).
 numpy path runs then, with the same results). Importing Numba and compiling or loading the
 kernel takes about a second, so the second call (the second image of a process: a single image
 never pays for it) starts that on a background thread and returns None, and later calls get the
-kernel once it is there (``wait=True`` builds and waits, as the benchmark does before timing). The machine code is cached
-in :func:`~darknet_py.files.cache_folder` (``numba/``) unless the user set ``NUMBA_CACHE_DIR``.
+kernel once it is there (``wait=True`` builds and waits, as the benchmark does before timing).
+The machine code is cached in :func:`~darknet_py.files.cache_folder` (``numba/``) unless the
+user set ``NUMBA_CACHE_DIR``.
 """
 from __future__ import annotations
 

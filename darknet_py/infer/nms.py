@@ -311,15 +311,7 @@ def _nms_per_class_sparse(dets: DetectionSet, thresh: float, kind: str,
         src = np.where(ra < rb, a, b)[both]                 # the earlier of each pair
         dst = np.where(ra < rb, b, a)[both]
         is_cand = rank >= 0
-        keep = is_cand.copy()
-        for _ in range(cand.size + 1):
-            suppressed = np.zeros(total, bool)
-            suppressed[dst[keep[src]]] = True
-            new_keep = is_cand & ~suppressed
-            if np.array_equal(new_keep, keep):
-                break
-            keep = new_keep
-        gone = np.flatnonzero(is_cand & ~keep)
+        gone = np.flatnonzero(is_cand & ~_greedy_keep_edges(is_cand, src, dst))
         drop_rows.append(gone)
         drop_cols.append(np.full(gone.size, k))
     if drop_rows:
@@ -360,6 +352,14 @@ def _sparse_drops_all_classes(p: np.ndarray, classes: np.ndarray, a: np.ndarray,
     src = np.where(a_first, a[pair], b[pair]) + cls * total   # flat (class, row) indices
     dst = np.where(a_first, b[pair], a[pair]) + cls * total
     cand = (p[:, classes] != 0).T.ravel()                   # (classes * total,)
+    gone = np.flatnonzero(cand & ~_greedy_keep_edges(cand, src, dst))
+    return gone % total, classes[gone // total].astype(np.int64)
+
+
+def _greedy_keep_edges(cand: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The greedy keep-set over suppression edges ``src -> dst`` (``src`` earlier): the fixed
+    point of ``keep[j] = cand[j] and no kept src with an edge to j``, reached after "longest
+    chain" passes (at most one per edge)."""
     keep = cand.copy()
     for _ in range(src.size + 1):
         suppressed = np.zeros(cand.size, bool)
@@ -368,8 +368,7 @@ def _sparse_drops_all_classes(p: np.ndarray, classes: np.ndarray, a: np.ndarray,
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    gone = np.flatnonzero(cand & ~keep)
-    return gone % total, classes[gone // total].astype(np.int64)
+    return keep
 
 
 def _arranged(dets: DetectionSet, perm: torch.Tensor, probs_out: torch.Tensor,
